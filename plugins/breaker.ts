@@ -1,0 +1,23 @@
+import fp from 'fastify-plugin'
+import { CircuitBreaker } from '../src/cache/breaker.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Guards every cache-store call; never the narrator. */
+    breaker: CircuitBreaker
+  }
+}
+
+export interface BreakerPluginOptions {
+  failureThreshold?: number
+  cooldownMs?: number
+}
+
+export default fp<BreakerPluginOptions>(async (fastify, opts) => {
+  const breaker = new CircuitBreaker({
+    failureThreshold: opts.failureThreshold ?? 5,
+    cooldownMs: opts.cooldownMs ?? 5000,
+    onStateChange: state => fastify.log.warn({ breaker: state }, `redis circuit breaker ${state}`)
+  })
+  fastify.decorate('breaker', breaker)
+}, { name: 'breaker', dependencies: ['config'] })

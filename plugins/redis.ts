@@ -1,0 +1,72 @@
+import fp from 'fastify-plugin'
+import fastifyRedis from '@fastify/redis'
+import type { Cluster, Redis } from 'ioredis'
+import { MemoryStore } from '../src/cache/memory-store.js'
+import { createRedisClient, RedisStore } from '../src/cache/redis-store.js'
+import type { CacheStore } from '../src/cache/store.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The cache store: Redis, Redis Cluster, or the in-process store. */
+    store: CacheStore
+  }
+}
+
+/** How long start-up waits for Redis before it goes on without it. */
+const CONNECT_WAIT_MS = 3000
+
+async function waitReady (client: Redis | Cluster, ms: number): Promise<boolean> {
+  if (client.status === 'ready') return true
+  return await new Promise(resolve => {
+    const timer = setTimeout(() => done(false), ms)
+    const onReady = (): void => done(true)
+    function done (ok: boolean): void {
+      clearTimeout(timer)
+      client.off('ready', onReady)
+      resolve(ok)
+    }
+    client.on('ready', onReady)
+    client.connect().catch(() => {})
+  })
+}
+
+/**
+ * Redis through @fastify/redis (which decorates `fastify.redis` and closes it),
+ * with client options that fail fast (src/cache/redis-store.ts). A Redis that
+ * is down at start-up is not fatal: @fastify/redis would wait for it, so in
+ * that case the same client is decorated here and reconnects in the
+ * background while the breaker keeps requests off it.
+ */
+export default fp(async (fastify) => {
+  const { redis: target, memoryStoreMaxBytes } = fastify.config
+  if (target.kind === 'memory') {
+    const store = new MemoryStore({ maxBytes: memoryStoreMaxBytes })
+    fastify.decorate('store', store)
+    fastify.addHook('onClose', async () => { await store.close() })
+    return
+  }
+
+  const client = createRedisClient(target)
+  let lastErrorLog = 0
+  const onError = (err: Error): void => {
+    // ioredis emits an error per reconnect attempt: log at most one every 10 s.
+    if (Date.now() - lastErrorLog < 10_000) return
+    lastErrorLog = Date.now()
+    fastify.log.warn({ err: { message: err.message, code: (err as NodeJS.ErrnoException).code } }, 'redis connection error')
+  }
+  client.on('error', onError)
+
+  const ready = await waitReady(client, CONNECT_WAIT_MS)
+  if (ready) {
+    await fastify.register(fastifyRedis, { client, closeClient: true })
+  } else {
+    fastify.log.warn('redis is not reachable at start-up; serving without it until it is')
+    fastify.decorate('redis', client as never)
+    fastify.addHook('onClose', async () => { client.disconnect() })
+  }
+
+  const store = new RedisStore(client, { onError })
+  fastify.decorate('store', store)
+  // Registered after @fastify/redis, so it runs before the client is quit.
+  fastify.addHook('onClose', async () => { await store.close() })
+}, { name: 'redis', dependencies: ['config'] })

@@ -1,0 +1,19 @@
+import fp from 'fastify-plugin'
+import swagger from '@fastify/swagger'
+import swaggerUi from '@fastify/swagger-ui'
+import { packageInfo as pkg } from '../src/package-info.js'
+
+/** The OpenAPI document, built from the routes' TypeBox schemas, and Swagger UI at /documentation. */
+export default fp(async (fastify) => {
+  await fastify.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'Narrative cache server', version: pkg.version, description: pkg.description },
+      tags: [
+        { name: 'narrative', description: 'Narratives for user profiles, cached' },
+        { name: 'operations', description: 'Health and readiness' }
+      ]
+    }
+  })
+  await fastify.register(swaggerUi, { routePrefix: '/documentation' })
+}, { name: 'swagger', dependencies: ['config'] })

@@ -1,0 +1,42 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from '@sinclair/typebox'
+
+const PartState = Type.Unsafe<string>({ type: 'string', description: 'up, down, degraded, or embedded' })
+const ReadySchema = Type.Object({
+  status: Type.Unsafe<'ready' | 'starting' | 'closing'>({ type: 'string', enum: ['ready', 'starting', 'closing'] }),
+  redis: PartState,
+  breaker: Type.Unsafe<'closed' | 'open' | 'half-open'>({ type: 'string', enum: ['closed', 'open', 'half-open'] }),
+  database: PartState,
+  narrator: Type.String({ description: 'the configured narrator: a model name, or "template"' })
+})
+
+const routes: FastifyPluginAsyncTypebox = async (fastify) => {
+  let closing = false
+  fastify.addHook('preClose', async () => { closing = true })
+
+  fastify.get('/health', {
+    schema: { tags: ['operations'], summary: 'Liveness: 200 while the process serves', response: { 200: Type.Object({ status: Type.Literal('ok') }) } }
+  }, async () => ({ status: 'ok' as const }))
+
+  fastify.get('/ready', {
+    schema: {
+      tags: ['operations'],
+      summary: 'Readiness, with the state of each dependency',
+      description: 'Degraded dependencies are named, not fatal: 200 while requests can be served, 503 while starting or closing.',
+      response: { 200: ReadySchema, 503: ReadySchema }
+    }
+  }, async (_request, reply) => {
+    const { store, breaker, narrator } = fastify
+    let redis = 'embedded'
+    if (store.kind !== 'memory') {
+      redis = breaker.state === 'open' ? 'down' : 'up'
+      if (breaker.state !== 'open') {
+        redis = await store.ping().then(() => 'up', () => 'down')
+      }
+    }
+    const body = { status: closing ? 'closing' as const : 'ready' as const, redis, breaker: breaker.state, database: 'none', narrator: narrator.engine }
+    return await reply.code(closing ? 503 : 200).send(body)
+  })
+}
+
+export default routes

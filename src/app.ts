@@ -1,0 +1,76 @@
+import { STATUS_CODES } from 'node:http'
+import type { FastifyError, FastifyInstance, FastifyServerOptions } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import configPlugin from '../plugins/config.js'
+import redisPlugin from '../plugins/redis.js'
+import breakerPlugin, { type BreakerPluginOptions } from '../plugins/breaker.js'
+import narratorPlugin from '../plugins/narrator.js'
+import cachePlugin, { type CachePluginOptions } from '../plugins/cache.js'
+import swaggerPlugin from '../plugins/swagger.js'
+import narrativeRoutes from '../routes/narrative/index.js'
+import healthRoutes from '../routes/health/index.js'
+import type { Config } from './config.js'
+import type { Narrator } from './narrator/narrator.js'
+import { NotFoundError } from './errors.js'
+import { formatValidationError } from './schemas/validation-message.js'
+
+export interface AppOptions {
+  config?: Config
+  /** Replaces the configured narrator (tests, benchmarks). */
+  narrator?: Narrator
+  breaker?: BreakerPluginOptions
+  cache?: CachePluginOptions
+}
+
+/** Body limit of the public route: 16 KiB, as the contract says. */
+export const BODY_LIMIT = 16 * 1024
+
+/**
+ * Fastify's constructor options for this app. Ajv is set so that unknown
+ * properties are refused (not stripped), strings are never coerced into
+ * numbers, and NaN/Infinity are not numbers.
+ */
+export function serverOptions (config: Pick<Config, 'logLevel' | 'trustProxy'>, logger: FastifyServerOptions['logger'] = { level: config.logLevel }): FastifyServerOptions {
+  return {
+    logger,
+    bodyLimit: BODY_LIMIT,
+    trustProxy: config.trustProxy as boolean | string,
+    requestIdHeader: false,
+    // A slow client cannot hold a connection open for ever.
+    requestTimeout: 30_000,
+    connectionTimeout: 60_000,
+    ajv: {
+      customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false, strictNumbers: true }
+    },
+    schemaErrorFormatter: formatValidationError
+  }
+}
+
+/** The whole app as one plugin: plugins, then routes, then the error and 404 handlers. */
+export default async function app (fastify: FastifyInstance, opts: AppOptions): Promise<void> {
+  const instance = fastify.withTypeProvider<TypeBoxTypeProvider>()
+  await instance.register(configPlugin, { config: opts.config })
+  await instance.register(redisPlugin)
+  await instance.register(breakerPlugin, opts.breaker ?? {})
+  await instance.register(narratorPlugin, { narrator: opts.narrator })
+  await instance.register(cachePlugin, opts.cache ?? {})
+  await instance.register(swaggerPlugin)
+
+  instance.setErrorHandler((error: FastifyError, request, reply) => {
+    const status = error.statusCode !== undefined && error.statusCode >= 400 ? error.statusCode : 500
+    if (status >= 500) {
+      request.log.error({ err: error }, 'request failed')
+      return reply.code(status).send({ statusCode: status, code: 'NARR_INTERNAL', error: STATUS_CODES[status] ?? 'Error', message: 'Internal error; the request id is in the logs' })
+    }
+    request.log.info({ code: error.code, reason: error.message }, 'request refused')
+    return reply.code(status).send({ statusCode: status, code: error.code ?? 'NARR_BAD_REQUEST', error: STATUS_CODES[status] ?? 'Error', message: error.message })
+  })
+
+  instance.setNotFoundHandler((request, reply) => {
+    const error = new NotFoundError(request.method, request.url.split('?')[0])
+    return reply.code(404).send({ statusCode: 404, code: error.code, error: 'Not Found', message: error.message })
+  })
+
+  await instance.register(healthRoutes)
+  await instance.register(narrativeRoutes)
+}

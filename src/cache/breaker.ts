@@ -1,0 +1,87 @@
+export type BreakerState = 'closed' | 'open' | 'half-open'
+
+export interface BreakerOptions {
+  /** Consecutive failures (errors or timeouts) that open the breaker. */
+  failureThreshold: number
+  /** How long it stays open before one trial call is let through. */
+  cooldownMs: number
+  clock?: () => number
+  onStateChange?: (state: BreakerState) => void
+}
+
+export class BreakerOpenError extends Error {
+  readonly code = 'NARR_BREAKER_OPEN'
+  constructor () { super('the Redis circuit breaker is open') }
+}
+
+/**
+ * A circuit breaker for the cache store only; the narrator is never behind it,
+ * so a Redis outage cannot stop generation. While open, calls fail at once
+ * without touching the store; after the cool-down exactly one trial goes
+ * through, and its outcome closes or re-opens the breaker.
+ */
+export class CircuitBreaker {
+  private failures = 0
+  private openedAt = 0
+  private trialInFlight = false
+  private current: BreakerState = 'closed'
+  private readonly clock: () => number
+
+  constructor (private readonly options: BreakerOptions) {
+    if (!(options.failureThreshold >= 1)) throw new Error('breaker failureThreshold must be at least 1')
+    if (!(options.cooldownMs >= 0)) throw new Error('breaker cooldownMs must not be negative')
+    this.clock = options.clock ?? Date.now
+  }
+
+  get state (): BreakerState {
+    return this.current
+  }
+
+  /** True when a call would be let through now (closed, or a trial is due). */
+  allows (): boolean {
+    if (this.current === 'closed') return true
+    if (this.current === 'open') return this.clock() - this.openedAt >= this.options.cooldownMs
+    return !this.trialInFlight
+  }
+
+  async run<T> (fn: () => Promise<T>): Promise<T> {
+    let trial = false
+    if (this.current === 'open') {
+      if (this.clock() - this.openedAt < this.options.cooldownMs) throw new BreakerOpenError()
+      this.transition('half-open')
+    }
+    if (this.current === 'half-open') {
+      if (this.trialInFlight) throw new BreakerOpenError()
+      this.trialInFlight = true
+      trial = true
+    }
+    try {
+      const result = await fn()
+      this.onSuccess()
+      return result
+    } catch (err) {
+      this.onFailure()
+      throw err
+    } finally {
+      if (trial) this.trialInFlight = false
+    }
+  }
+
+  private onSuccess (): void {
+    this.failures = 0
+    if (this.current !== 'closed') this.transition('closed')
+  }
+
+  private onFailure (): void {
+    this.failures++
+    if (this.current === 'half-open' || this.failures >= this.options.failureThreshold) {
+      this.openedAt = this.clock()
+      if (this.current !== 'open') this.transition('open')
+    }
+  }
+
+  private transition (state: BreakerState): void {
+    this.current = state
+    this.options.onStateChange?.(state)
+  }
+}

@@ -1,0 +1,122 @@
+import { EventEmitter } from 'node:events'
+import type { CacheStore } from './store.js'
+import { versionOf } from './store.js'
+
+interface Slot { value: Buffer, expiresAt: number }
+
+export interface MemoryStoreOptions {
+  /** Upper bound on the bytes of keys and values held; least recently used go first. */
+  maxBytes: number
+  clock?: () => number
+}
+
+/**
+ * The in-process stand-in for Redis when REDIS_URL is unset: the same
+ * interface and TTL semantics, bounded in memory with LRU eviction. A Map keeps
+ * insertion order, so re-inserting on access makes its first key the least
+ * recently used.
+ */
+export class MemoryStore implements CacheStore {
+  readonly kind = 'memory' as const
+  private readonly slots = new Map<string, Slot>()
+  private readonly bus = new EventEmitter()
+  private bytes = 0
+  private readonly clock: () => number
+
+  constructor (private readonly options: MemoryStoreOptions) {
+    if (!(options.maxBytes > 0)) throw new Error('memory store maxBytes must be positive')
+    this.clock = options.clock ?? Date.now
+    this.bus.setMaxListeners(0)
+  }
+
+  private read (key: string): Slot | undefined {
+    const slot = this.slots.get(key)
+    if (slot === undefined) return undefined
+    if (slot.expiresAt <= this.clock()) {
+      this.remove(key)
+      return undefined
+    }
+    this.slots.delete(key)
+    this.slots.set(key, slot)
+    return slot
+  }
+
+  private remove (key: string): boolean {
+    const slot = this.slots.get(key)
+    if (slot === undefined) return false
+    this.slots.delete(key)
+    this.bytes -= key.length + slot.value.length
+    return true
+  }
+
+  private write (key: string, value: Buffer, ttlMs: number): void {
+    this.remove(key)
+    const size = key.length + value.length
+    if (size > this.options.maxBytes) return
+    while (this.bytes + size > this.options.maxBytes) {
+      const oldest = this.slots.keys().next().value as string
+      this.remove(oldest)
+    }
+    this.slots.set(key, { value, expiresAt: this.clock() + ttlMs })
+    this.bytes += size
+  }
+
+  async get (key: string): Promise<Buffer | null> {
+    return this.read(key)?.value ?? null
+  }
+
+  async setIfNewer (key: string, value: Buffer, version: number, ttlMs: number): Promise<boolean> {
+    const current = this.read(key)
+    if (current !== undefined && versionOf(current.value) >= version) return false
+    this.write(key, value, ttlMs)
+    return true
+  }
+
+  async set (key: string, value: string, ttlMs: number): Promise<void> {
+    this.write(key, Buffer.from(value), ttlMs)
+  }
+
+  async del (key: string): Promise<number> {
+    return this.remove(key) ? 1 : 0
+  }
+
+  async acquireLock (key: string, token: string, ttlMs: number): Promise<boolean> {
+    if (this.read(key) !== undefined) return false
+    this.write(key, Buffer.from(token), ttlMs)
+    return true
+  }
+
+  async releaseLock (key: string, token: string): Promise<boolean> {
+    const slot = this.read(key)
+    if (slot === undefined || slot.value.toString() !== token) return false
+    return this.remove(key)
+  }
+
+  async publish (channel: string, message: string): Promise<void> {
+    // Asynchronous like a real broker: a publisher never runs subscribers inline.
+    setImmediate(() => this.bus.emit(channel, message))
+  }
+
+  async subscribe (channel: string, onMessage: (message: string) => void): Promise<() => Promise<void>> {
+    this.bus.on(channel, onMessage)
+    return async () => { this.bus.off(channel, onMessage) }
+  }
+
+  async ping (): Promise<void> {}
+
+  async info (): Promise<{ keys: number, memoryUsedBytes: number }> {
+    return { keys: this.slots.size, memoryUsedBytes: this.bytes }
+  }
+
+  /** Keys in the store, for pattern deletion; expired ones are skipped. */
+  keys (): string[] {
+    const now = this.clock()
+    return [...this.slots.entries()].filter(([, s]) => s.expiresAt > now).map(([k]) => k)
+  }
+
+  async close (): Promise<void> {
+    this.bus.removeAllListeners()
+    this.slots.clear()
+    this.bytes = 0
+  }
+}

@@ -1,0 +1,405 @@
+import { randomUUID } from 'node:crypto'
+import type { Narrative } from '../domain/narrative.js'
+import type { NormalizedProfile } from '../domain/profile.js'
+import { lockKey, readyChannel, refreshLockKey } from '../domain/cache-key.js'
+import { ENGINE_VERSION, PROMPT_HASH } from '../domain/prompt.js'
+import { templateNarrative, TEMPLATE_ENGINE } from '../domain/template-narrator.js'
+import type { Generation, Narrator } from '../narrator/narrator.js'
+import { withRetry, type RetryPolicy } from '../narrator/retry.js'
+import type { CircuitBreaker } from './breaker.js'
+import { CacheCorruptionError, decodeEntry, encodeEntry, ValueTooLargeError, type CachedNarrative } from './codec.js'
+import type { Logger } from './logger.js'
+import type { CacheStore } from './store.js'
+
+export type EngineStatus = 'hit' | 'stale' | 'miss' | 'fallback'
+
+export interface NarrativeJob {
+  key: string
+  profile: NormalizedProfile
+  locale: string
+}
+
+export interface Resolution {
+  status: EngineStatus
+  key: string
+  narrative: Narrative
+  engine: string
+  /** When the narrative was written (ms); age is measured from it. */
+  writtenAt: number
+  /** True when this call made the narrator write (a model call was paid for). */
+  generated: boolean
+  generation?: Generation
+}
+
+export interface EngineOptions {
+  prefix: string
+  ttlSeconds: number
+  staleSeconds: number
+  /** Retry policy of a generation on the request path. */
+  generation: RetryPolicy
+  /** Retry policy of a background refresh (3 attempts by default). */
+  refresh: RetryPolicy
+  /** How long a request waits for another instance's build before it falls back. */
+  maxWaitMs: number
+  /** First and largest poll interval of a waiter: the safety net under pub/sub. */
+  pollMinMs: number
+  pollMaxMs: number
+}
+
+export interface EngineDeps {
+  store: CacheStore
+  breaker: CircuitBreaker
+  /** The configured narrator: a model, or the template when no key is set. */
+  narrator: Narrator
+  logger: Logger
+  clock?: () => number
+  options: EngineOptions
+}
+
+export interface EngineCounters {
+  hits: number
+  staleHits: number
+  misses: number
+  fallbacks: number
+  generations: number
+  refreshStarted: number
+  refreshSkippedLocked: number
+  refreshSucceeded: number
+  refreshFailed: number
+  corruptEntries: number
+  storeErrors: number
+}
+
+interface Waiter { key: string, wake: (outcome: 'ready' | 'failed') => void }
+
+/**
+ * The cache engine: fresh and stale reads, one builder per key across every
+ * instance (SET NX PX lock + pub/sub wake-ups + polling as the safety net),
+ * newer-wins writes, background refresh under a refresh lock, and fallbacks
+ * for every dependency. Plain class: store, breaker, narrators, clock and
+ * logger are injected, so it runs the same inside or outside Fastify.
+ */
+export class NarrativeEngine {
+  readonly counters: EngineCounters = {
+    hits: 0, staleHits: 0, misses: 0, fallbacks: 0, generations: 0, refreshStarted: 0, refreshSkippedLocked: 0, refreshSucceeded: 0, refreshFailed: 0, corruptEntries: 0, storeErrors: 0
+  }
+
+  private readonly inflight = new Map<string, Promise<Resolution>>()
+  private readonly refreshing = new Set<string>()
+  private readonly background = new Set<Promise<void>>()
+  private readonly heldLocks = new Map<string, string>()
+  private readonly waiters = new Map<string, Set<Waiter>>()
+  private unsubscribe: (() => Promise<void>) | undefined
+  private readonly clock: () => number
+  private readonly lockTtlMs: number
+  private closing = false
+  private readonly shutdown = new AbortController()
+
+  constructor (private readonly deps: EngineDeps) {
+    const o = deps.options
+    if (!(o.staleSeconds > 0 && o.staleSeconds < o.ttlSeconds)) throw new Error('engine staleSeconds must be positive and below ttlSeconds')
+    if (!(o.maxWaitMs > 0)) throw new Error('engine maxWaitMs must be positive')
+    this.clock = deps.clock ?? Date.now
+    // The lock must outlive the longest build it protects, or a second builder starts.
+    this.lockTtlMs = Math.max(o.generation.deadlineMs, o.refresh.deadlineMs) + 5000
+  }
+
+  /** Subscribes to build announcements. Without it waiters still poll. */
+  async start (): Promise<void> {
+    try {
+      this.unsubscribe = await this.deps.store.subscribe(readyChannel(this.deps.options.prefix), message => this.onAnnouncement(message))
+    } catch (err) {
+      this.deps.logger.warn({ err }, 'could not subscribe to build announcements; waiters will poll')
+    }
+  }
+
+  get locksHeld (): number {
+    return this.heldLocks.size
+  }
+
+  /**
+   * Answers a request: concurrent identical calls in this process share one
+   * promise before anything touches the store.
+   */
+  async resolve (job: NarrativeJob): Promise<Resolution> {
+    const shared = this.inflight.get(job.key)
+    if (shared !== undefined) return { ...(await shared), generated: false }
+    const promise = this.lookupOrBuild(job).finally(() => this.inflight.delete(job.key))
+    this.inflight.set(job.key, promise)
+    return await promise
+  }
+
+  private async lookupOrBuild (job: NarrativeJob): Promise<Resolution> {
+    let stored: Buffer | null
+    try {
+      stored = await this.store(s => s.get(job.key))
+    } catch {
+      return await this.direct(job)
+    }
+    if (stored !== null) {
+      const entry = this.decode(job.key, stored)
+      if (entry !== null) return this.fromEntry(job, entry, true)
+    }
+    return await this.build(job)
+  }
+
+  /** A fresh or stale answer from a decoded entry; a stale one schedules its refresh. */
+  private fromEntry (job: NarrativeJob, entry: CachedNarrative, countIt: boolean): Resolution {
+    const stale = this.clock() >= entry.meta.stale_after
+    if (stale) {
+      if (countIt) this.counters.staleHits++
+      this.scheduleRefresh(job, entry)
+    } else if (countIt) {
+      this.counters.hits++
+    }
+    return {
+      status: stale ? 'stale' : 'hit',
+      key: job.key,
+      narrative: entry.narrative,
+      engine: entry.engine,
+      writtenAt: entry.meta.refreshed_at,
+      generated: false
+    }
+  }
+
+  private decode (key: string, stored: Buffer): CachedNarrative | null {
+    try {
+      return decodeEntry(stored, ENGINE_VERSION)
+    } catch (err) {
+      if (!(err instanceof CacheCorruptionError)) throw err
+      this.counters.corruptEntries++
+      this.deps.logger.warn({ key, reason: err.message }, 'corrupt cache entry deleted')
+      this.store(s => s.del(key)).catch(() => {})
+      return null
+    }
+  }
+
+  /** A miss: become the one builder for this key, or wait for the one there is. */
+  private async build (job: NarrativeJob): Promise<Resolution> {
+    const token = randomUUID()
+    let acquired: boolean
+    try {
+      acquired = await this.store(s => s.acquireLock(lockKey(job.key), token, this.lockTtlMs))
+    } catch {
+      return await this.direct(job)
+    }
+    if (acquired) return await this.buildAndStore(job, token)
+    return await this.waitForBuilder(job)
+  }
+
+  private async buildAndStore (job: NarrativeJob, token: string): Promise<Resolution> {
+    const lock = lockKey(job.key)
+    this.heldLocks.set(lock, token)
+    const version = this.clock()
+    let generation: Generation
+    try {
+      generation = await this.generate(job, this.deps.options.generation)
+    } catch (err) {
+      this.deps.logger.warn({ key: job.key, err: describe(err) }, 'narrator failed; answering with the template')
+      await this.releaseAndAnnounce(job.key, lock, token, 'failed')
+      return this.templateFallback(job)
+    }
+    this.counters.misses++
+    const writtenAt = this.clock()
+    try {
+      const encoded = encodeEntry(this.entryFor(job, generation, writtenAt, writtenAt), version)
+      const ttlMs = this.deps.options.ttlSeconds * 1000
+      await this.store(s => s.setIfNewer(job.key, encoded, version, ttlMs))
+    } catch (err) {
+      // Too large, or the store failed: the answer is still good, only uncached.
+      if (!(err instanceof ValueTooLargeError)) this.deps.logger.warn({ key: job.key, err: describe(err) }, 'could not store a generated narrative')
+      else this.deps.logger.warn({ key: job.key, reason: err.message }, 'narrative served but not cached')
+    }
+    await this.releaseAndAnnounce(job.key, lock, token, 'ready')
+    return { status: 'miss', key: job.key, narrative: generation.narrative, engine: generation.engine, writtenAt, generated: true, generation }
+  }
+
+  private async releaseAndAnnounce (key: string, lock: string, token: string, outcome: 'ready' | 'failed'): Promise<void> {
+    this.heldLocks.delete(lock)
+    await this.store(s => s.releaseLock(lock, token)).catch(() => {})
+    await this.store(s => s.publish(readyChannel(this.deps.options.prefix), JSON.stringify({ k: key, o: outcome }))).catch(() => {})
+  }
+
+  /**
+   * Waits for another builder. Wakes on its announcement, or polls with
+   * backoff in case the announcement is lost; each poll also tries the lock,
+   * so a builder that died is replaced once its lock expires. Past maxWaitMs
+   * the request answers from the template rather than hang.
+   */
+  private async waitForBuilder (job: NarrativeJob): Promise<Resolution> {
+    const deadline = this.clock() + this.deps.options.maxWaitMs
+    let delay = this.deps.options.pollMinMs
+    while (!this.closing) {
+      const left = deadline - this.clock()
+      if (left <= 0) break
+      const outcome = await this.nextAnnouncement(job.key, Math.min(delay, left))
+      if (outcome === 'failed') return this.templateFallback(job)
+      delay = Math.min(delay * 2, this.deps.options.pollMaxMs)
+      let stored: Buffer | null
+      try {
+        stored = await this.store(s => s.get(job.key))
+      } catch {
+        return await this.direct(job)
+      }
+      if (stored !== null) {
+        const entry = this.decode(job.key, stored)
+        // Someone else paid for it: this request is answered as a miss it did not cause.
+        if (entry !== null) return { ...this.fromEntry(job, entry, false), status: 'miss' }
+      }
+      const token = randomUUID()
+      const acquired = await this.store(s => s.acquireLock(lockKey(job.key), token, this.lockTtlMs)).catch(() => false)
+      if (acquired) return await this.buildAndStore(job, token)
+    }
+    this.deps.logger.warn({ key: job.key, waitedMs: this.deps.options.maxWaitMs }, 'gave up waiting for another builder')
+    return this.templateFallback(job)
+  }
+
+  private async nextAnnouncement (key: string, timeoutMs: number): Promise<'ready' | 'failed' | 'timeout'> {
+    return await new Promise(resolve => {
+      let set = this.waiters.get(key)
+      if (set === undefined) {
+        set = new Set()
+        this.waiters.set(key, set)
+      }
+      const entries = set
+      const timer = setTimeout(() => finish('timeout'), timeoutMs)
+      const waiter: Waiter = { key, wake: outcome => finish(outcome) }
+      function finish (outcome: 'ready' | 'failed' | 'timeout'): void {
+        clearTimeout(timer)
+        entries.delete(waiter)
+        resolve(outcome)
+      }
+      entries.add(waiter)
+      if (this.closing) finish('timeout')
+    })
+  }
+
+  private onAnnouncement (message: string): void {
+    let parsed: { k?: unknown, o?: unknown }
+    try { parsed = JSON.parse(message) } catch { return }
+    if (typeof parsed.k !== 'string') return
+    const set = this.waiters.get(parsed.k)
+    if (set === undefined) return
+    this.waiters.delete(parsed.k)
+    const outcome = parsed.o === 'failed' ? 'failed' : 'ready'
+    for (const waiter of set) waiter.wake(outcome)
+  }
+
+  /** Redis unusable: generate without the cache (still one call per key in this process). */
+  private async direct (job: NarrativeJob): Promise<Resolution> {
+    try {
+      const generation = await this.generate(job, this.deps.options.generation)
+      this.counters.fallbacks++
+      const now = this.clock()
+      return { status: 'fallback', key: job.key, narrative: generation.narrative, engine: generation.engine, writtenAt: now, generated: true, generation }
+    } catch (err) {
+      this.deps.logger.warn({ key: job.key, err: describe(err) }, 'narrator failed without the cache; answering with the template')
+      return this.templateFallback(job)
+    }
+  }
+
+  /** The template stands in: it needs nothing that can fail, and is never stored. */
+  private templateFallback (job: NarrativeJob): Resolution {
+    this.counters.fallbacks++
+    return { status: 'fallback', key: job.key, narrative: templateNarrative(job.profile), engine: TEMPLATE_ENGINE, writtenAt: this.clock(), generated: false }
+  }
+
+  private async generate (job: NarrativeJob, policy: RetryPolicy): Promise<Generation> {
+    this.counters.generations++
+    return await withRetry(signal => this.deps.narrator.generate(job.profile, job.locale, signal), policy, this.shutdown.signal)
+  }
+
+  private entryFor (job: NarrativeJob, generation: Generation, createdAt: number, refreshedAt: number): CachedNarrative {
+    const o = this.deps.options
+    return {
+      version: ENGINE_VERSION,
+      engine: generation.engine,
+      prompt_hash: PROMPT_HASH,
+      profile: job.profile,
+      narrative: generation.narrative,
+      meta: {
+        created_at: createdAt,
+        refreshed_at: refreshedAt,
+        stale_after: refreshedAt + o.staleSeconds * 1000,
+        ttl_seconds: o.ttlSeconds,
+        size_bytes: 0,
+        compression: 'none'
+      }
+    }
+  }
+
+  /**
+   * Stale-while-revalidate: one refresh per key in this process, and one
+   * across all instances thanks to the refresh lock. A failed refresh leaves
+   * the stale entry in place.
+   */
+  private scheduleRefresh (job: NarrativeJob, entry: CachedNarrative): void {
+    if (this.closing || this.refreshing.has(job.key)) return
+    this.refreshing.add(job.key)
+    const task = this.refresh(job, entry)
+      .catch(err => this.deps.logger.error({ key: job.key, err: describe(err) }, 'refresh crashed'))
+      .finally(() => {
+        this.refreshing.delete(job.key)
+        this.background.delete(task)
+      })
+    this.background.add(task)
+  }
+
+  private async refresh (job: NarrativeJob, entry: CachedNarrative): Promise<void> {
+    const lock = refreshLockKey(job.key)
+    const token = randomUUID()
+    const acquired = await this.store(s => s.acquireLock(lock, token, this.lockTtlMs)).catch(() => false)
+    if (!acquired) {
+      this.counters.refreshSkippedLocked++
+      return
+    }
+    this.heldLocks.set(lock, token)
+    this.counters.refreshStarted++
+    const version = this.clock()
+    try {
+      const generation = await this.generate(job, this.deps.options.refresh)
+      const now = this.clock()
+      const encoded = encodeEntry(this.entryFor(job, generation, entry.meta.created_at, now), version)
+      await this.store(s => s.setIfNewer(job.key, encoded, version, this.deps.options.ttlSeconds * 1000))
+      this.counters.refreshSucceeded++
+    } catch (err) {
+      this.counters.refreshFailed++
+      this.deps.logger.warn({ key: job.key, err: describe(err) }, 'refresh failed; the stale entry stays')
+    } finally {
+      this.heldLocks.delete(lock)
+      await this.store(s => s.releaseLock(lock, token)).catch(() => {})
+    }
+  }
+
+  /** A store call through the breaker; its failures are counted, never thrown past the engine. */
+  private async store<T> (op: (store: CacheStore) => Promise<T>): Promise<T> {
+    try {
+      return await this.deps.breaker.run(() => op(this.deps.store))
+    } catch (err) {
+      this.counters.storeErrors++
+      throw err
+    }
+  }
+
+  /**
+   * Stops taking new background work, lets refreshes in flight finish (up to
+   * `graceMs`, then aborts them), and releases every lock this process holds.
+   */
+  async close (graceMs = 10_000): Promise<void> {
+    this.closing = true
+    for (const set of this.waiters.values()) for (const w of set) w.wake('ready')
+    const settled = Promise.allSettled([...this.background])
+    const timer = setTimeout(() => this.shutdown.abort(), graceMs)
+    await settled
+    clearTimeout(timer)
+    for (const [lock, token] of this.heldLocks) {
+      await this.deps.store.releaseLock(lock, token).catch(() => {})
+    }
+    this.heldLocks.clear()
+    await this.unsubscribe?.().catch(() => {})
+  }
+}
+
+function describe (err: unknown): string {
+  return err instanceof Error ? err.message : String(err)
+}

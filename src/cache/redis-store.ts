@@ -1,0 +1,163 @@
+import { Cluster, Redis, type RedisOptions } from 'ioredis'
+import type { RedisTarget } from '../config.js'
+import type { CacheStore } from './store.js'
+
+/**
+ * Newer wins: write only when the stored value's 13-digit version header is
+ * older than ours (or absent or unreadable). One key, so it is Cluster-safe.
+ */
+const SET_IF_NEWER = `
+local cur = redis.call('GETRANGE', KEYS[1], 0, 12)
+if string.len(cur) == 13 and string.match(cur, '^%d+$') and tonumber(cur) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1`
+
+/** Compare-and-delete: only the holder of the token frees the lock. */
+const RELEASE_LOCK = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0`
+
+type ScriptedClient = (Redis | Cluster) & {
+  narrSetIfNewer: (key: string, value: Buffer, version: string, ttlMs: string) => Promise<number>
+  narrReleaseLock: (key: string, token: string) => Promise<number>
+}
+
+/**
+ * Options that make a dead or frozen Redis fail fast: a 1 s command timeout
+ * (ioredis has none by default, and a frozen server never closes its socket),
+ * no offline queue (commands fail at once while disconnected instead of piling
+ * up), one retry per command, and reconnects with capped exponential backoff.
+ */
+export function clientOptions (commandTimeoutMs = 1000): RedisOptions {
+  return {
+    commandTimeout: commandTimeoutMs,
+    connectTimeout: 2000,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 10), 2000),
+    lazyConnect: true
+  }
+}
+
+export function createRedisClient (target: Exclude<RedisTarget, { kind: 'memory' }>, commandTimeoutMs = 1000): Redis | Cluster {
+  const options = clientOptions(commandTimeoutMs)
+  if (target.kind === 'single') return new Redis(target.url, options)
+  return new Cluster(target.seeds, {
+    redisOptions: options,
+    enableOfflineQueue: false,
+    lazyConnect: true,
+    clusterRetryStrategy: (times: number) => Math.min(100 * 2 ** Math.min(times, 10), 2000),
+    slotsRefreshTimeout: 2000
+  })
+}
+
+export interface RedisStoreOptions {
+  /** Called on connection-level errors; ioredis throws if nobody listens. */
+  onError?: (err: Error) => void
+}
+
+export class RedisStore implements CacheStore {
+  readonly kind: 'redis' | 'cluster'
+  private readonly client: ScriptedClient
+  private subscriber: Redis | Cluster | undefined
+  private readonly handlers = new Map<string, Set<(message: string) => void>>()
+
+  constructor (client: Redis | Cluster, private readonly options: RedisStoreOptions = {}) {
+    this.kind = client instanceof Cluster ? 'cluster' : 'redis'
+    client.defineCommand('narrSetIfNewer', { numberOfKeys: 1, lua: SET_IF_NEWER })
+    client.defineCommand('narrReleaseLock', { numberOfKeys: 1, lua: RELEASE_LOCK })
+    this.client = client as ScriptedClient
+  }
+
+  get redis (): Redis | Cluster {
+    return this.client
+  }
+
+  async get (key: string): Promise<Buffer | null> {
+    return await this.client.getBuffer(key)
+  }
+
+  async setIfNewer (key: string, value: Buffer, version: number, ttlMs: number): Promise<boolean> {
+    return (await this.client.narrSetIfNewer(key, value, String(version), String(Math.max(1, Math.round(ttlMs))))) === 1
+  }
+
+  async set (key: string, value: string, ttlMs: number): Promise<void> {
+    await this.client.set(key, value, 'PX', Math.max(1, Math.round(ttlMs)))
+  }
+
+  async del (key: string): Promise<number> {
+    return await this.client.del(key)
+  }
+
+  async acquireLock (key: string, token: string, ttlMs: number): Promise<boolean> {
+    return (await this.client.set(key, token, 'PX', Math.max(1, Math.round(ttlMs)), 'NX')) === 'OK'
+  }
+
+  async releaseLock (key: string, token: string): Promise<boolean> {
+    return (await this.client.narrReleaseLock(key, token)) === 1
+  }
+
+  async publish (channel: string, message: string): Promise<void> {
+    await this.client.publish(channel, message)
+  }
+
+  /**
+   * One extra connection carries every subscription. It keeps an offline queue
+   * (it only ever sends SUBSCRIBE) and ioredis re-subscribes after reconnects,
+   * so subscribers survive a Redis restart without help.
+   */
+  async subscribe (channel: string, onMessage: (message: string) => void): Promise<() => Promise<void>> {
+    if (this.subscriber === undefined) {
+      const sub: Redis | Cluster = this.client instanceof Cluster
+        ? this.client.duplicate(undefined, { enableOfflineQueue: true, lazyConnect: false })
+        : (this.client as Redis).duplicate({ enableOfflineQueue: true, lazyConnect: false })
+      sub.on('error', err => this.options.onError?.(err))
+      sub.on('message', (ch: string, message: string) => {
+        for (const handler of this.handlers.get(ch) ?? []) handler(message)
+      })
+      this.subscriber = sub
+    }
+    let set = this.handlers.get(channel)
+    if (set === undefined) {
+      set = new Set()
+      this.handlers.set(channel, set)
+      this.subscriber.subscribe(channel).catch(err => this.options.onError?.(err as Error))
+    }
+    set.add(onMessage)
+    return async () => {
+      set.delete(onMessage)
+      if (set.size === 0 && this.handlers.get(channel) === set) {
+        this.handlers.delete(channel)
+        await this.subscriber?.unsubscribe(channel).catch(() => {})
+      }
+    }
+  }
+
+  async ping (): Promise<void> {
+    await this.client.ping()
+  }
+
+  async info (): Promise<{ keys: number, memoryUsedBytes: number }> {
+    const nodes: Redis[] = this.client instanceof Cluster ? this.client.nodes('master') : [this.client as Redis]
+    let keys = 0
+    let memory = 0
+    for (const node of nodes) {
+      keys += await node.dbsize()
+      const text = await node.info('memory')
+      const m = /used_memory:(\d+)/.exec(text)
+      if (m !== null) memory += Number(m[1])
+    }
+    return { keys, memoryUsedBytes: memory }
+  }
+
+  async close (): Promise<void> {
+    const sub = this.subscriber
+    this.subscriber = undefined
+    this.handlers.clear()
+    if (sub !== undefined) await sub.quit().catch(() => sub.disconnect())
+  }
+}

@@ -1,0 +1,167 @@
+import { Type, type Static, type TSchema } from '@sinclair/typebox'
+import { Value } from '@sinclair/typebox/value'
+
+/**
+ * Every environment variable of the contract, in one schema. The values are
+ * strings in the environment; `parse` turns each into its typed form and
+ * reports the first bad one as a single line naming the variable.
+ */
+export const EnvSchema = Type.Object({
+  NODE_ENV: Type.Optional(Type.String()),
+  PORT: Type.Optional(Type.String({ pattern: '^[0-9]{1,5}$', description: 'a TCP port number (0-65535)' })),
+  HOST: Type.Optional(Type.String({ minLength: 1, description: 'a host name or IP address' })),
+  REDIS_URL: Type.Optional(Type.String({ description: 'a redis:// or rediss:// URL, or comma-separated host:port cluster seeds' })),
+  DATABASE_URL: Type.Optional(Type.String({ description: 'a postgres:// URL' })),
+  DATA_DIR: Type.Optional(Type.String({ minLength: 1 })),
+  OPENAI_API_KEY: Type.Optional(Type.String()),
+  OPENAI_BASE_URL: Type.Optional(Type.String({ description: 'an http:// or https:// URL' })),
+  OPENAI_MODEL: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
+  OPENAI_TIMEOUT_MS: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'milliseconds, 1000 to 120000' })),
+  OPENAI_MAX_ATTEMPTS: Type.Optional(Type.String({ pattern: '^[1-5]$', description: 'a whole number from 1 to 5' })),
+  CACHE_PREFIX: Type.Optional(Type.String({ pattern: '^[a-z0-9][a-z0-9_-]{0,31}$', description: 'lowercase letters, digits, _ or -, at most 32 characters' })),
+  CACHE_TTL_DAYS: Type.Optional(Type.String({ pattern: '^[0-9]+(\\.[0-9]+)?$', description: 'a positive number of days' })),
+  CACHE_STALE_DAYS: Type.Optional(Type.String({ pattern: '^[0-9]+(\\.[0-9]+)?$', description: 'a positive number of days, below CACHE_TTL_DAYS' })),
+  MEMORY_STORE_MAX_MB: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'a whole number of MiB, at least 1' })),
+  JWT_SECRET: Type.Optional(Type.String({ minLength: 32, description: 'at least 32 characters' })),
+  ADMIN_IP_ALLOWLIST: Type.Optional(Type.String({ description: 'comma-separated IPs and CIDRs' })),
+  TRUST_PROXY: Type.Optional(Type.String({ description: 'off, true, a hop count, or comma-separated IPs/CIDRs' })),
+  GENERATION_RATE_LIMIT: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'a whole number of generations per minute, 0 for no limit' })),
+  CORS_ORIGINS: Type.Optional(Type.String()),
+  LOG_LEVEL: Type.Optional(Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map(l => Type.Literal(l)), { description: 'one of fatal, error, warn, info, debug, trace, silent' }))
+})
+export type Env = Static<typeof EnvSchema>
+
+export type RedisTarget =
+  | { kind: 'memory' }
+  | { kind: 'single', url: string }
+  | { kind: 'cluster', seeds: Array<{ host: string, port: number }> }
+
+export interface Config {
+  production: boolean
+  port: number
+  host: string
+  redis: RedisTarget
+  databaseUrl: string | undefined
+  dataDir: string
+  openai: { apiKey: string | undefined, baseURL: string | undefined, model: string, timeoutMs: number, maxAttempts: number }
+  cachePrefix: string
+  ttlSeconds: number
+  staleSeconds: number
+  memoryStoreMaxBytes: number
+  jwtSecret: string | undefined
+  adminIpAllowlist: string[]
+  trustProxy: boolean | number | string
+  generationRateLimit: number
+  corsOrigins: string[]
+  logLevel: string
+}
+
+export class ConfigError extends Error {
+  readonly code = 'NARR_CONFIG_INVALID'
+}
+
+const DAY = 86_400
+
+function fail (variable: string, expected: string): never {
+  throw new ConfigError(`Invalid configuration: ${variable} must be ${expected}`)
+}
+
+function list (value: string | undefined): string[] {
+  return (value ?? '').split(',').map(s => s.trim()).filter(Boolean)
+}
+
+function parseRedis (raw: string | undefined): RedisTarget {
+  if (raw === undefined || raw.trim() === '') return { kind: 'memory' }
+  const value = raw.trim()
+  if (/^rediss?:\/\//.test(value)) {
+    if (!URL.canParse(value)) fail('REDIS_URL', 'a valid redis:// or rediss:// URL')
+    return { kind: 'single', url: value }
+  }
+  const seeds = list(value).map(seed => {
+    const m = /^([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):([0-9]{1,5})$/.exec(seed)
+    if (m === null || Number(m[2]) > 65535) fail('REDIS_URL', 'a redis:// or rediss:// URL, or comma-separated host:port cluster seeds')
+    return { host: m[1].replace(/^\[|\]$/g, ''), port: Number(m[2]) }
+  })
+  return { kind: 'cluster', seeds }
+}
+
+function parseTrustProxy (raw: string | undefined): boolean | number | string {
+  const v = (raw ?? '').trim().toLowerCase()
+  if (v === '' || v === 'off' || v === 'false' || v === '0') return false
+  if (v === 'true' || v === 'on') return true
+  if (/^[0-9]+$/.test(v)) return Number(v)
+  return raw as string
+}
+
+/** The first schema error, phrased as "VARIABLE must be …". */
+function schemaFailure (env: Record<string, unknown>): void {
+  const error = Value.Errors(EnvSchema, env).First()
+  if (error === undefined) return
+  const variable = error.path.replace(/^\//, '')
+  const schema = (EnvSchema.properties as Record<string, TSchema>)[variable]
+  fail(variable, schema?.description ?? error.message)
+}
+
+export function loadConfig (source: NodeJS.ProcessEnv = process.env): Config {
+  // Only the variables we know: the rest of the environment is not ours to judge.
+  const env: Record<string, string> = {}
+  for (const name of Object.keys(EnvSchema.properties)) {
+    const value = source[name]
+    if (value !== undefined && value !== '') env[name] = value
+  }
+  schemaFailure(env)
+  const e = env as Env
+
+  const production = e.NODE_ENV === 'production'
+  const port = Number(e.PORT ?? 3000)
+  if (port > 65535) fail('PORT', 'a TCP port number (0-65535)')
+
+  const ttlDays = Number(e.CACHE_TTL_DAYS ?? 30)
+  const staleDays = Number(e.CACHE_STALE_DAYS ?? 7)
+  if (!(ttlDays > 0)) fail('CACHE_TTL_DAYS', 'a positive number of days')
+  if (!(staleDays > 0) || staleDays >= ttlDays) fail('CACHE_STALE_DAYS', `a positive number of days, below CACHE_TTL_DAYS (${ttlDays})`)
+
+  if (e.DATABASE_URL !== undefined && !/^postgres(ql)?:\/\//.test(e.DATABASE_URL)) fail('DATABASE_URL', 'a postgres:// URL')
+  if (e.OPENAI_BASE_URL !== undefined) {
+    let ok = false
+    try { ok = /^https?:$/.test(new URL(e.OPENAI_BASE_URL).protocol) } catch {}
+    if (!ok) fail('OPENAI_BASE_URL', 'an http:// or https:// URL')
+  }
+  const timeoutMs = Number(e.OPENAI_TIMEOUT_MS ?? 20_000)
+  if (timeoutMs < 1000 || timeoutMs > 120_000) fail('OPENAI_TIMEOUT_MS', 'milliseconds, 1000 to 120000')
+
+  if (production && e.JWT_SECRET === undefined) fail('JWT_SECRET', 'set in production (at least 32 characters)')
+
+  const allowlist = list(e.ADMIN_IP_ALLOWLIST ?? '127.0.0.1,::1')
+  for (const entry of allowlist) {
+    if (!/^[0-9a-fA-F:.]+(\/[0-9]{1,3})?$/.test(entry)) fail('ADMIN_IP_ALLOWLIST', `comma-separated IPs and CIDRs ("${entry}" is neither)`)
+  }
+  const memoryMb = Number(e.MEMORY_STORE_MAX_MB ?? 256)
+  if (memoryMb < 1) fail('MEMORY_STORE_MAX_MB', 'a whole number of MiB, at least 1')
+
+  return {
+    production,
+    port,
+    host: e.HOST ?? '127.0.0.1',
+    redis: parseRedis(e.REDIS_URL),
+    databaseUrl: e.DATABASE_URL,
+    dataDir: e.DATA_DIR ?? './data',
+    openai: {
+      apiKey: e.OPENAI_API_KEY,
+      baseURL: e.OPENAI_BASE_URL,
+      model: e.OPENAI_MODEL ?? 'gpt-4o',
+      timeoutMs,
+      maxAttempts: Number(e.OPENAI_MAX_ATTEMPTS ?? 2)
+    },
+    cachePrefix: e.CACHE_PREFIX ?? 'narr',
+    ttlSeconds: Math.round(ttlDays * DAY),
+    staleSeconds: Math.round(staleDays * DAY),
+    memoryStoreMaxBytes: memoryMb * 1024 * 1024,
+    jwtSecret: e.JWT_SECRET,
+    adminIpAllowlist: allowlist,
+    trustProxy: parseTrustProxy(e.TRUST_PROXY),
+    generationRateLimit: Number(e.GENERATION_RATE_LIMIT ?? 120),
+    corsOrigins: list(e.CORS_ORIGINS),
+    logLevel: e.LOG_LEVEL ?? 'info'
+  }
+}

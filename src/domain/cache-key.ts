@@ -1,0 +1,37 @@
+import { ENGINE_VERSION, PROMPT_HASH } from './prompt.js'
+import type { NormalizedProfile } from './profile.js'
+import { profileHash } from './profile.js'
+
+export interface KeyOptions {
+  prefix: string
+  engineVersion?: string
+  promptHash?: string
+}
+
+/** `{prefix}:v1:{engineVersion}:{promptHash10}:{sha1(normalizedProfile+locale)}` */
+export function cacheKey (profile: NormalizedProfile, locale: string, options: KeyOptions): string {
+  const engine = options.engineVersion ?? ENGINE_VERSION
+  const prompt = options.promptHash ?? PROMPT_HASH
+  return `${options.prefix}:v1:${engine}:${prompt}:${profileHash(profile, locale)}`
+}
+
+/**
+ * Locks and negative entries live beside the namespace rather than inside the
+ * `{prefix}:v1:` part, so a pattern delete of cached narratives never frees a lock.
+ */
+export function lockKey (key: string): string {
+  return `lock:${key}`
+}
+
+export function refreshLockKey (key: string): string {
+  return `refresh:${key}`
+}
+
+export function negativeKey (key: string): string {
+  return `neg:${key}`
+}
+
+/** The channel on which builders announce that a key landed (or failed). */
+export function readyChannel (prefix: string): string {
+  return `${prefix}:ready`
+}

@@ -1,0 +1,39 @@
+import type { Narrative } from '../domain/narrative.js'
+import type { NormalizedProfile } from '../domain/profile.js'
+import { templateNarrative, TEMPLATE_ENGINE } from '../domain/template-narrator.js'
+
+export interface TokenUsage { promptTokens: number, completionTokens: number }
+
+export interface Generation {
+  narrative: Narrative
+  /** The model that wrote it, or "template". */
+  engine: string
+  usage?: TokenUsage
+}
+
+/** One attempt at writing a narrative. Retries and deadlines belong to the caller. */
+export interface Narrator {
+  readonly engine: string
+  /** True when this narrator calls a model, false for the template. */
+  readonly isModel: boolean
+  generate (profile: NormalizedProfile, locale: string, signal: AbortSignal): Promise<Generation>
+}
+
+/**
+ * A narrator failure, with what the retry policy needs: whether another
+ * attempt may help, and how long the server asked us to wait.
+ */
+export class NarratorError extends Error {
+  readonly code = 'NARR_NARRATOR_FAILED'
+  constructor (message: string, readonly retryable: boolean, readonly retryAfterMs?: number, readonly status?: number) {
+    super(message)
+  }
+}
+
+export class TemplateNarrator implements Narrator {
+  readonly engine = TEMPLATE_ENGINE
+  readonly isModel = false
+  async generate (profile: NormalizedProfile): Promise<Generation> {
+    return { narrative: templateNarrative(profile), engine: TEMPLATE_ENGINE }
+  }
+}

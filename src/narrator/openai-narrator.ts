@@ -1,0 +1,74 @@
+import OpenAI from 'openai'
+import { parseNarrative, NarrativeFormatError } from '../domain/narrative.js'
+import type { NormalizedProfile } from '../domain/profile.js'
+import { buildMessages } from '../domain/prompt.js'
+import { NarratorError, type Generation, type Narrator } from './narrator.js'
+
+export interface OpenAINarratorOptions {
+  apiKey: string
+  baseURL?: string
+  model: string
+  /** Per-attempt ceiling; the caller's signal usually ends an attempt sooner. */
+  timeoutMs: number
+}
+
+function retryAfterMs (headers: Headers | undefined): number | undefined {
+  const ms = headers?.get('retry-after-ms')
+  if (ms != null && /^[0-9.]+$/.test(ms)) return Number(ms)
+  const value = headers?.get('retry-after')
+  if (value == null) return undefined
+  if (/^[0-9.]+$/.test(value)) return Number(value) * 1000
+  const date = Date.parse(value)
+  return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now())
+}
+
+/** Maps the SDK's errors onto what our retry policy understands. */
+export function toNarratorError (err: unknown): NarratorError {
+  if (err instanceof NarratorError) return err
+  if (err instanceof NarrativeFormatError) return new NarratorError(err.message, true)
+  if (err instanceof OpenAI.APIUserAbortError) return new NarratorError('the model call was aborted', false)
+  if (err instanceof OpenAI.APIConnectionTimeoutError) return new NarratorError('the model call timed out', true)
+  if (err instanceof OpenAI.APIConnectionError) return new NarratorError('the model could not be reached', true)
+  if (err instanceof OpenAI.APIError) {
+    const status = err.status ?? 0
+    const retryable = status === 408 || status === 409 || status === 429 || status >= 500
+    return new NarratorError(`the model answered ${status}`, retryable, retryAfterMs(err.headers), status)
+  }
+  return new NarratorError(`the model call failed: ${(err as Error)?.message ?? String(err)}`, true)
+}
+
+/**
+ * The official SDK with its own retries off (maxRetries: 0) and an explicit
+ * timeout: the SDK's defaults would retry twice over ten minutes. Our retry
+ * policy (src/narrator/retry.ts) owns attempts, backoff and the deadline.
+ */
+export class OpenAINarrator implements Narrator {
+  readonly isModel = true
+  readonly engine: string
+  private readonly client: OpenAI
+
+  constructor (private readonly options: OpenAINarratorOptions) {
+    this.engine = options.model
+    this.client = new OpenAI({ apiKey: options.apiKey, baseURL: options.baseURL, maxRetries: 0, timeout: options.timeoutMs })
+  }
+
+  async generate (profile: NormalizedProfile, locale: string, signal: AbortSignal): Promise<Generation> {
+    try {
+      const completion = await this.client.chat.completions.create({
+        model: this.options.model,
+        messages: buildMessages(profile, locale),
+        response_format: { type: 'json_object' },
+        temperature: 0.7
+      }, { signal, timeout: this.options.timeoutMs })
+      const narrative = parseNarrative(completion.choices[0]?.message?.content)
+      const usage = completion.usage
+      return {
+        narrative,
+        engine: this.options.model,
+        usage: usage === undefined ? undefined : { promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens }
+      }
+    } catch (err) {
+      throw toNarratorError(err)
+    }
+  }
+}

@@ -1,0 +1,56 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import { NarratorError } from './narrator.js'
+
+export interface RetryPolicy {
+  attempts: number
+  baseDelayMs: number
+  maxDelayMs: number
+  /** Hard deadline for all attempts together, waits included. */
+  deadlineMs: number
+}
+
+export class DeadlineError extends NarratorError {
+  constructor (ms: number) { super(`no narrative within the ${ms} ms deadline`, false) }
+}
+
+/**
+ * Runs `attempt` until it succeeds, the attempts are spent, or the deadline
+ * passes. Each attempt gets an AbortSignal that fires at the deadline (or when
+ * the caller's signal does), so nothing outlives it. Waits are exponential with
+ * full jitter; a server's Retry-After is honoured but capped by maxDelayMs and
+ * by the time left, so a 429 can never make us wait past the deadline.
+ */
+export async function withRetry<T> (
+  attempt: (signal: AbortSignal) => Promise<T>,
+  policy: RetryPolicy,
+  outer?: AbortSignal,
+  random: () => number = Math.random
+): Promise<T> {
+  const started = Date.now()
+  const deadline = AbortSignal.timeout(policy.deadlineMs)
+  const signal = outer === undefined ? deadline : AbortSignal.any([deadline, outer])
+  let lastError: unknown
+  for (let i = 0; i < policy.attempts; i++) {
+    if (signal.aborted) break
+    try {
+      return await attempt(signal)
+    } catch (err) {
+      lastError = err
+      if (signal.aborted) break
+      const retryable = err instanceof NarratorError ? err.retryable : true
+      if (!retryable || i === policy.attempts - 1) break
+      const backoff = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** i)
+      const hinted = err instanceof NarratorError && err.retryAfterMs !== undefined ? Math.min(err.retryAfterMs, policy.maxDelayMs) : 0
+      const wait = Math.max(hinted, Math.round(random() * backoff))
+      const left = policy.deadlineMs - (Date.now() - started)
+      if (wait >= left) break
+      try {
+        await sleep(wait, undefined, { signal })
+      } catch {
+        break
+      }
+    }
+  }
+  if (deadline.aborted) throw new DeadlineError(policy.deadlineMs)
+  throw lastError ?? new DeadlineError(policy.deadlineMs)
+}

@@ -1,0 +1,73 @@
+import Fastify, { type FastifyInstance } from 'fastify'
+import fp from 'fastify-plugin'
+import app, { serverOptions, type AppOptions } from '../src/app.js'
+import { loadConfig, type Config } from '../src/config.js'
+import { startFakeOpenAI, type FakeOpenAI } from './support/fake-openai.js'
+import { sharedRedisUrl, uniquePrefix, type Teardownable } from './support/env.js'
+
+export interface BuildOptions extends Omit<AppOptions, 'config'> {
+  /** Environment variables on top of the test defaults. */
+  env?: Record<string, string | undefined>
+  /** Start listening on a free loopback port (for real HTTP clients). */
+  listen?: boolean
+}
+
+/** The app on a bare Fastify instance, closed on teardown. */
+export async function build (t: Teardownable, options: BuildOptions = {}): Promise<FastifyInstance> {
+  const config: Config = loadConfig({ LOG_LEVEL: 'silent', OPENAI_TIMEOUT_MS: '3000', ...options.env })
+  const fastify = Fastify(serverOptions(config))
+  // fp() lifts the app's decorations (store, engine, breaker…) to the instance tests hold.
+  await fastify.register(fp(app), { ...options, config })
+  t.teardown(() => fastify.close())
+  if (options.listen === true) await fastify.listen({ port: 0, host: '127.0.0.1' })
+  else await fastify.ready()
+  return fastify
+}
+
+export interface Stack {
+  redisUrl: string
+  prefix: string
+  openai: FakeOpenAI
+  /** Environment for an app on the shared Redis with the fake model and a unique prefix. */
+  env: Record<string, string>
+}
+
+/** The shared Redis, a fresh fake OpenAI and a key prefix of this test's own. */
+export async function stack (t: Teardownable, extra: Record<string, string> = {}): Promise<Stack> {
+  const redisUrl = await sharedRedisUrl(t)
+  const openai = await startFakeOpenAI()
+  t.teardown(() => openai.close())
+  const prefix = uniquePrefix('t')
+  return {
+    redisUrl,
+    prefix,
+    openai,
+    env: { REDIS_URL: redisUrl, CACHE_PREFIX: prefix, OPENAI_API_KEY: 'sk-test-not-a-real-key', OPENAI_BASE_URL: openai.baseURL, ...extra }
+  }
+}
+
+export interface NarrativeBody {
+  profile: { classification: string, primary?: string, hybrid?: string[], percentages: Record<string, number> }
+  locale?: string
+  userId?: string
+}
+
+export const exampleBody: NarrativeBody = {
+  profile: {
+    classification: 'primary',
+    primary: 'Arcturus',
+    hybrid: ['Arcturus', 'Sirius'],
+    percentages: { Arcturus: 42.3, Sirius: 18.7, Pleiades: 15.2 }
+  },
+  locale: 'en',
+  userId: 'u-123'
+}
+
+/** A distinct valid body per `n`, for tests that need many keys. */
+export function bodyFor (n: number, locale = 'en'): NarrativeBody {
+  return {
+    profile: { classification: 'primary', primary: 'Vega', hybrid: ['Vega', 'Sirius'], percentages: { Vega: 20 + (n % 60), Sirius: 10 + Math.floor(n / 60) % 10, Pleiades: 5 } },
+    locale,
+    userId: `u-${n}`
+  }
+}
