@@ -13,6 +13,7 @@ import type { Config } from './config.js'
 import type { Narrator } from './narrator/narrator.js'
 import { NotFoundError } from './errors.js'
 import { formatValidationError } from './schemas/validation-message.js'
+import { registerJsonBodyParser } from './json-body.js'
 
 export interface AppOptions {
   config?: Config
@@ -49,6 +50,7 @@ export function serverOptions (config: Pick<Config, 'logLevel' | 'trustProxy'>, 
 /** The whole app as one plugin: plugins, then routes, then the error and 404 handlers. */
 export default async function app (fastify: FastifyInstance, opts: AppOptions): Promise<void> {
   const instance = fastify.withTypeProvider<TypeBoxTypeProvider>()
+  registerJsonBodyParser(instance)
   await instance.register(configPlugin, { config: opts.config })
   await instance.register(redisPlugin)
   await instance.register(breakerPlugin, opts.breaker ?? {})

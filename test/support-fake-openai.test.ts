@@ -181,7 +181,7 @@ t.test('close() destroys hanging and stalled requests', async t => {
   await fake.waitForCalls(1)
   fake.setMode('stream-stall')
   const stalled = client.chat.completions.create({ model: 'm', messages, stream: true })
-    .then(async s => { for await (const _ of s) { /* drain */ } })
+    .then(async s => { for await (const chunk of s) t.ok(chunk, 'chunk before the stall') })
     .catch(e => e)
   await fake.waitForCalls(2)
   const started = Date.now()

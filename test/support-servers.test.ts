@@ -142,10 +142,10 @@ t.test('env helpers', async t => {
 
 t.test('with-servers wrapper exports the env and the exit code', async t => {
   const script = [
-    "const e = process.env;",
-    "if (!/^redis:/.test(e.TEST_REDIS_URL) || !/^postgres:/.test(e.TEST_DATABASE_URL)) process.exit(9);",
+    'const e = process.env;',
+    'if (!/^redis:/.test(e.TEST_REDIS_URL) || !/^postgres:/.test(e.TEST_DATABASE_URL)) process.exit(9);',
     "if (e.TEST_REDIS_URL !== 'redis://127.0.0.1:' + e.TEST_REDIS_PORT || !(+e.TEST_REDIS_PID > 0)) process.exit(8);",
-    "console.log(JSON.stringify({ r: e.TEST_REDIS_URL, p: e.TEST_REDIS_PID, d: e.TEST_DATABASE_URL }));",
+    'console.log(JSON.stringify({ r: e.TEST_REDIS_URL, p: e.TEST_REDIS_PID, d: e.TEST_DATABASE_URL }));',
     'process.exit(3)'
   ].join('\n')
   // start from a clean env so the wrapper starts its own servers

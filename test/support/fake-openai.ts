@@ -124,9 +124,12 @@ export function defaultContent (body: ChatRequestBody | undefined): string {
 }
 
 const errorType = (status: number): string =>
-  status === 429 ? 'rate_limit_exceeded'
-    : status === 401 ? 'invalid_api_key'
-      : status >= 500 ? 'server_error'
+  status === 429
+    ? 'rate_limit_exceeded'
+    : status === 401
+      ? 'invalid_api_key'
+      : status >= 500
+        ? 'server_error'
         : 'invalid_request_error'
 
 /** OpenAI's error envelope. */

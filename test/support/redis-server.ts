@@ -149,7 +149,7 @@ class RedisServer implements RedisProc {
       })
     })
     const untrackPid = child.pid ? track('pid', child.pid) : () => {}
-    void this.#exited.then(untrackPid)
+    this.#exited.then(untrackPid, untrackPid)
 
     // Ready = PONG *from our process*: if the port is taken, another redis
     // would answer PING while ours exits with "Address already in use".

@@ -19,7 +19,7 @@ async function main (): Promise<number> {
     // tap's default include globs match every file under test/, so this file
     // can end up being "run as a test" with no arguments: say so in TAP.
     if (process.env.TAP_CHILD_ID !== undefined) {
-      console.log('1..0 # SKIP test/support/with-servers.ts is a runner, not a test')
+      console.log('1..0 # with-servers.ts is the test-run wrapper, not a test')
       return 0
     }
     console.error('usage: tsx test/support/with-servers.ts <command> [args...]')
