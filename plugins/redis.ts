@@ -30,6 +30,16 @@ async function waitReady (client: Redis | Cluster, ms: number): Promise<boolean>
   })
 }
 
+/** QUIT politely when Redis answers, drop the socket when it does not: closing never fails or hangs. */
+async function quitOrDisconnect (client: Redis | Cluster): Promise<void> {
+  if (client.status === 'ready') {
+    const quit = client.quit().then(() => true, () => false)
+    const timeout = new Promise<boolean>(resolve => setTimeout(() => resolve(false), 1500).unref())
+    if (await Promise.race([quit, timeout])) return
+  }
+  client.disconnect()
+}
+
 /**
  * Redis through @fastify/redis (which decorates `fastify.redis` and closes it),
  * with client options that fail fast (src/cache/redis-store.ts). A Redis that
@@ -58,15 +68,17 @@ export default fp(async (fastify) => {
 
   const ready = await waitReady(client, CONNECT_WAIT_MS)
   if (ready) {
-    await fastify.register(fastifyRedis, { client, closeClient: true })
+    // closeClient stays false: its quit() rejects when Redis is dead or frozen, failing close().
+    await fastify.register(fastifyRedis, { client })
   } else {
     fastify.log.warn('redis is not reachable at start-up; serving without it until it is')
     fastify.decorate('redis', client as never)
-    fastify.addHook('onClose', async () => { client.disconnect() })
   }
 
   const store = new RedisStore(client, { onError })
   fastify.decorate('store', store)
-  // Registered after @fastify/redis, so it runs before the client is quit.
-  fastify.addHook('onClose', async () => { await store.close() })
+  fastify.addHook('onClose', async () => {
+    await store.close()
+    await quitOrDisconnect(client)
+  })
 }, { name: 'redis', dependencies: ['config'] })

@@ -44,6 +44,8 @@ export interface EngineOptions {
   /** First and largest poll interval of a waiter: the safety net under pub/sub. */
   pollMinMs: number
   pollMaxMs: number
+  /** Added to the longest deadline to make the lock TTL (default 5000). */
+  lockMarginMs?: number
 }
 
 export interface EngineDeps {
@@ -101,7 +103,7 @@ export class NarrativeEngine {
     if (!(o.maxWaitMs > 0)) throw new Error('engine maxWaitMs must be positive')
     this.clock = deps.clock ?? Date.now
     // The lock must outlive the longest build it protects, or a second builder starts.
-    this.lockTtlMs = Math.max(o.generation.deadlineMs, o.refresh.deadlineMs) + 5000
+    this.lockTtlMs = Math.max(o.generation.deadlineMs, o.refresh.deadlineMs) + (o.lockMarginMs ?? 5000)
   }
 
   /** Subscribes to build announcements. Without it waiters still poll. */

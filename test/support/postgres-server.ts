@@ -122,6 +122,12 @@ class PostgresServer implements PostgresProc {
       await this.#asPostgres('pg_ctl', ['-D', join(this.#dir, 'data'), '-l', join(this.#dir, 'postgres.log'),
         '-o', serverOpts, '-w', '-t', '30', 'start'])
     } catch (err) {
+      // pg_ctl may give up (-t) while a postmaster is still coming up: adopt it so stop() kills it
+      const pid = Number((await readFile(join(this.#dir, 'data', 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[0])
+      if (pid > 0 && isAlive(pid)) {
+        this.#pid = pid
+        this.#untrackPid = track('pgtree', pid)
+      }
       throw new Error(`PostgreSQL on port ${this.port} did not start: ${(err as Error).message}\n${await this.log()}`)
     }
     const pidFile = await readFile(join(this.#dir, 'data', 'postmaster.pid'), 'utf8')

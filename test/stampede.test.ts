@@ -1,0 +1,103 @@
+import t from 'tap'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { build, exampleBody, stack, bodyFor } from './helper.js'
+import { startRedisCluster } from './support/redis-server.js'
+import { freePort } from './support/ports.js'
+import { waitUntil } from './support/wait.js'
+
+const N = 200
+
+function assertOneStory (t: Tap.Test, bodies: Array<{ narrative: unknown, cache: { status: string, key: string } }>): void {
+  const texts = new Set(bodies.map(b => JSON.stringify(b.narrative)))
+  t.equal(texts.size, 1, 'every answer is identical')
+  t.equal(new Set(bodies.map(b => b.cache.key)).size, 1, 'one key')
+  t.ok(bodies.every(b => b.cache.status === 'miss' || b.cache.status === 'hit'), 'no fallback')
+}
+
+t.test(`${N} concurrent identical misses over two app instances on one Redis: one model call`, async t => {
+  const s = await stack(t)
+  s.openai.setLatency(300)
+  const a = await build(t, { env: s.env })
+  const b = await build(t, { env: s.env })
+  const responses = await Promise.all(Array.from({ length: N }, (_, i) =>
+    (i % 2 === 0 ? a : b).inject({ method: 'POST', url: '/api/narrative', payload: exampleBody })))
+  t.ok(responses.every(r => r.statusCode === 200), 'all 200')
+  t.equal(s.openai.calls, 1, 'exactly one model call')
+  assertOneStory(t, responses.map(r => r.json()))
+})
+
+t.test(`${N} concurrent identical misses over two separate server processes: one model call`, async t => {
+  const s = await stack(t)
+  s.openai.setLatency(300)
+  const ports = [await freePort(), await freePort()]
+  const children: ChildProcess[] = ports.map(port => spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+    env: { ...process.env, ...s.env, PORT: String(port), LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'ignore', 'pipe']
+  }))
+  t.teardown(async () => {
+    for (const child of children) {
+      if (child.exitCode === null) {
+        child.kill('SIGTERM')
+        await once(child, 'exit')
+      }
+    }
+  })
+  for (const port of ports) {
+    await waitUntil(async () => (await fetch(`http://127.0.0.1:${port}/ready`)).ok, { timeoutMs: 30_000, what: `server on ${port}` })
+  }
+  const responses = await Promise.all(Array.from({ length: N }, async (_, i) => {
+    const res = await fetch(`http://127.0.0.1:${ports[i % 2]}/api/narrative`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(exampleBody)
+    })
+    return { status: res.status, body: await res.json() as { narrative: unknown, cache: { status: string, key: string } } }
+  }))
+  t.ok(responses.every(r => r.status === 200), 'all 200')
+  t.equal(s.openai.calls, 1, 'exactly one model call')
+  assertOneStory(t, responses.map(r => r.body))
+
+  // SIGTERM: both exit 0.
+  for (const child of children) {
+    child.kill('SIGTERM')
+    const [code] = await once(child, 'exit')
+    t.equal(code, 0, 'exits 0 on SIGTERM')
+  }
+})
+
+t.test(`${N} concurrent identical misses on a three-node Redis Cluster: one model call`, async t => {
+  const cluster = await startRedisCluster()
+  t.teardown(() => cluster.stop())
+  const s = await stack(t)
+  s.openai.setLatency(300)
+  const env = { ...s.env, REDIS_URL: cluster.seeds }
+  const a = await build(t, { env })
+  const b = await build(t, { env })
+  t.equal(a.store.kind, 'cluster')
+  const responses = await Promise.all(Array.from({ length: N }, (_, i) =>
+    (i % 2 === 0 ? a : b).inject({ method: 'POST', url: '/api/narrative', payload: exampleBody })))
+  t.ok(responses.every(r => r.statusCode === 200), 'all 200')
+  t.equal(s.openai.calls, 1, 'exactly one model call')
+  assertOneStory(t, responses.map(r => r.json()))
+
+  // Keys spread over the cluster's slots still hit afterwards.
+  for (let i = 0; i < 10; i++) await a.inject({ method: 'POST', url: '/api/narrative', payload: bodyFor(i) })
+  const calls = s.openai.calls
+  for (let i = 0; i < 10; i++) {
+    const res = await b.inject({ method: 'POST', url: '/api/narrative', payload: bodyFor(i) })
+    t.equal(res.json().cache.status, 'hit')
+  }
+  t.equal(s.openai.calls, calls, 'the other instance hits every one')
+})
+
+t.test('in one process, concurrent identical misses share one promise before touching Redis', async t => {
+  const s = await stack(t)
+  s.openai.setLatency(200)
+  const app = await build(t, { env: s.env })
+  let gets = 0
+  const original = app.store.get.bind(app.store)
+  app.store.get = async key => { gets++; return await original(key) }
+  const responses = await Promise.all(Array.from({ length: 50 }, () => app.inject({ method: 'POST', url: '/api/narrative', payload: exampleBody })))
+  t.ok(responses.every(r => r.statusCode === 200))
+  t.equal(gets, 1, 'one store read for 50 concurrent requests')
+  t.equal(s.openai.calls, 1)
+})
