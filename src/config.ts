@@ -57,6 +57,7 @@ export interface Config {
 }
 
 export class ConfigError extends Error {
+  override readonly name: string = 'ConfigError'
   readonly code = 'NARR_CONFIG_INVALID'
 }
 

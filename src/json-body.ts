@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import sjson from 'secure-json-parse'
 
 class JsonBodyError extends Error {
+  override readonly name: string = 'JsonBodyError'
   readonly statusCode = 400
   constructor (message: string, readonly code: string) { super(message) }
 }

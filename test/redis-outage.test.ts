@@ -12,9 +12,9 @@ t.test('Redis killed under a stream of requests: every request answers 200 and t
 
   const statuses: number[] = []
   const cacheStatuses = new Set<string>()
-  let stop = false
-  const load = (async () => {
-    for (let i = 0; !stop; i++) {
+  const load = { stop: false }
+  const loading = (async () => {
+    for (let i = 0; !load.stop; i++) {
       const res = await app.inject({ method: 'POST', url: '/api/narrative', payload: bodyFor(i % 10) })
       statuses.push(res.statusCode)
       cacheStatuses.add(res.json().cache?.status)
@@ -24,8 +24,8 @@ t.test('Redis killed under a stream of requests: every request answers 200 and t
   await redis.kill()
   await waitUntil(() => app.breaker.state === 'open', { timeoutMs: 5000, what: 'the breaker to open' })
   await sleep(500)
-  stop = true
-  await load
+  load.stop = true
+  await loading
   t.ok(statuses.length > 20, `a stream of requests (${statuses.length})`)
   t.ok(statuses.every(code => code === 200), 'every request answered 200')
   t.ok(cacheStatuses.has('fallback'), 'served by direct generation while Redis is down')

@@ -1,4 +1,4 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { build, exampleBody, stack, bodyFor } from './helper.js'
@@ -8,7 +8,7 @@ import { waitUntil } from './support/wait.js'
 
 const N = 200
 
-function assertOneStory (t: Tap.Test, bodies: Array<{ narrative: unknown, cache: { status: string, key: string } }>): void {
+function assertOneStory (t: Test, bodies: Array<{ narrative: unknown, cache: { status: string, key: string } }>): void {
   const texts = new Set(bodies.map(b => JSON.stringify(b.narrative)))
   t.equal(texts.size, 1, 'every answer is identical')
   t.equal(new Set(bodies.map(b => b.cache.key)).size, 1, 'one key')

@@ -10,6 +10,7 @@ export interface BreakerOptions {
 }
 
 export class BreakerOpenError extends Error {
+  override readonly name: string = 'BreakerOpenError'
   readonly code = 'NARR_BREAKER_OPEN'
   constructor () { super('the Redis circuit breaker is open') }
 }

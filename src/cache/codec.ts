@@ -36,10 +36,12 @@ const FORMAT_JSON = 0x6a // 'j'
 const FORMAT_GZIP = 0x7a // 'z'
 
 export class CacheCorruptionError extends Error {
+  override readonly name: string = 'CacheCorruptionError'
   readonly code = 'NARR_CACHE_CORRUPT'
 }
 
 export class ValueTooLargeError extends Error {
+  override readonly name: string = 'ValueTooLargeError'
   readonly code = 'NARR_VALUE_TOO_LARGE'
 }
 
@@ -48,11 +50,17 @@ export class ValueTooLargeError extends Error {
  * Throws ValueTooLargeError past MAX_VALUE_BYTES: the caller serves it uncached.
  */
 export function encodeEntry (entry: CachedNarrative, version: number): Buffer {
-  const probe = Buffer.from(JSON.stringify(entry))
-  if (probe.length > MAX_VALUE_BYTES) throw new ValueTooLargeError(`narrative is ${probe.length} bytes, over the ${MAX_VALUE_BYTES} byte limit`)
-  const compress = probe.length > COMPRESS_ABOVE_BYTES
-  const final: CachedNarrative = { ...entry, meta: { ...entry.meta, size_bytes: probe.length, compression: compress ? 'gzip' : 'none' } }
-  const json = Buffer.from(JSON.stringify(final))
+  // size_bytes is part of the JSON it measures: settle it before checking the limit,
+  // so nothing is stored that decodeEntry's gunzip cap would then refuse.
+  let sized: CachedNarrative = entry
+  let json = Buffer.from(JSON.stringify(sized))
+  for (let i = 0; i < 3 && sized.meta.size_bytes !== json.length; i++) {
+    const compression = json.length > COMPRESS_ABOVE_BYTES ? 'gzip' : 'none'
+    sized = { ...entry, meta: { ...entry.meta, size_bytes: json.length, compression } }
+    json = Buffer.from(JSON.stringify(sized))
+  }
+  if (json.length > MAX_VALUE_BYTES) throw new ValueTooLargeError(`narrative is ${json.length} bytes, over the ${MAX_VALUE_BYTES} byte limit`)
+  const compress = sized.meta.compression === 'gzip'
   const payload = compress ? gzipSync(json) : json
   return withVersion(version, Buffer.concat([Buffer.of(compress ? FORMAT_GZIP : FORMAT_JSON), payload]))
 }

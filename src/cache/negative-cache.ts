@@ -41,7 +41,8 @@ export class NegativeCache {
 
   remember (key: string, reason: string): void {
     const ttl = Math.round(this.options.minTtlMs + this.random() * (this.options.maxTtlMs - this.options.minTtlMs))
-    if (this.local.size >= this.options.maxEntries) this.local.delete(this.local.keys().next().value as string)
+    // Re-inserting moves the key to the end; only a new key can push the oldest out.
+    if (!this.local.delete(key) && this.local.size >= this.options.maxEntries) this.local.delete(this.local.keys().next().value as string)
     this.local.set(key, { reason, expiresAt: this.clock() + ttl })
     this.breaker.run(() => this.store.set(negativeKey(key), reason, ttl)).catch(() => {})
   }

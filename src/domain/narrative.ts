@@ -5,6 +5,7 @@ export interface Narrative {
 }
 
 export class NarrativeFormatError extends Error {
+  override readonly name: string = 'NarrativeFormatError'
   readonly code = 'NARR_MODEL_OUTPUT_INVALID'
 }
 

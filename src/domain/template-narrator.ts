@@ -21,14 +21,16 @@ function listOf (names: string[]): string {
 export function templateNarrative (profile: NormalizedProfile): Narrative {
   const systems = systemsByWeight(profile)
   const top = systems[0]
-  const others = systems.slice(1, 4)
   let summary: string
   if (profile.classification === 'primary' && profile.primary !== undefined) {
-    const share = profile.percentages[profile.primary]
-    summary = `Your profile resonates most strongly with ${profile.primary}` +
+    const primary = profile.primary
+    const share = profile.percentages[primary]
+    // The primary need not hold the largest share: name the others, whatever their rank.
+    const others = systems.filter(s => s.name !== primary).slice(0, 3).map(s => s.name)
+    summary = `Your profile is anchored in ${primary}` +
       (share !== undefined ? `, at ${pct(share)} of your signature.` : '.') +
-      (others.length > 0 ? ` Its character is coloured by ${listOf(others.filter(s => s.name !== profile.primary).map(s => s.name))}, which add their own notes.` : '') +
-      ` ${profile.primary} is the lens through which the rest of your profile is best read.`
+      (others.length > 0 ? ` Its character is coloured by ${listOf(others)}, which ${others.length === 1 ? 'adds its' : 'add their'} own notes.` : '') +
+      ` ${primary} is the lens through which the rest of your profile is best read.`
   } else if (profile.classification === 'hybrid' && profile.hybrid !== undefined && profile.hybrid.length > 0) {
     summary = `Your profile is a hybrid of ${listOf(profile.hybrid)}: no single system leads, and the way they meet is what defines you.` +
       (top !== undefined ? ` ${top.name} is the strongest thread at ${pct(top.percent)}.` : '')

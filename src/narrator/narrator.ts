@@ -24,6 +24,7 @@ export interface Narrator {
  * attempt may help, and how long the server asked us to wait.
  */
 export class NarratorError extends Error {
+  override readonly name: string = 'NarratorError'
   readonly code = 'NARR_NARRATOR_FAILED'
   constructor (message: string, readonly retryable: boolean, readonly retryAfterMs?: number, readonly status?: number) {
     super(message)

@@ -12,12 +12,15 @@ export interface OpenAINarratorOptions {
   timeoutMs: number
 }
 
+const DECIMAL = /^[0-9]+(\.[0-9]+)?$/
+
+/** Retry-After as milliseconds: `retry-after-ms`, seconds, or an HTTP date; undefined when unreadable. */
 function retryAfterMs (headers: Headers | undefined): number | undefined {
-  const ms = headers?.get('retry-after-ms')
-  if (ms != null && /^[0-9.]+$/.test(ms)) return Number(ms)
-  const value = headers?.get('retry-after')
+  const ms = headers?.get('retry-after-ms')?.trim()
+  if (ms != null && DECIMAL.test(ms)) return Number(ms)
+  const value = headers?.get('retry-after')?.trim()
   if (value == null) return undefined
-  if (/^[0-9.]+$/.test(value)) return Number(value) * 1000
+  if (DECIMAL.test(value)) return Number(value) * 1000
   const date = Date.parse(value)
   return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now())
 }

@@ -10,6 +10,7 @@ export interface RetryPolicy {
 }
 
 export class DeadlineError extends NarratorError {
+  override readonly name: string = 'DeadlineError'
   constructor (ms: number) { super(`no narrative within the ${ms} ms deadline`, false) }
 }
 

@@ -1,0 +1,112 @@
+import t from 'tap'
+import { gzipSync } from 'node:zlib'
+import { Redis } from 'ioredis'
+import { build, exampleBody, stack } from './helper.js'
+import { NarrativeEngine } from '../src/cache/narrative-engine.js'
+import { RedisStore } from '../src/cache/redis-store.js'
+import { CircuitBreaker } from '../src/cache/breaker.js'
+import { silentLogger } from '../src/cache/logger.js'
+import { normalizeProfile, type Profile } from '../src/domain/profile.js'
+import { cacheKey, lockKey } from '../src/domain/cache-key.js'
+import type { Generation, Narrator } from '../src/narrator/narrator.js'
+import { withVersion } from '../src/cache/store.js'
+import { sleep } from './support/wait.js'
+
+t.test('a lock holder that dies: the lock expires and another instance builds', async t => {
+  const s = await stack(t)
+  const app = await build(t, { env: s.env })
+  const redis = new Redis(s.redisUrl)
+  t.teardown(() => redis.quit())
+  // Plant a lock as a holder that then died, for a key nobody has built yet.
+  const job = app.narratives.keyOf({ ...exampleBody, profile: exampleBody.profile as never })
+  await redis.set(lockKey(job.key), 'a-dead-holder', 'PX', 1500)
+  const started = Date.now()
+  const res = await app.inject({ method: 'POST', url: '/api/narrative', payload: exampleBody })
+  const took = Date.now() - started
+  t.equal(res.statusCode, 200)
+  t.equal(res.json().cache.status, 'miss', 'built after the dead holder\'s lock expired')
+  t.equal(res.json().engine, 'gpt-4o')
+  t.ok(took >= 1300 && took < 4000, `waited for the expiry, not for ever (${took} ms)`)
+  t.equal(s.openai.calls, 1)
+  t.equal(await redis.exists(lockKey(job.key)), 0, 'and released the lock it took')
+})
+
+class SlowNarrator implements Narrator {
+  readonly isModel = true
+  calls = 0
+  constructor (readonly engine: string, private readonly ms: number, private readonly text: string) {}
+  async generate (): Promise<Generation> {
+    this.calls++
+    // Ignores the abort signal on purpose: a paused process does not see its deadline either.
+    await sleep(this.ms)
+    return { narrative: { summary: this.text, bullets: [] }, engine: this.engine }
+  }
+}
+
+t.test('a holder paused past its lock TTL never overwrites the newer value', async t => {
+  const s = await stack(t)
+  const clients = [new Redis(s.redisUrl), new Redis(s.redisUrl)]
+  t.teardown(() => Promise.all(clients.map(c => c.quit())))
+  const policy = { attempts: 1, baseDelayMs: 10, maxDelayMs: 10, deadlineMs: 500 }
+  const stores = clients.map(c => new RedisStore(c))
+  t.teardown(() => Promise.all(stores.map(st => st.close())))
+  const make = (narrator: Narrator, client: Redis): NarrativeEngine => new NarrativeEngine({
+    store: stores[clients.indexOf(client)],
+    breaker: new CircuitBreaker({ failureThreshold: 5, cooldownMs: 1000 }),
+    narrator,
+    logger: silentLogger,
+    options: { prefix: s.prefix, ttlSeconds: 3600, staleSeconds: 600, generation: policy, refresh: policy, maxWaitMs: 5000, pollMinMs: 20, pollMaxMs: 100, lockMarginMs: 0 }
+  })
+  const paused = new SlowNarrator('gpt-4o', 1500, 'written by the paused builder')
+  const prompt = new SlowNarrator('gpt-4o', 10, 'written by the later builder')
+  const a = make(paused, clients[0])
+  const b = make(prompt, clients[1])
+  await a.start()
+  await b.start()
+  t.teardown(async () => { await a.close(); await b.close() })
+  const profile = normalizeProfile(exampleBody.profile as Profile)
+  const job = { key: cacheKey(profile, 'en', { prefix: s.prefix }), profile, locale: 'en' }
+
+  const slow = a.resolve(job) // takes the lock (TTL 500 ms), then pauses 1500 ms
+  await sleep(700) // the lock has expired
+  const fast = await b.resolve(job)
+  t.equal(fast.status, 'miss')
+  t.equal(fast.narrative.summary, 'written by the later builder')
+  const late = await slow
+  t.equal(late.narrative.summary, 'written by the paused builder', 'the paused builder still answers its own caller')
+  const stored = await b.resolve(job)
+  t.equal(stored.status, 'hit')
+  t.equal(stored.narrative.summary, 'written by the later builder', 'the newer value was not overwritten')
+})
+
+t.test('corrupt entries of each kind are deleted and regenerated', async t => {
+  const s = await stack(t)
+  const app = await build(t, { env: s.env })
+  const redis = new Redis(s.redisUrl)
+  t.teardown(() => redis.quit())
+  const first = (await app.inject({ method: 'POST', url: '/api/narrative', payload: exampleBody })).json()
+  const key: string = first.cache.key
+  const good = (await redis.getBuffer(key))!
+  const json = JSON.parse(good.subarray(14).toString())
+  const now = Date.now()
+  const corruptions: Record<string, Buffer> = {
+    'no version header': Buffer.from('{"narrative":"x"}'),
+    'unknown format byte': withVersion(now, Buffer.from('q{}')),
+    'bad gzip': withVersion(now, Buffer.concat([Buffer.from('z'), Buffer.from('not gzip at all')])),
+    'gzip bomb past the size limit': withVersion(now, Buffer.concat([Buffer.from('z'), gzipSync(Buffer.alloc(20 * 1024 * 1024, 0x20))])),
+    'bad JSON': withVersion(now, Buffer.from('j{"version":')),
+    'wrong shape': withVersion(now, Buffer.from('j' + JSON.stringify({ ...json, narrative: { text: 'no summary' } }))),
+    'wrong version': withVersion(now, Buffer.from('j' + JSON.stringify({ ...json, version: 'narrative@0.9.0' })))
+  }
+  for (const [kind, value] of Object.entries(corruptions)) {
+    await redis.set(key, value)
+    const calls = s.openai.calls
+    const res = await app.inject({ method: 'POST', url: '/api/narrative', payload: exampleBody })
+    t.equal(res.statusCode, 200, `${kind}: 200`)
+    t.equal(res.json().cache.status, 'miss', `${kind}: regenerated`)
+    t.equal(s.openai.calls, calls + 1, `${kind}: one model call`)
+    const healed = await app.inject({ method: 'POST', url: '/api/narrative', payload: exampleBody })
+    t.equal(healed.json().cache.status, 'hit', `${kind}: the entry was replaced by a good one`)
+  }
+  t.equal(app.engine.counters.corruptEntries, Object.keys(corruptions).length)
+})
