@@ -145,6 +145,36 @@ export class NarrativeEngine {
     return await this.build(job)
   }
 
+  /**
+   * Makes sure a key holds a fresh entry: skipped when it already does, built
+   * (under the same lock as a request) when missing, refreshed now (under the
+   * refresh lock) when stale. A template stand-in counts as failed: it is
+   * never stored.
+   */
+  async warm (job: NarrativeJob): Promise<'warmed' | 'skipped' | 'failed'> {
+    let stored: Buffer | null
+    try {
+      stored = await this.store(s => s.get(job.key))
+    } catch {
+      return 'failed'
+    }
+    const entry = stored === null ? null : this.decode(job.key, stored)
+    if (entry !== null) {
+      if (this.clock() < entry.meta.stale_after) return 'skipped'
+      if (this.refreshing.has(job.key)) return 'skipped'
+      this.refreshing.add(job.key)
+      try {
+        const outcome = await this.refresh(job, entry)
+        return outcome === 'refreshed' ? 'warmed' : outcome === 'locked' ? 'skipped' : 'failed'
+      } finally {
+        this.refreshing.delete(job.key)
+      }
+    }
+    const result = await this.resolve(job)
+    if (result.status === 'fallback') return 'failed'
+    return result.status === 'miss' ? 'warmed' : 'skipped'
+  }
+
   /** A fresh or stale answer from a decoded entry; a stale one schedules its refresh. */
   private fromEntry (job: NarrativeJob, entry: CachedNarrative, countIt: boolean): Resolution {
     const stale = this.clock() >= entry.meta.stale_after
@@ -338,8 +368,8 @@ export class NarrativeEngine {
   private scheduleRefresh (job: NarrativeJob, entry: CachedNarrative): void {
     if (this.closing || this.refreshing.has(job.key)) return
     this.refreshing.add(job.key)
-    const task = this.refresh(job, entry)
-      .catch(err => this.deps.logger.error({ key: job.key, err: describe(err) }, 'refresh crashed'))
+    const task: Promise<void> = this.refresh(job, entry)
+      .then(() => {}, err => this.deps.logger.error({ key: job.key, err: describe(err) }, 'refresh crashed'))
       .finally(() => {
         this.refreshing.delete(job.key)
         this.background.delete(task)
@@ -347,13 +377,13 @@ export class NarrativeEngine {
     this.background.add(task)
   }
 
-  private async refresh (job: NarrativeJob, entry: CachedNarrative): Promise<void> {
+  private async refresh (job: NarrativeJob, entry: CachedNarrative): Promise<'refreshed' | 'locked' | 'failed'> {
     const lock = refreshLockKey(job.key)
     const token = randomUUID()
     const acquired = await this.store(s => s.acquireLock(lock, token, this.lockTtlMs)).catch(() => false)
     if (!acquired) {
       this.counters.refreshSkippedLocked++
-      return
+      return 'locked'
     }
     this.heldLocks.set(lock, token)
     this.counters.refreshStarted++
@@ -364,9 +394,11 @@ export class NarrativeEngine {
       const encoded = encodeEntry(this.entryFor(job, generation, entry.meta.created_at, now), version)
       await this.store(s => s.setIfNewer(job.key, encoded, version, this.deps.options.ttlSeconds * 1000))
       this.counters.refreshSucceeded++
+      return 'refreshed'
     } catch (err) {
       this.counters.refreshFailed++
       this.deps.logger.warn({ key: job.key, err: describe(err) }, 'refresh failed; the stale entry stays')
+      return 'failed'
     } finally {
       this.heldLocks.delete(lock)
       await this.store(s => s.releaseLock(lock, token)).catch(() => {})
