@@ -101,3 +101,28 @@ t.test('in one process, concurrent identical misses share one promise before tou
   t.equal(gets, 1, 'one store read for 50 concurrent requests')
   t.equal(s.openai.calls, 1)
 })
+
+t.test('waiters learn that the value landed through pub/sub, not polling (single node and Cluster)', async t => {
+  const cluster = await startRedisCluster()
+  t.teardown(() => cluster.stop())
+  for (const target of ['single', 'cluster'] as const) {
+    const s = await stack(t)
+    s.openai.setLatency(400)
+    const env = target === 'cluster' ? { ...s.env, REDIS_URL: cluster.seeds } : s.env
+    // Polling so slow that only an announcement can wake a waiter in time.
+    const slowPoll = { pollMinMs: 10_000, pollMaxMs: 10_000 }
+    const a = await build(t, { env, cache: slowPoll })
+    const b = await build(t, { env, cache: slowPoll })
+    const started = Date.now()
+    const responses = await Promise.all(Array.from({ length: 40 }, (_, i) =>
+      (i % 2 === 0 ? a : b).inject({ method: 'POST', url: '/api/narrative', payload: bodyFor(7) })))
+    const took = Date.now() - started
+    t.ok(responses.every(r => r.statusCode === 200 && r.json().cache.status === 'miss'), `${target}: all answered as the one miss`)
+    t.equal(s.openai.calls, 1, `${target}: one model call`)
+    t.ok(took < 2000, `${target}: waiters woke on the announcement (${took} ms, poll interval 10 s)`)
+
+    // The other operations on this store: negative cache and stale refresh.
+    const bad = await a.inject({ method: 'POST', url: '/api/narrative', payload: { profile: { classification: 'primary', primary: 'Vega', percentages: { Sirius: 1 } } } })
+    t.equal(bad.statusCode, 400, `${target}: negative cache answers 400`)
+  }
+})

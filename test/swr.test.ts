@@ -1,11 +1,13 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
+import { startRedisCluster } from './support/redis-server.js'
 import { build, exampleBody, stack } from './helper.js'
 import { waitUntil } from './support/wait.js'
 
 const DAY = 86_400_000
 
-t.test('a stale entry is answered stale at once and refreshed once, even with both instances asked at the same moment', async t => {
+async function staleRefreshedOnce (t: Test, redisUrl?: string): Promise<void> {
   const s = await stack(t)
+  if (redisUrl !== undefined) s.env.REDIS_URL = redisUrl
   let offset = 0
   const clock = (): number => Date.now() + offset
   const a = await build(t, { env: s.env, cache: { clock } })
@@ -38,13 +40,23 @@ t.test('a stale entry is answered stale at once and refreshed once, even with bo
   t.ok(after.cache.ageSeconds < 5, 'age counts from refreshed_at')
   t.equal(s.openai.calls, 2)
 
-  const { Redis } = await import('ioredis')
-  const redis = new Redis(s.redisUrl)
+  const { Redis, Cluster } = await import('ioredis')
+  const redis = redisUrl === undefined ? new Redis(s.redisUrl) : new Cluster(redisUrl.split(',').map(seed => ({ host: '127.0.0.1', port: Number(seed.split(':')[1]) })))
   t.teardown(() => redis.quit())
   const entry = JSON.parse((await redis.getBuffer(first.cache.key))!.subarray(14).toString())
   t.ok(entry.meta.refreshed_at > entry.meta.created_at + 7 * DAY, 'refreshed_at moved')
   t.equal(entry.meta.stale_after, entry.meta.refreshed_at + 7 * DAY, 'stale_after moved with it')
   t.ok(await redis.pttl(first.cache.key) > 29 * DAY, 'the TTL is renewed')
+}
+
+t.test('a stale entry is answered stale at once and refreshed once, even with both instances asked at the same moment', async t => {
+  await staleRefreshedOnce(t)
+})
+
+t.test('the same on a three-node Redis Cluster', async t => {
+  const cluster = await startRedisCluster()
+  t.teardown(() => cluster.stop())
+  await staleRefreshedOnce(t, cluster.seeds)
 })
 
 t.test('a failing refresh keeps the stale value', async t => {
