@@ -92,6 +92,26 @@ export class MemoryStore implements CacheStore {
     return this.remove(key)
   }
 
+  async incrWindow (key: string, windowMs: number): Promise<{ count: number, ttlMs: number }> {
+    const slot = this.read(key)
+    if (slot === undefined) {
+      this.write(key, Buffer.from('1'), windowMs)
+      return { count: 1, ttlMs: windowMs }
+    }
+    const count = Number(slot.value.toString()) + 1
+    slot.value = Buffer.from(String(count))
+    return { count, ttlMs: slot.expiresAt - this.clock() }
+  }
+
+  async scanDelete (match: string): Promise<number> {
+    const pattern = globToRegExp(match)
+    let deleted = 0
+    for (const key of this.keys()) {
+      if (pattern.test(key) && this.remove(key)) deleted++
+    }
+    return deleted
+  }
+
   async publish (channel: string, message: string): Promise<void> {
     // Asynchronous like a real broker: a publisher never runs subscribers inline.
     setImmediate(() => this.bus.emit(channel, message))
@@ -119,4 +139,28 @@ export class MemoryStore implements CacheStore {
     this.slots.clear()
     this.bytes = 0
   }
+}
+
+/** Redis glob (`*`, `?`, `[...]`, `\\x`) as an anchored regular expression. */
+export function globToRegExp (glob: string): RegExp {
+  let out = ''
+  for (let i = 0; i < glob.length; i++) {
+    const c = glob[i]
+    if (c === '*') out += '.*'
+    else if (c === '?') out += '.'
+    else if (c === '\\' && i + 1 < glob.length) out += escape(glob[++i])
+    else if (c === '[') {
+      const end = glob.indexOf(']', i + 1)
+      if (end === -1) { out += '\\['; continue }
+      let body = glob.slice(i + 1, end).replace(/\\/g, '\\\\')
+      if (body.startsWith('^')) body = '^' + body.slice(1)
+      out += `[${body}]`
+      i = end
+    } else out += escape(c)
+  }
+  return new RegExp(`^${out}$`, 's')
+}
+
+function escape (c: string): string {
+  return c.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')
 }

@@ -10,13 +10,33 @@ import type { CircuitBreaker } from './breaker.js'
 import { CacheCorruptionError, decodeEntry, encodeEntry, ValueTooLargeError, type CachedNarrative } from './codec.js'
 import type { Logger } from './logger.js'
 import type { CacheStore } from './store.js'
+import type { DurableTier } from './durable-tier.js'
 
-export type EngineStatus = 'hit' | 'stale' | 'miss' | 'fallback'
+export type EngineStatus = 'hit' | 'stale' | 'durable' | 'miss' | 'fallback'
 
 export interface NarrativeJob {
   key: string
   profile: NormalizedProfile
   locale: string
+  /**
+   * Called just before this request would make the narrator write; throwing
+   * refuses the generation (a rate limit). Waiting for someone else's build
+   * never calls it.
+   */
+  permit?: () => Promise<void>
+}
+
+/** A permit refused: the caller's error is in `cause`. */
+export class PermitDeniedError extends Error {
+  override readonly name: string = 'PermitDeniedError'
+  constructor (readonly reason: unknown) { super('generation not permitted') }
+}
+
+export type GenerationReason = 'request' | 'refresh' | 'fallback'
+
+export interface EngineEvents {
+  /** Every narrator call that produced a narrative: what it cost and why. */
+  generation?: (job: NarrativeJob, generation: Generation, durationMs: number, reason: GenerationReason) => void
 }
 
 export interface Resolution {
@@ -29,6 +49,8 @@ export interface Resolution {
   /** True when this call made the narrator write (a model call was paid for). */
   generated: boolean
   generation?: Generation
+  /** How long the narrator took, when it wrote for this call. */
+  generationMs?: number
 }
 
 export interface EngineOptions {
@@ -56,11 +78,15 @@ export interface EngineDeps {
   logger: Logger
   clock?: () => number
   options: EngineOptions
+  /** PostgreSQL: read before the model is asked, written after it answered. */
+  durable?: DurableTier
+  events?: EngineEvents
 }
 
 export interface EngineCounters {
   hits: number
   staleHits: number
+  durableHits: number
   misses: number
   fallbacks: number
   generations: number
@@ -72,7 +98,10 @@ export interface EngineCounters {
   storeErrors: number
 }
 
-interface Waiter { key: string, wake: (outcome: 'ready' | 'failed') => void }
+/** What a builder announces: the value landed, the build failed, or it gave the lock back unbuilt. */
+type Outcome = 'ready' | 'failed' | 'released'
+
+interface Waiter { key: string, wake: (outcome: Outcome) => void }
 
 /**
  * The cache engine: fresh and stale reads, one builder per key across every
@@ -83,7 +112,7 @@ interface Waiter { key: string, wake: (outcome: 'ready' | 'failed') => void }
  */
 export class NarrativeEngine {
   readonly counters: EngineCounters = {
-    hits: 0, staleHits: 0, misses: 0, fallbacks: 0, generations: 0, refreshStarted: 0, refreshSkippedLocked: 0, refreshSucceeded: 0, refreshFailed: 0, corruptEntries: 0, storeErrors: 0
+    hits: 0, staleHits: 0, durableHits: 0, misses: 0, fallbacks: 0, generations: 0, refreshStarted: 0, refreshSkippedLocked: 0, refreshSucceeded: 0, refreshFailed: 0, corruptEntries: 0, storeErrors: 0
   }
 
   private readonly inflight = new Map<string, Promise<Resolution>>()
@@ -125,7 +154,15 @@ export class NarrativeEngine {
    */
   async resolve (job: NarrativeJob): Promise<Resolution> {
     const shared = this.inflight.get(job.key)
-    if (shared !== undefined) return { ...(await shared), generated: false }
+    if (shared !== undefined) {
+      try {
+        return { ...(await shared), generated: false, generationMs: undefined }
+      } catch (err) {
+        // The leader's own limit said no; this request has its own to try.
+        if (err instanceof PermitDeniedError) return await this.resolve(job)
+        throw err
+      }
+    }
     const promise = this.lookupOrBuild(job).finally(() => this.inflight.delete(job.key))
     this.inflight.set(job.key, promise)
     return await promise
@@ -172,7 +209,8 @@ export class NarrativeEngine {
     }
     const result = await this.resolve(job)
     if (result.status === 'fallback') return 'failed'
-    return result.status === 'miss' ? 'warmed' : 'skipped'
+    // A durable row re-populated the store: warm now, and no model call was needed.
+    return result.status === 'miss' || result.status === 'durable' ? 'warmed' : 'skipped'
   }
 
   /** A fresh or stale answer from a decoded entry; a stale one schedules its refresh. */
@@ -222,10 +260,23 @@ export class NarrativeEngine {
   private async buildAndStore (job: NarrativeJob, token: string): Promise<Resolution> {
     const lock = lockKey(job.key)
     this.heldLocks.set(lock, token)
+    const fromDurable = await this.fromDurable(job)
+    if (fromDurable !== null) {
+      await this.releaseAndAnnounce(job.key, lock, token, 'ready')
+      return fromDurable
+    }
+    try {
+      await this.checkPermit(job)
+    } catch (err) {
+      // Not this request's turn: free the key at once for the next one.
+      await this.releaseAndAnnounce(job.key, lock, token, 'released')
+      throw err
+    }
     const version = this.clock()
     let generation: Generation
+    let generationMs: number
     try {
-      generation = await this.generate(job, this.deps.options.generation)
+      ({ generation, ms: generationMs } = await this.generate(job, this.deps.options.generation, 'request'))
     } catch (err) {
       this.deps.logger.warn({ key: job.key, err: describe(err) }, 'narrator failed; answering with the template')
       await this.releaseAndAnnounce(job.key, lock, token, 'failed')
@@ -233,9 +284,11 @@ export class NarrativeEngine {
     }
     this.counters.misses++
     const writtenAt = this.clock()
+    const entry = this.entryFor(job, generation, writtenAt, writtenAt)
     try {
-      const encoded = encodeEntry(this.entryFor(job, generation, writtenAt, writtenAt), version)
+      const encoded = encodeEntry(entry, version)
       const ttlMs = this.deps.options.ttlSeconds * 1000
+      this.deps.durable?.put(job.key, entry, version, job.profile, job.locale)
       await this.store(s => s.setIfNewer(job.key, encoded, version, ttlMs))
     } catch (err) {
       // Too large, or the store failed: the answer is still good, only uncached.
@@ -243,10 +296,39 @@ export class NarrativeEngine {
       else this.deps.logger.warn({ key: job.key, reason: err.message }, 'narrative served but not cached')
     }
     await this.releaseAndAnnounce(job.key, lock, token, 'ready')
-    return { status: 'miss', key: job.key, narrative: generation.narrative, engine: generation.engine, writtenAt, generated: true, generation }
+    return { status: 'miss', key: job.key, narrative: generation.narrative, engine: generation.engine, writtenAt, generated: true, generation, generationMs }
   }
 
-  private async releaseAndAnnounce (key: string, lock: string, token: string, outcome: 'ready' | 'failed'): Promise<void> {
+  /**
+   * The durable tier, asked before the model: a row there re-populates the
+   * store and answers with no model call. A stale row is answered and refreshed.
+   */
+  private async fromDurable (job: NarrativeJob, repopulate = true): Promise<Resolution | null> {
+    const row = await this.deps.durable?.get(job.key)
+    if (row === undefined || row === null || row.entry.version !== ENGINE_VERSION) return null
+    if (repopulate) {
+      try {
+        const encoded = encodeEntry(row.entry, row.version)
+        await this.store(s => s.setIfNewer(job.key, encoded, row.version, this.deps.options.ttlSeconds * 1000))
+      } catch (err) {
+        this.deps.logger.warn({ key: job.key, err: describe(err) }, 'could not re-populate the store from the durable tier')
+      }
+    }
+    this.counters.durableHits++
+    if (this.clock() >= row.entry.meta.stale_after) this.scheduleRefresh(job, row.entry)
+    return { status: 'durable', key: job.key, narrative: row.entry.narrative, engine: row.entry.engine, writtenAt: row.entry.meta.refreshed_at, generated: false }
+  }
+
+  private async checkPermit (job: NarrativeJob): Promise<void> {
+    if (job.permit === undefined) return
+    try {
+      await job.permit()
+    } catch (err) {
+      throw new PermitDeniedError(err)
+    }
+  }
+
+  private async releaseAndAnnounce (key: string, lock: string, token: string, outcome: Outcome): Promise<void> {
     this.heldLocks.delete(lock)
     await this.store(s => s.releaseLock(lock, token)).catch(() => {})
     await this.store(s => s.publish(readyChannel(this.deps.options.prefix), JSON.stringify({ k: key, o: outcome }))).catch(() => {})
@@ -266,7 +348,7 @@ export class NarrativeEngine {
       if (left <= 0) break
       const outcome = await this.nextAnnouncement(job.key, Math.min(delay, left))
       if (outcome === 'failed') return this.templateFallback(job)
-      delay = Math.min(delay * 2, this.deps.options.pollMaxMs)
+      if (outcome !== 'released') delay = Math.min(delay * 2, this.deps.options.pollMaxMs)
       let stored: Buffer | null
       try {
         stored = await this.store(s => s.get(job.key))
@@ -286,7 +368,7 @@ export class NarrativeEngine {
     return this.templateFallback(job)
   }
 
-  private async nextAnnouncement (key: string, timeoutMs: number): Promise<'ready' | 'failed' | 'timeout'> {
+  private async nextAnnouncement (key: string, timeoutMs: number): Promise<Outcome | 'timeout'> {
     return await new Promise(resolve => {
       let set = this.waiters.get(key)
       if (set === undefined) {
@@ -296,7 +378,7 @@ export class NarrativeEngine {
       const entries = set
       const timer = setTimeout(() => finish('timeout'), timeoutMs)
       const waiter: Waiter = { key, wake: outcome => finish(outcome) }
-      function finish (outcome: 'ready' | 'failed' | 'timeout'): void {
+      function finish (outcome: Outcome | 'timeout'): void {
         clearTimeout(timer)
         entries.delete(waiter)
         resolve(outcome)
@@ -313,17 +395,26 @@ export class NarrativeEngine {
     const set = this.waiters.get(parsed.k)
     if (set === undefined) return
     this.waiters.delete(parsed.k)
-    const outcome = parsed.o === 'failed' ? 'failed' : 'ready'
+    const outcome: Outcome = parsed.o === 'failed' || parsed.o === 'released' ? parsed.o : 'ready'
     for (const waiter of set) waiter.wake(outcome)
   }
 
-  /** Redis unusable: generate without the cache (still one call per key in this process). */
+  /**
+   * Redis unusable: the durable tier if it answers, else generate without the
+   * cache (still one call per key in this process). What the model wrote is
+   * kept in the durable tier: it is paid for.
+   */
   private async direct (job: NarrativeJob): Promise<Resolution> {
+    const fromDurable = await this.fromDurable(job, false)
+    if (fromDurable !== null) return fromDurable
+    await this.checkPermit(job)
     try {
-      const generation = await this.generate(job, this.deps.options.generation)
+      const version = this.clock()
+      const { generation, ms } = await this.generate(job, this.deps.options.generation, 'request')
       this.counters.fallbacks++
       const now = this.clock()
-      return { status: 'fallback', key: job.key, narrative: generation.narrative, engine: generation.engine, writtenAt: now, generated: true, generation }
+      this.deps.durable?.put(job.key, this.entryFor(job, generation, now, now), version, job.profile, job.locale)
+      return { status: 'fallback', key: job.key, narrative: generation.narrative, engine: generation.engine, writtenAt: now, generated: true, generation, generationMs: ms }
     } catch (err) {
       this.deps.logger.warn({ key: job.key, err: describe(err) }, 'narrator failed without the cache; answering with the template')
       return this.templateFallback(job)
@@ -336,9 +427,17 @@ export class NarrativeEngine {
     return { status: 'fallback', key: job.key, narrative: templateNarrative(job.profile), engine: TEMPLATE_ENGINE, writtenAt: this.clock(), generated: false }
   }
 
-  private async generate (job: NarrativeJob, policy: RetryPolicy): Promise<Generation> {
+  private async generate (job: NarrativeJob, policy: RetryPolicy, reason: GenerationReason): Promise<{ generation: Generation, ms: number }> {
     this.counters.generations++
-    return await withRetry(signal => this.deps.narrator.generate(job.profile, job.locale, signal), policy, this.shutdown.signal)
+    const started = performance.now()
+    const generation = await withRetry(signal => this.deps.narrator.generate(job.profile, job.locale, signal), policy, this.shutdown.signal)
+    const ms = Math.round(performance.now() - started)
+    try {
+      this.deps.events?.generation?.(job, generation, ms, reason)
+    } catch (err) {
+      this.deps.logger.warn({ err: describe(err) }, 'generation event handler failed')
+    }
+    return { generation, ms }
   }
 
   private entryFor (job: NarrativeJob, generation: Generation, createdAt: number, refreshedAt: number): CachedNarrative {
@@ -389,9 +488,11 @@ export class NarrativeEngine {
     this.counters.refreshStarted++
     const version = this.clock()
     try {
-      const generation = await this.generate(job, this.deps.options.refresh)
+      const { generation } = await this.generate(job, this.deps.options.refresh, 'refresh')
       const now = this.clock()
-      const encoded = encodeEntry(this.entryFor(job, generation, entry.meta.created_at, now), version)
+      const refreshed = this.entryFor(job, generation, entry.meta.created_at, now)
+      const encoded = encodeEntry(refreshed, version)
+      this.deps.durable?.put(job.key, refreshed, version, job.profile, job.locale)
       await this.store(s => s.setIfNewer(job.key, encoded, version, this.deps.options.ttlSeconds * 1000))
       this.counters.refreshSucceeded++
       return 'refreshed'
@@ -430,6 +531,7 @@ export class NarrativeEngine {
       await this.deps.store.releaseLock(lock, token).catch(() => {})
     }
     this.heldLocks.clear()
+    await this.deps.durable?.close()
     await this.unsubscribe?.().catch(() => {})
   }
 }

@@ -21,7 +21,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0`
 
+/** A fixed window: the first increment sets the window's TTL. */
+const INCR_WINDOW = `
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
+return {n, ttl}`
+
 type ScriptedClient = (Redis | Cluster) & {
+  narrIncrWindow: (key: string, windowMs: string) => Promise<[number, number]>
   narrSetIfNewer: (key: string, value: Buffer, version: string, ttlMs: string) => Promise<number>
   narrReleaseLock: (key: string, token: string) => Promise<number>
 }
@@ -70,6 +79,7 @@ export class RedisStore implements CacheStore {
     this.kind = client instanceof Cluster ? 'cluster' : 'redis'
     client.defineCommand('narrSetIfNewer', { numberOfKeys: 1, lua: SET_IF_NEWER })
     client.defineCommand('narrReleaseLock', { numberOfKeys: 1, lua: RELEASE_LOCK })
+    client.defineCommand('narrIncrWindow', { numberOfKeys: 1, lua: INCR_WINDOW })
     this.client = client as ScriptedClient
   }
 
@@ -99,6 +109,38 @@ export class RedisStore implements CacheStore {
 
   async releaseLock (key: string, token: string): Promise<boolean> {
     return (await this.client.narrReleaseLock(key, token)) === 1
+  }
+
+  async incrWindow (key: string, windowMs: number): Promise<{ count: number, ttlMs: number }> {
+    const [count, ttlMs] = await this.client.narrIncrWindow(key, String(Math.max(1, Math.round(windowMs))))
+    return { count, ttlMs }
+  }
+
+  /**
+   * SCAN MATCH on each master (a Cluster's keys are spread over them), and
+   * UNLINK per batch. Keys from one node's SCAN live on that node, but may span
+   * slots, so a Cluster unlinks them one command each, pipelined.
+   */
+  async scanDelete (match: string, batchSize: number): Promise<number> {
+    const nodes: Redis[] = this.client instanceof Cluster ? this.client.nodes('master') : [this.client as Redis]
+    let deleted = 0
+    for (const node of nodes) {
+      let cursor = '0'
+      do {
+        const [next, keys] = await node.scan(cursor, 'MATCH', match, 'COUNT', batchSize)
+        cursor = next
+        if (keys.length === 0) continue
+        if (this.client instanceof Cluster) {
+          const pipeline = node.pipeline()
+          for (const key of keys) pipeline.unlink(key)
+          const results = await pipeline.exec()
+          for (const [err, n] of results ?? []) if (err === null) deleted += Number(n)
+        } else {
+          deleted += await node.unlink(...keys)
+        }
+      } while (cursor !== '0')
+    }
+    return deleted
   }
 
   async publish (channel: string, message: string): Promise<void> {

@@ -22,6 +22,13 @@ export interface CacheStore {
   acquireLock (key: string, token: string, ttlMs: number): Promise<boolean>
   /** Deletes the lock only if it still holds `token`. */
   releaseLock (key: string, token: string): Promise<boolean>
+  /** INCR with a TTL set when the counter is created: a fixed-window counter. */
+  incrWindow (key: string, windowMs: number): Promise<{ count: number, ttlMs: number }>
+  /**
+   * Deletes every key matching a Redis glob (SCAN MATCH + UNLINK in batches,
+   * on every master of a Cluster). Never KEYS. Returns how many were deleted.
+   */
+  scanDelete (match: string, batchSize: number): Promise<number>
   publish (channel: string, message: string): Promise<void>
   /** Starts listening; the returned function stops. */
   subscribe (channel: string, onMessage: (message: string) => void): Promise<() => Promise<void>>
