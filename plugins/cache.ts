@@ -1,12 +1,17 @@
 import fp from 'fastify-plugin'
-import { NarrativeEngine } from '../src/cache/narrative-engine.js'
+import { CircuitBreaker } from '../src/cache/breaker.js'
+import { DurableTier } from '../src/cache/durable-tier.js'
+import { GenerationLimiter } from '../src/cache/generation-limiter.js'
+import { NarrativeEngine, type EngineEvents } from '../src/cache/narrative-engine.js'
 import { NegativeCache } from '../src/cache/negative-cache.js'
-import { NarrativeService } from '../src/narrative-service.js'
+import { NarrativeService, systemsOf, type EventRecorder } from '../src/narrative-service.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
     engine: NarrativeEngine
     narratives: NarrativeService
+    limiter: GenerationLimiter
+    durable: DurableTier
   }
 }
 
@@ -18,13 +23,41 @@ export interface CachePluginOptions {
   clock?: () => number
 }
 
+/**
+ * Wires the engine: the store and its breaker, the narrator, the durable tier
+ * and analytics when the db plugin is there, and the generation rate limit.
+ */
 export default fp<CachePluginOptions>(async (fastify, opts) => {
   const { config, store, breaker, narrator } = fastify
   const deadlineMs = config.openai.timeoutMs
+  const db = fastify.db
+  const recorder: EventRecorder = db.buffer
+
+  const durable = new DurableTier(db.narratives, new CircuitBreaker({
+      failureThreshold: 3,
+      cooldownMs: 5000,
+      onStateChange: state => fastify.log.warn({ breaker: state }, `database circuit breaker ${state}`)
+    }), fastify.log, { readTimeoutMs: 300 })
+
+  const events: EngineEvents = {
+    generation: (job, generation, durationMs) => recorder.record({
+      at: Date.now(),
+      event: 'generation',
+      key: job.key,
+      systems: systemsOf(job.profile),
+      durationMs,
+      promptTokens: generation.usage?.promptTokens ?? null,
+      completionTokens: generation.usage?.completionTokens ?? null,
+      model: generation.engine
+    })
+  }
+
   const engine = new NarrativeEngine({
     store,
     breaker,
     narrator,
+    durable,
+    events,
     logger: fastify.log,
     clock: opts.clock,
     options: {
@@ -41,8 +74,13 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
   })
   await engine.start()
   const negative = new NegativeCache(store, breaker, { minTtlMs: 5 * 60_000, maxTtlMs: 15 * 60_000, maxEntries: 10_000, clock: opts.clock })
+  const limiter = new GenerationLimiter(store, breaker, { perMinute: config.generationRateLimit, prefix: config.cachePrefix })
   fastify.decorate('engine', engine)
-  fastify.decorate('narratives', new NarrativeService(engine, negative, config.cachePrefix, opts.clock))
-  // Runs before the store closes (onClose hooks of later plugins run first).
-  fastify.addHook('onClose', async () => { await engine.close() })
-}, { name: 'cache', dependencies: ['config', 'redis', 'breaker', 'narrator'] })
+  fastify.decorate('limiter', limiter)
+  fastify.decorate('durable', durable)
+  fastify.decorate('narratives', new NarrativeService({ engine, negative, limiter, recorder, prefix: config.cachePrefix, clock: opts.clock }))
+  fastify.addHook('onClose', async () => {
+    await engine.close()
+    await limiter.close()
+  })
+}, { name: 'cache', dependencies: ['config', 'redis', 'breaker', 'narrator', 'db'] })

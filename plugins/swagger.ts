@@ -11,8 +11,12 @@ export default fp(async (fastify) => {
       info: { title: 'Narrative cache server', version: pkg.version, description: pkg.description },
       tags: [
         { name: 'narrative', description: 'Narratives for user profiles, cached' },
+        { name: 'admin', description: 'Stats, analytics and cache steering: a Bearer JWT with role admin, from an allowlisted address' },
         { name: 'operations', description: 'Health and readiness' }
-      ]
+      ],
+      components: {
+        securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } }
+      }
     }
   })
   await fastify.register(swaggerUi, { routePrefix: '/documentation' })

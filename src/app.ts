@@ -6,8 +6,12 @@ import redisPlugin from '../plugins/redis.js'
 import breakerPlugin, { type BreakerPluginOptions } from '../plugins/breaker.js'
 import narratorPlugin from '../plugins/narrator.js'
 import cachePlugin, { type CachePluginOptions } from '../plugins/cache.js'
+import dbPlugin, { type DbPluginOptions } from '../plugins/db.js'
+import authPlugin from '../plugins/auth.js'
+import rateLimitPlugin from '../plugins/rate-limit.js'
 import swaggerPlugin from '../plugins/swagger.js'
 import narrativeRoutes from '../routes/narrative/index.js'
+import adminRoutes from '../routes/admin/index.js'
 import healthRoutes from '../routes/health/index.js'
 import type { Config } from './config.js'
 import type { Narrator } from './narrator/narrator.js'
@@ -21,6 +25,7 @@ export interface AppOptions {
   narrator?: Narrator
   breaker?: BreakerPluginOptions
   cache?: CachePluginOptions
+  db?: DbPluginOptions
 }
 
 /** Body limit of the public route: 16 KiB, as the contract says. */
@@ -55,7 +60,10 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
   await instance.register(redisPlugin)
   await instance.register(breakerPlugin, opts.breaker ?? {})
   await instance.register(narratorPlugin, { narrator: opts.narrator })
+  await instance.register(dbPlugin, opts.db ?? {})
   await instance.register(cachePlugin, opts.cache ?? {})
+  await instance.register(authPlugin)
+  await instance.register(rateLimitPlugin)
   await instance.register(swaggerPlugin)
 
   instance.setErrorHandler((error: FastifyError, request, reply) => {
@@ -65,6 +73,8 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
       return reply.code(status).send({ statusCode: status, code: 'NARR_INTERNAL', error: STATUS_CODES[status] ?? 'Error', message: 'Internal error; the request id is in the logs' })
     }
     request.log.info({ code: error.code, reason: error.message }, 'request refused')
+    const retryAfter = (error as { retryAfterSeconds?: unknown }).retryAfterSeconds
+    if (typeof retryAfter === 'number') void reply.header('Retry-After', String(retryAfter))
     return reply.code(status).send({ statusCode: status, code: error.code ?? 'NARR_BAD_REQUEST', error: STATUS_CODES[status] ?? 'Error', message: error.message })
   })
 
@@ -75,4 +85,5 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
 
   await instance.register(healthRoutes)
   await instance.register(narrativeRoutes)
+  await instance.register(adminRoutes)
 }

@@ -1,5 +1,7 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
+import { IpAllowlist } from './admin/ip-allowlist.js'
+import { DEFAULT_MODEL_PRICES, type ModelPrice } from './domain/cost.js'
 
 /**
  * Every environment variable of the contract, in one schema. The values are
@@ -27,6 +29,8 @@ export const EnvSchema = Type.Object({
   TRUST_PROXY: Type.Optional(Type.String({ description: 'off, true, a hop count, or comma-separated IPs/CIDRs' })),
   GENERATION_RATE_LIMIT: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'a whole number of generations per minute, 0 for no limit' })),
   CORS_ORIGINS: Type.Optional(Type.String()),
+  MODEL_PRICES: Type.Optional(Type.String({ description: 'a JSON object of model name to {"input": USD per 1M tokens, "output": USD per 1M tokens}' })),
+  REDIS_MONTHLY_COST_USD: Type.Optional(Type.String({ pattern: '^[0-9]+(\\.[0-9]+)?$', description: 'a non-negative number of US dollars' })),
   LOG_LEVEL: Type.Optional(Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map(l => Type.Literal(l)), { description: 'one of fatal, error, warn, info, debug, trace, silent' }))
 })
 export type Env = Static<typeof EnvSchema>
@@ -53,6 +57,8 @@ export interface Config {
   trustProxy: boolean | number | string
   generationRateLimit: number
   corsOrigins: string[]
+  modelPrices: Record<string, ModelPrice>
+  redisMonthlyUsd: number
   logLevel: string
 }
 
@@ -103,6 +109,21 @@ function schemaFailure (env: Record<string, unknown>): void {
   fail(variable, schema?.description ?? error.message)
 }
 
+function parsePrices (raw: string | undefined): Record<string, ModelPrice> {
+  if (raw === undefined) return {}
+  const expected = 'a JSON object of model name to {"input": USD per 1M tokens, "output": USD per 1M tokens}'
+  let value: unknown
+  try { value = JSON.parse(raw) } catch { fail('MODEL_PRICES', expected) }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) fail('MODEL_PRICES', expected)
+  const prices: Record<string, ModelPrice> = {}
+  for (const [model, price] of Object.entries(value as Record<string, unknown>)) {
+    const p = price as Partial<ModelPrice> | null
+    if (typeof p !== 'object' || p === null || !(typeof p.input === 'number' && p.input >= 0) || !(typeof p.output === 'number' && p.output >= 0)) fail('MODEL_PRICES', `${expected} ("${model}" is not)`)
+    prices[model] = { input: p.input, output: p.output }
+  }
+  return prices
+}
+
 export function loadConfig (source: NodeJS.ProcessEnv = process.env): Config {
   // Only the variables we know: the rest of the environment is not ours to judge.
   const env: Record<string, string> = {}
@@ -135,7 +156,7 @@ export function loadConfig (source: NodeJS.ProcessEnv = process.env): Config {
 
   const allowlist = list(e.ADMIN_IP_ALLOWLIST ?? '127.0.0.1,::1')
   for (const entry of allowlist) {
-    if (!/^[0-9a-fA-F:.]+(\/[0-9]{1,3})?$/.test(entry)) fail('ADMIN_IP_ALLOWLIST', `comma-separated IPs and CIDRs ("${entry}" is neither)`)
+    try { new IpAllowlist([entry]).allows(entry) } catch { fail('ADMIN_IP_ALLOWLIST', `comma-separated IPs and CIDRs ("${entry}" is neither)`) }
   }
   const memoryMb = Number(e.MEMORY_STORE_MAX_MB ?? 256)
   if (memoryMb < 1) fail('MEMORY_STORE_MAX_MB', 'a whole number of MiB, at least 1')
@@ -163,6 +184,8 @@ export function loadConfig (source: NodeJS.ProcessEnv = process.env): Config {
     trustProxy: parseTrustProxy(e.TRUST_PROXY),
     generationRateLimit: Number(e.GENERATION_RATE_LIMIT ?? 120),
     corsOrigins: list(e.CORS_ORIGINS),
+    modelPrices: { ...DEFAULT_MODEL_PRICES, ...parsePrices(e.MODEL_PRICES) },
+    redisMonthlyUsd: Number(e.REDIS_MONTHLY_COST_USD ?? 10),
     logLevel: e.LOG_LEVEL ?? 'info'
   }
 }

@@ -3,7 +3,7 @@ import fp from 'fastify-plugin'
 import app, { serverOptions, type AppOptions } from '../src/app.js'
 import { loadConfig, type Config } from '../src/config.js'
 import { startFakeOpenAI, type FakeOpenAI } from './support/fake-openai.js'
-import { sharedRedisUrl, uniquePrefix, type Teardownable } from './support/env.js'
+import { sharedRedisUrl, uniqueDatabaseUrl, uniquePrefix, type Teardownable } from './support/env.js'
 
 export interface BuildOptions extends Omit<AppOptions, 'config'> {
   /** Environment variables on top of the test defaults. */
@@ -14,7 +14,9 @@ export interface BuildOptions extends Omit<AppOptions, 'config'> {
 
 /** The app on a bare Fastify instance, closed on teardown. */
 export async function build (t: Teardownable, options: BuildOptions = {}): Promise<FastifyInstance> {
-  const config: Config = loadConfig({ LOG_LEVEL: 'silent', OPENAI_TIMEOUT_MS: '3000', ...options.env })
+  // A database of this test's own on the shared PostgreSQL, unless the test chose (DATABASE_URL '' means PGlite).
+  const databaseUrl = options.env !== undefined && 'DATABASE_URL' in options.env ? options.env.DATABASE_URL : await uniqueDatabaseUrl(t)
+  const config: Config = loadConfig({ LOG_LEVEL: 'silent', OPENAI_TIMEOUT_MS: '3000', ...options.env, DATABASE_URL: databaseUrl })
   const fastify = Fastify(serverOptions(config))
   // fp() lifts the app's decorations (store, engine, breaker…) to the instance tests hold.
   await fastify.register(fp(app), { ...options, config })

@@ -86,6 +86,7 @@ t.test('corrupt entries of each kind are deleted and regenerated', async t => {
   t.teardown(() => redis.quit())
   const first = (await app.inject({ method: 'POST', url: '/api/narrative', payload: exampleBody })).json()
   const key: string = first.cache.key
+  await app.durable.close() // the durable write of the first generation has landed
   const good = (await redis.getBuffer(key))!
   const json = JSON.parse(good.subarray(14).toString())
   const now = Date.now()
@@ -99,14 +100,26 @@ t.test('corrupt entries of each kind are deleted and regenerated', async t => {
     'wrong version': withVersion(now, Buffer.from('j' + JSON.stringify({ ...json, version: 'narrative@0.9.0' })))
   }
   for (const [kind, value] of Object.entries(corruptions)) {
+    // With the durable copy in PostgreSQL: restored from it, no model call.
     await redis.set(key, value)
-    const calls = s.openai.calls
+    let calls = s.openai.calls
+    const restored = await app.inject({ method: 'POST', url: '/api/narrative', payload: exampleBody })
+    t.equal(restored.statusCode, 200, `${kind}: 200`)
+    t.equal(restored.json().cache.status, 'durable', `${kind}: restored from the durable tier`)
+    t.equal(s.openai.calls, calls, `${kind}: no model call`)
+    t.equal((await app.inject({ method: 'POST', url: '/api/narrative', payload: exampleBody })).json().cache.status, 'hit', `${kind}: Redis re-populated`)
+
+    // Without it: regenerated.
+    await redis.set(key, value)
+    await app.durable.close()
+    await app.db.narratives.deleteByKeys([key])
+    calls = s.openai.calls
     const res = await app.inject({ method: 'POST', url: '/api/narrative', payload: exampleBody })
-    t.equal(res.statusCode, 200, `${kind}: 200`)
     t.equal(res.json().cache.status, 'miss', `${kind}: regenerated`)
     t.equal(s.openai.calls, calls + 1, `${kind}: one model call`)
     const healed = await app.inject({ method: 'POST', url: '/api/narrative', payload: exampleBody })
     t.equal(healed.json().cache.status, 'hit', `${kind}: the entry was replaced by a good one`)
+    await app.durable.close() // the regenerated entry's durable write has landed
   }
-  t.equal(app.engine.counters.corruptEntries, Object.keys(corruptions).length)
+  t.equal(app.engine.counters.corruptEntries, 2 * Object.keys(corruptions).length)
 })

@@ -5,6 +5,7 @@ import { build, exampleBody, stack, bodyFor } from './helper.js'
 import { startRedisCluster } from './support/redis-server.js'
 import { freePort } from './support/ports.js'
 import { waitUntil } from './support/wait.js'
+import { uniqueDatabaseUrl } from './support/env.js'
 
 const N = 200
 
@@ -31,8 +32,10 @@ t.test(`${N} concurrent identical misses over two separate server processes: one
   const s = await stack(t)
   s.openai.setLatency(300)
   const ports = [await freePort(), await freePort()]
+  // Both processes share one PostgreSQL database (PGlite is single-process).
+  const databaseUrl = await uniqueDatabaseUrl(t)
   const children: ChildProcess[] = ports.map(port => spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
-    env: { ...process.env, ...s.env, PORT: String(port), LOG_LEVEL: 'warn' },
+    env: { ...process.env, ...s.env, DATABASE_URL: databaseUrl, PORT: String(port), LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'ignore', 'pipe']
   }))
   t.teardown(async () => {

@@ -34,7 +34,8 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
         redis = await store.ping().then(() => 'up', () => 'down')
       }
     }
-    const body = { status: closing ? 'closing' as const : 'ready' as const, redis, breaker: breaker.state, database: 'none', narrator: narrator.engine }
+    const database = await fastify.db.state()
+    const body = { status: closing ? 'closing' as const : 'ready' as const, redis, breaker: breaker.state, database, narrator: narrator.engine }
     return await reply.code(closing ? 503 : 200).send(body)
   })
 }

@@ -20,7 +20,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       }
     }
   }, async (request, reply) => {
-    const { body } = await fastify.narratives.serve(request.body)
+    const { body } = await fastify.narratives.serve(request.body, { clientIp: request.ip })
     reply.header('X-Cache', body.cache.status.toUpperCase())
     return body
   })

@@ -21,9 +21,10 @@ export interface NarrativeJob {
   /**
    * Called just before this request would make the narrator write; throwing
    * refuses the generation (a rate limit). Waiting for someone else's build
-   * never calls it.
+   * never calls it. `storeHealthy` is false on the direct path (the store just
+   * failed), so a permit kept in the store can count elsewhere without waiting on it.
    */
-  permit?: () => Promise<void>
+  permit?: (context: { storeHealthy: boolean }) => Promise<void>
 }
 
 /** A permit refused: the caller's error is in `cause`. */
@@ -266,7 +267,7 @@ export class NarrativeEngine {
       return fromDurable
     }
     try {
-      await this.checkPermit(job)
+      await this.checkPermit(job, true)
     } catch (err) {
       // Not this request's turn: free the key at once for the next one.
       await this.releaseAndAnnounce(job.key, lock, token, 'released')
@@ -319,10 +320,10 @@ export class NarrativeEngine {
     return { status: 'durable', key: job.key, narrative: row.entry.narrative, engine: row.entry.engine, writtenAt: row.entry.meta.refreshed_at, generated: false }
   }
 
-  private async checkPermit (job: NarrativeJob): Promise<void> {
+  private async checkPermit (job: NarrativeJob, storeHealthy: boolean): Promise<void> {
     if (job.permit === undefined) return
     try {
-      await job.permit()
+      await job.permit({ storeHealthy })
     } catch (err) {
       throw new PermitDeniedError(err)
     }
@@ -407,7 +408,7 @@ export class NarrativeEngine {
   private async direct (job: NarrativeJob): Promise<Resolution> {
     const fromDurable = await this.fromDurable(job, false)
     if (fromDurable !== null) return fromDurable
-    await this.checkPermit(job)
+    await this.checkPermit(job, false)
     try {
       const version = this.clock()
       const { generation, ms } = await this.generate(job, this.deps.options.generation, 'request')

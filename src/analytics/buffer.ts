@@ -1,0 +1,238 @@
+import { silentLogger, type Logger } from '../cache/logger.js'
+import { isAnalyticsEvent, type AnalyticsEvent } from './event.js'
+
+/** Where batches go: AnalyticsRepository fits. */
+export interface AnalyticsSink {
+  insertBatch(events: readonly AnalyticsEvent[]): Promise<unknown>
+}
+
+export interface AnalyticsBufferOptions {
+  repository: AnalyticsSink
+  logger?: Logger
+  /** ms clock, for log throttling. Default Date.now. */
+  clock?: () => number
+  /** The timer writes what is buffered this often. Default 1000. */
+  flushIntervalMs?: number
+  /** Events per INSERT; a full batch is written at once, without waiting for the timer. Default 500. */
+  batchSize?: number
+  /** Most events held in memory (queued, waiting for their one retry, or being written). Default 10000. */
+  maxBuffered?: number
+  /** How long close() may spend writing what is left. Default 3000. */
+  closeTimeoutMs?: number
+}
+
+export interface AnalyticsBufferCounters {
+  /** Calls to record(). */
+  recorded: number
+  /** Events written to the database. */
+  written: number
+  /** Events lost: refused (buffer full, closed, malformed), or in a batch that failed twice, or left at close. */
+  dropped: number
+  /** Events removed on purpose by discardUser. */
+  discarded: number
+  /** Batch writes that failed (each attempt). */
+  failedWrites: number
+}
+
+/** Warnings of one kind are logged at most this often. */
+const WARN_EVERY_MS = 10_000
+
+function positiveInt (name: string, value: number | undefined, fallback: number): number {
+  const v = value ?? fallback
+  if (!Number.isSafeInteger(v) || v < 1) throw new TypeError(`AnalyticsBuffer ${name} must be a positive whole number, got ${String(value)}`)
+  return v
+}
+
+/**
+ * Collects analytics events in memory and writes them in batches, off the
+ * request path. record() is synchronous, O(1), never throws and never waits:
+ * when the database is slow or down the buffer fills up to maxBuffered and
+ * further events are dropped and counted, so memory stays bounded. A failed
+ * batch is retried once on the next tick, then dropped and counted. One write
+ * is in flight at a time. Invariant: recorded = written + dropped + discarded + buffered.
+ */
+export class AnalyticsBuffer {
+  readonly #repository: AnalyticsSink
+  readonly #logger: Logger
+  readonly #clock: () => number
+  readonly #batchSize: number
+  readonly #maxBuffered: number
+  readonly #closeTimeoutMs: number
+  readonly #counters: AnalyticsBufferCounters = { recorded: 0, written: 0, dropped: 0, discarded: 0, failedWrites: 0 }
+  readonly #lastWarn = new Map<string, number>()
+  readonly #timer: NodeJS.Timeout
+
+  #queue: AnalyticsEvent[] = []
+  /** A batch whose first write failed: written first on the next tick, dropped if that fails too. */
+  #retry: AnalyticsEvent[] | null = null
+  #inFlight = 0
+  #flushing: Promise<void> | null = null
+  #scheduled = false
+  #closed = false
+  /** Set when close() ran out of time: nothing is retried any more. */
+  #abandoned = false
+  #closing: Promise<void> | undefined
+
+  constructor (opts: AnalyticsBufferOptions) {
+    if (typeof opts?.repository?.insertBatch !== 'function') throw new TypeError('AnalyticsBuffer needs a repository with insertBatch(events)')
+    this.#repository = opts.repository
+    this.#logger = opts.logger ?? silentLogger
+    this.#clock = opts.clock ?? Date.now
+    const flushIntervalMs = positiveInt('flushIntervalMs', opts.flushIntervalMs, 1000)
+    this.#batchSize = positiveInt('batchSize', opts.batchSize, 500)
+    this.#maxBuffered = positiveInt('maxBuffered', opts.maxBuffered, 10_000)
+    this.#closeTimeoutMs = positiveInt('closeTimeoutMs', opts.closeTimeoutMs, 3000)
+    if (this.#batchSize > this.#maxBuffered) throw new TypeError(`AnalyticsBuffer batchSize (${this.#batchSize}) must not exceed maxBuffered (${this.#maxBuffered})`)
+    this.#timer = setInterval(() => { this.#tick() }, flushIntervalMs)
+    this.#timer.unref()
+  }
+
+  /** A snapshot of the counters. */
+  get counters (): AnalyticsBufferCounters {
+    return { ...this.#counters }
+  }
+
+  /** Events held in memory: queued, awaiting their retry, or being written. Never above maxBuffered. */
+  get buffered (): number {
+    return this.#queue.length + (this.#retry?.length ?? 0) + this.#inFlight
+  }
+
+  get maxBuffered (): number {
+    return this.#maxBuffered
+  }
+
+  /** Queues one event. Never throws, never waits; the event is kept as given (do not mutate it afterwards). */
+  record (event: AnalyticsEvent): void {
+    try {
+      this.#counters.recorded++
+      if (this.#closed) return this.#drop(1, 'closed', 'analytics event recorded after close: dropped')
+      if (!isAnalyticsEvent(event)) return this.#drop(1, 'invalid', 'malformed analytics event: dropped')
+      if (this.buffered >= this.#maxBuffered) return this.#drop(1, 'full', 'analytics buffer full (database slow or down): dropping events')
+      this.#queue.push(event)
+      if (this.#queue.length >= this.#batchSize) this.#scheduleFlush()
+    } catch {
+      // record() must never fail its caller
+    }
+  }
+
+  /**
+   * Writes what is buffered now (the pending retry first, then the queue in
+   * batches); resolves when done or when a write failed. Never rejects.
+   * Concurrent calls share the write in flight.
+   */
+  flush (): Promise<void> {
+    this.#flushing ??= this.#drain().finally(() => { this.#flushing = null })
+    return this.#flushing
+  }
+
+  /**
+   * Removes the buffered events of this user (for a deletion request), then
+   * waits for a write already in flight, so that once it resolves nothing of
+   * the user's recorded so far is still on its way to the database. Resolves
+   * with the number of events removed.
+   */
+  async discardUser (userId: string): Promise<number> {
+    const keep = (e: AnalyticsEvent): boolean => e.userId !== userId
+    const before = this.#queue.length + (this.#retry?.length ?? 0)
+    this.#queue = this.#queue.filter(keep)
+    if (this.#retry !== null) {
+      this.#retry = this.#retry.filter(keep)
+      if (this.#retry.length === 0) this.#retry = null
+    }
+    const removed = before - this.#queue.length - (this.#retry?.length ?? 0)
+    this.#counters.discarded += removed
+    if (this.#flushing !== null) await this.#flushing
+    return removed
+  }
+
+  /**
+   * Stops the timer and writes what is left, spending at most closeTimeoutMs;
+   * what could not be written by then is dropped and counted. Idempotent.
+   */
+  close (): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#closed = true
+      clearInterval(this.#timer)
+      let timer: NodeJS.Timeout | undefined
+      const outOfTime = new Promise<void>(resolve => { timer = setTimeout(resolve, this.#closeTimeoutMs) })
+      const writeAll = (async () => {
+        await this.flush()
+        // a batch that failed once gets its one retry now, then whatever is still queued
+        if (this.#retry !== null || this.#queue.length > 0) await this.flush()
+      })()
+      await Promise.race([writeAll, outOfTime])
+      clearTimeout(timer)
+      this.#abandoned = true
+      const left = this.#queue.length + (this.#retry?.length ?? 0)
+      this.#queue = []
+      this.#retry = null
+      // a write still in flight counts itself when it ends (written, or dropped since abandoned)
+      if (left > 0) this.#drop(left, 'close', 'analytics events not written before close: dropped')
+    })()
+    return this.#closing
+  }
+
+  #tick (): void {
+    if (this.#flushing === null && (this.#queue.length > 0 || this.#retry !== null)) this.flush().catch(() => {})
+  }
+
+  #scheduleFlush (): void {
+    if (this.#scheduled || this.#flushing !== null) return // a running drain takes the new events too
+    this.#scheduled = true
+    setImmediate(() => {
+      this.#scheduled = false
+      this.flush().catch(() => {})
+    })
+  }
+
+  async #drain (): Promise<void> {
+    if (this.#retry !== null) {
+      const batch = this.#retry
+      this.#retry = null
+      if (!await this.#write(batch, true)) return
+    }
+    while (this.#queue.length > 0 && !this.#abandoned) {
+      const batch = this.#queue.splice(0, this.#batchSize)
+      if (!await this.#write(batch, false)) return
+    }
+  }
+
+  /** Writes one batch; on failure keeps it for one retry (or drops it). Resolves whether it was written. */
+  async #write (batch: AnalyticsEvent[], isRetry: boolean): Promise<boolean> {
+    this.#inFlight += batch.length
+    try {
+      await this.#repository.insertBatch(batch)
+      this.#counters.written += batch.length
+      return true
+    } catch (err) {
+      this.#counters.failedWrites++
+      const reason = (err as Error)?.message
+      if (isRetry || this.#abandoned || this.#retry !== null) {
+        this.#drop(batch.length, 'write', 'analytics batch failed twice: dropped', reason)
+      } else {
+        this.#retry = batch
+        this.#warn('retry', 'analytics batch write failed: retrying once on the next tick', reason)
+      }
+      return false
+    } finally {
+      this.#inFlight -= batch.length
+    }
+  }
+
+  #drop (n: number, kind: string, msg: string, reason?: string): void {
+    this.#counters.dropped += n
+    this.#warn(kind, msg, reason)
+  }
+
+  #warn (kind: string, msg: string, reason?: string): void {
+    try {
+      const now = this.#clock()
+      const last = this.#lastWarn.get(kind)
+      if (last !== undefined && now - last < WARN_EVERY_MS) return
+      this.#lastWarn.set(kind, now)
+      this.#logger.warn({ analytics: { ...this.#counters, buffered: this.buffered }, reason }, msg)
+    } catch {
+      // logging must not break recording
+    }
+  }
+}

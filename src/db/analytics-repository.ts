@@ -1,0 +1,186 @@
+import type { AnalyticsEvent } from '../analytics/event.js'
+import type { Database } from './database.js'
+import { clampLimit, cleanJson, cleanText, optionalInt, optionalText } from './sanitize.js'
+
+export interface AnalyticsSummary {
+  /** Requests: every event but 'generation'. */
+  totalRequests: number
+  /** 'hit' + 'stale' + 'durable'. */
+  cacheHits: number
+  /** 'miss'. */
+  cacheMisses: number
+  fallbacks: number
+  /** Model calls ('generation' events). */
+  generations: number
+  /** Mean duration of the generations that carry one; 0 when there were none. */
+  avgGenerationTimeMs: number
+  /** Tokens of the 'generation' events. */
+  promptTokens: number
+  completionTokens: number
+  /** Per model ('unknown' when a generation named none), most generations first. */
+  byModel: Array<{ model: string, promptTokens: number, completionTokens: number, generations: number }>
+}
+
+export interface SystemCount { system: string, count: number }
+export interface KeyCount { key: string, count: number, profile: object, locale: string }
+
+/** Longest text kept per column: keys are ~90 characters, user ids at most 64. */
+const MAX_KEY = 512
+const MAX_USER = 256
+const MAX_SYSTEMS = 32
+
+/** One event as a JSON record for jsonb_to_recordset (absent values omitted, so they are SQL NULL). */
+function toRecord (e: AnalyticsEvent): Record<string, unknown> {
+  const systems: string[] = []
+  for (const s of e.systems ?? []) {
+    if (typeof s === 'string' && s !== '') systems.push(cleanText(s, 100))
+    if (systems.length >= MAX_SYSTEMS) break
+  }
+  const profile = e.profile !== null && typeof e.profile === 'object' ? cleanJson(e.profile) : undefined
+  const locale = optionalText(e.locale, 100)
+  return {
+    at: Math.round(e.at),
+    event: e.event,
+    key: cleanText(e.key, MAX_KEY),
+    systems,
+    duration_ms: optionalInt(e.durationMs) ?? undefined,
+    prompt_tokens: optionalInt(e.promptTokens) ?? undefined,
+    completion_tokens: optionalInt(e.completionTokens) ?? undefined,
+    model: optionalText(e.model, 100) ?? undefined,
+    user_id: optionalText(e.userId, MAX_USER) ?? undefined,
+    // requested_profiles needs both
+    profile: profile !== undefined && locale !== null ? profile : undefined,
+    locale: profile !== undefined && locale !== null ? locale : undefined
+  }
+}
+
+const INSERT_BATCH = `
+WITH ev AS (
+  SELECT * FROM jsonb_to_recordset($1::jsonb) AS e(
+    at bigint, event text, key text, systems text[], duration_ms integer, prompt_tokens integer,
+    completion_tokens integer, model text, user_id text, profile jsonb, locale text)
+), ins AS (
+  INSERT INTO analytics_events (at, event, key, systems, duration_ms, prompt_tokens, completion_tokens, model, user_id)
+  SELECT at, event, key, COALESCE(systems, '{}'), duration_ms, prompt_tokens, completion_tokens, model, user_id FROM ev
+  RETURNING 1
+), uk AS (
+  INSERT INTO user_keys AS u (user_id, key, first_seen, last_seen)
+  SELECT user_id, key, min(at), max(at) FROM ev WHERE user_id IS NOT NULL
+  GROUP BY user_id, key ORDER BY user_id, key
+  ON CONFLICT (user_id, key) DO UPDATE SET
+    first_seen = LEAST(u.first_seen, excluded.first_seen),
+    last_seen = GREATEST(u.last_seen, excluded.last_seen)
+  RETURNING 1
+), rp AS (
+  INSERT INTO requested_profiles AS r (key, profile, locale, last_seen)
+  SELECT DISTINCT ON (key) key, profile, locale, at FROM ev
+  WHERE profile IS NOT NULL AND locale IS NOT NULL
+  ORDER BY key, at DESC
+  ON CONFLICT (key) DO UPDATE SET profile = excluded.profile, locale = excluded.locale, last_seen = excluded.last_seen
+  WHERE r.last_seen <= excluded.last_seen
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM ins) AS events, (SELECT count(*) FROM uk) AS user_keys, (SELECT count(*) FROM rp) AS profiles`
+
+/** Analytics events, the per-user key index and the profiles pre-warm rebuilds from. */
+export class AnalyticsRepository {
+  readonly #db: Database
+
+  constructor (db: Database) {
+    this.#db = db
+  }
+
+  /**
+   * Writes a batch in one statement (one jsonb parameter unpacked by
+   * jsonb_to_recordset, so any batch size is one round trip and atomic): the
+   * events, the user_keys of events with a userId, and the requested_profiles
+   * of events with a profile and a locale (the latest per key wins).
+   * Resolves with the number of events written.
+   */
+  async insertBatch (events: readonly AnalyticsEvent[]): Promise<number> {
+    if (events.length === 0) return 0
+    const rows = await this.#db.query<{ events: number | string }>(INSERT_BATCH, [JSON.stringify(events.map(toRecord))])
+    return Number(rows[0]?.events ?? 0)
+  }
+
+  /** Figures over the events at or after `sinceMs`. */
+  async summary (sinceMs: number): Promise<AnalyticsSummary> {
+    const [totals] = await this.#db.query<Record<string, number | string | null>>(
+      `SELECT
+         count(*) FILTER (WHERE event <> 'generation') AS total_requests,
+         count(*) FILTER (WHERE event IN ('hit', 'stale', 'durable')) AS cache_hits,
+         count(*) FILTER (WHERE event = 'miss') AS cache_misses,
+         count(*) FILTER (WHERE event = 'fallback') AS fallbacks,
+         count(*) FILTER (WHERE event = 'generation') AS generations,
+         avg(duration_ms) FILTER (WHERE event = 'generation') AS avg_generation_ms,
+         COALESCE(sum(prompt_tokens) FILTER (WHERE event = 'generation'), 0) AS prompt_tokens,
+         COALESCE(sum(completion_tokens) FILTER (WHERE event = 'generation'), 0) AS completion_tokens
+       FROM analytics_events WHERE at >= $1`, [Math.floor(sinceMs)])
+    const models = await this.#db.query<Record<string, number | string>>(
+      `SELECT COALESCE(model, 'unknown') AS model, count(*) AS generations,
+         COALESCE(sum(prompt_tokens), 0) AS prompt_tokens, COALESCE(sum(completion_tokens), 0) AS completion_tokens
+       FROM analytics_events WHERE at >= $1 AND event = 'generation'
+       GROUP BY 1 ORDER BY generations DESC, model`, [Math.floor(sinceMs)])
+    return {
+      totalRequests: Number(totals.total_requests ?? 0),
+      cacheHits: Number(totals.cache_hits ?? 0),
+      cacheMisses: Number(totals.cache_misses ?? 0),
+      fallbacks: Number(totals.fallbacks ?? 0),
+      generations: Number(totals.generations ?? 0),
+      avgGenerationTimeMs: Number(totals.avg_generation_ms ?? 0),
+      promptTokens: Number(totals.prompt_tokens ?? 0),
+      completionTokens: Number(totals.completion_tokens ?? 0),
+      byModel: models.map(m => ({
+        model: String(m.model),
+        promptTokens: Number(m.prompt_tokens),
+        completionTokens: Number(m.completion_tokens),
+        generations: Number(m.generations)
+      }))
+    }
+  }
+
+  /**
+   * Requests per system since `sinceMs`, counting each request once, for its
+   * most prominent system (`systems[1]`); most requested first, then by name.
+   */
+  async topSystems (sinceMs: number, limit: number): Promise<SystemCount[]> {
+    const rows = await this.#db.query<{ system: string, count: number | string }>(
+      `SELECT systems[1] AS system, count(*) AS count FROM analytics_events
+       WHERE at >= $1 AND event <> 'generation' AND cardinality(systems) > 0
+       GROUP BY 1 ORDER BY count DESC, system LIMIT $2`, [Math.floor(sinceMs), clampLimit(limit)])
+    return rows.map(r => ({ system: r.system, count: Number(r.count) }))
+  }
+
+  /**
+   * The most requested keys since `sinceMs` that can be rebuilt (those with a
+   * row in requested_profiles), with their profile and locale: pre-warm's list.
+   */
+  async topKeys (sinceMs: number, limit: number): Promise<KeyCount[]> {
+    const rows = await this.#db.query<{ key: string, count: number | string, profile: object, locale: string }>(
+      `SELECT e.key, e.count, r.profile, r.locale
+       FROM (SELECT key, count(*) AS count FROM analytics_events
+             WHERE at >= $1 AND event <> 'generation' GROUP BY key) e
+       JOIN requested_profiles r ON r.key = e.key
+       ORDER BY e.count DESC, e.key LIMIT $2`, [Math.floor(sinceMs), clampLimit(limit)])
+    return rows.map(r => ({ key: r.key, count: Number(r.count), profile: r.profile, locale: r.locale }))
+  }
+
+  /**
+   * Deletes the user's analytics rows and their user_keys rows, nothing else
+   * (cached narratives and requested_profiles are keyed by profile, not user).
+   * Events still buffered in memory are not here: see AnalyticsBuffer.discardUser.
+   */
+  async deleteUser (userId: string): Promise<{ analyticsRows: number, indexRows: number }> {
+    const [row] = await this.#db.query<{ analytics_rows: number | string, index_rows: number | string }>(
+      `WITH a AS (DELETE FROM analytics_events WHERE user_id = $1 RETURNING 1),
+            k AS (DELETE FROM user_keys WHERE user_id = $1 RETURNING 1)
+       SELECT (SELECT count(*) FROM a) AS analytics_rows, (SELECT count(*) FROM k) AS index_rows`, [cleanText(userId, MAX_USER)])
+    return { analyticsRows: Number(row?.analytics_rows ?? 0), indexRows: Number(row?.index_rows ?? 0) }
+  }
+
+  /** The keys this user requested, sorted. */
+  async keysOfUser (userId: string): Promise<string[]> {
+    const rows = await this.#db.query<{ key: string }>('SELECT key FROM user_keys WHERE user_id = $1 ORDER BY key', [cleanText(userId, MAX_USER)])
+    return rows.map(r => r.key)
+  }
+}

@@ -1,0 +1,72 @@
+import type { Database } from './database.js'
+import { clampLimit, cleanText, optionalInt, optionalText } from './sanitize.js'
+
+export interface AuditInput {
+  /** ms since the epoch; default now. */
+  at?: number
+  /** The JWT `sub`, when there was a valid token. */
+  actor?: string | null
+  /** e.g. 'GET /api/narrative/stats' */
+  action: string
+  ip: string
+  outcome: 'allowed' | 'denied'
+  /** The HTTP status answered. */
+  status: number
+  detail?: string | null
+}
+
+export interface AuditEntry {
+  id: number
+  at: number
+  actor: string | null
+  action: string
+  ip: string
+  outcome: 'allowed' | 'denied'
+  status: number
+  detail: string | null
+}
+
+/** The admin audit log. */
+export class AuditRepository {
+  readonly #db: Database
+  readonly #now: () => number
+
+  constructor (db: Database, opts: { now?: () => number } = {}) {
+    this.#db = db
+    this.#now = opts.now ?? Date.now
+  }
+
+  /** Appends one entry; resolves with its id. */
+  async insert (entry: AuditInput): Promise<number> {
+    if (entry.outcome !== 'allowed' && entry.outcome !== 'denied') throw new TypeError(`outcome must be 'allowed' or 'denied', got ${String(entry.outcome)}`)
+    const [row] = await this.#db.query<{ id: number | string }>(
+      `INSERT INTO audit_log (at, actor, action, ip, outcome, status, detail)
+       VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`,
+      [
+        Math.round(entry.at ?? this.#now()),
+        optionalText(entry.actor, 256),
+        cleanText(entry.action, 300),
+        cleanText(entry.ip, 100),
+        entry.outcome,
+        optionalInt(entry.status) ?? 0,
+        optionalText(entry.detail, 2000)
+      ])
+    return Number(row.id)
+  }
+
+  /** The latest entries, newest first (1 to 1000). */
+  async recent (limit = 100): Promise<AuditEntry[]> {
+    const rows = await this.#db.query<Record<string, unknown>>(
+      'SELECT id, at, actor, action, ip, outcome, status, detail FROM audit_log ORDER BY at DESC, id DESC LIMIT $1', [clampLimit(limit)])
+    return rows.map(r => ({
+      id: Number(r.id),
+      at: Number(r.at),
+      actor: (r.actor as string | null) ?? null,
+      action: r.action as string,
+      ip: r.ip as string,
+      outcome: r.outcome as 'allowed' | 'denied',
+      status: Number(r.status),
+      detail: (r.detail as string | null) ?? null
+    }))
+  }
+}

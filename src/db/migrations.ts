@@ -1,0 +1,140 @@
+import type { Database } from './database.js'
+
+export interface Migration {
+  /** Strictly increasing; never reuse or edit an applied one: add a new version. */
+  version: number
+  name: string
+  sql: string
+}
+
+/**
+ * The schema, in order. Times are bigint milliseconds since the epoch
+ * throughout (as in CachedNarrative.meta and the cache versions).
+ */
+export const migrations: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'durable tier, analytics, per-user index, requested profiles, audit log',
+    sql: `
+CREATE TABLE narratives (
+  key        text PRIMARY KEY,
+  engine     text NOT NULL,
+  version    bigint NOT NULL,
+  entry      jsonb NOT NULL,
+  profile    jsonb,
+  locale     text,
+  created_at bigint NOT NULL,
+  updated_at bigint NOT NULL
+);
+
+CREATE TABLE analytics_events (
+  id                bigserial PRIMARY KEY,
+  at                bigint NOT NULL,
+  event             text NOT NULL CHECK (event IN ('hit', 'stale', 'miss', 'durable', 'generation', 'fallback', 'error')),
+  key               text NOT NULL,
+  systems           text[] NOT NULL DEFAULT '{}',
+  duration_ms       integer,
+  prompt_tokens     integer,
+  completion_tokens integer,
+  model             text,
+  user_id           text
+);
+CREATE INDEX analytics_events_at_idx ON analytics_events (at);
+CREATE INDEX analytics_events_user_id_idx ON analytics_events (user_id);
+
+CREATE TABLE user_keys (
+  user_id    text NOT NULL,
+  key        text NOT NULL,
+  first_seen bigint NOT NULL,
+  last_seen  bigint NOT NULL,
+  PRIMARY KEY (user_id, key)
+);
+
+CREATE TABLE requested_profiles (
+  key       text PRIMARY KEY,
+  profile   jsonb NOT NULL,
+  locale    text NOT NULL,
+  last_seen bigint NOT NULL
+);
+
+CREATE TABLE audit_log (
+  id      bigserial PRIMARY KEY,
+  at      bigint NOT NULL,
+  actor   text,
+  action  text NOT NULL,
+  ip      text NOT NULL,
+  outcome text NOT NULL CHECK (outcome IN ('allowed', 'denied')),
+  status  integer NOT NULL,
+  detail  text
+);
+CREATE INDEX audit_log_at_idx ON audit_log (at);
+`
+  }
+]
+
+/** pg_advisory_xact_lock key: instances starting together migrate one after the other. */
+export const MIGRATION_LOCK_KEY = 7_406_339_215_001
+
+export interface MigrateOptions {
+  migrations?: readonly Migration[]
+  /** Statement timeout inside the migration transaction (PostgreSQL). Default 60000. */
+  timeoutMs?: number
+  now?: () => number
+}
+
+export interface MigrateResult {
+  /** Versions applied by this call, in order (empty when already up to date). */
+  applied: number[]
+  /** The highest version in the database afterwards. */
+  current: number
+}
+
+export class MigrationError extends Error {
+  override readonly name: string = 'MigrationError'
+  readonly code = 'NARR_DB_MIGRATION'
+}
+
+function checkOrder (list: readonly Migration[]): void {
+  let previous = 0
+  for (const m of list) {
+    if (!Number.isSafeInteger(m.version) || m.version <= previous) {
+      throw new MigrationError(`migration versions must be increasing positive integers: ${m.version} after ${previous}`)
+    }
+    previous = m.version
+  }
+}
+
+/**
+ * Applies the missing migrations, all in one transaction that first takes an
+ * advisory transaction lock (so two instances starting at once queue up, and
+ * the second finds nothing left to do). Idempotent.
+ */
+export async function migrate (db: Database, opts: MigrateOptions = {}): Promise<MigrateResult> {
+  const list = opts.migrations ?? migrations
+  checkOrder(list)
+  const now = opts.now ?? Date.now
+  return await db.transaction(async tx => {
+    // The lock comes first: even CREATE TABLE IF NOT EXISTS races when run concurrently.
+    await tx.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK_KEY])
+    await tx.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
+      version    bigint PRIMARY KEY,
+      name       text NOT NULL,
+      applied_at bigint NOT NULL
+    )`)
+    const rows = await tx.query<{ version: number | string }>('SELECT version FROM schema_migrations ORDER BY version')
+    const done = new Set(rows.map(r => Number(r.version)))
+    const applied: number[] = []
+    for (const m of list) {
+      if (done.has(m.version)) continue
+      try {
+        await tx.query(m.sql)
+      } catch (err) {
+        throw new MigrationError(`migration ${m.version} (${m.name}) failed: ${(err as Error).message}`, { cause: err })
+      }
+      await tx.query('INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)', [m.version, m.name, now()])
+      applied.push(m.version)
+      done.add(m.version)
+    }
+    return { applied, current: Math.max(0, ...done) }
+  }, { timeoutMs: opts.timeoutMs ?? 60_000 })
+}

@@ -1,0 +1,73 @@
+import { Type } from '@sinclair/typebox'
+
+export const StatsSchema = Type.Object({
+  keys: Type.Integer({ description: 'keys in the cache store (all of the Redis database, locks included)' }),
+  memoryUsed: Type.String({ description: 'memory the store reports, e.g. "2.4M"' }),
+  hitRate: Type.Number({ description: '(hits + staleHits + durableHits) / answered requests, this instance since it started' }),
+  hits: Type.Integer(),
+  staleHits: Type.Integer(),
+  durableHits: Type.Integer(),
+  misses: Type.Integer(),
+  fallbacks: Type.Integer(),
+  engineVersion: Type.String(),
+  promptHash: Type.String(),
+  ttlDays: Type.Number(),
+  staleDays: Type.Number(),
+  store: Type.String({ description: 'memory, redis or cluster' }),
+  breaker: Type.String({ description: 'closed, open or half-open' }),
+  refresh: Type.Object({ started: Type.Integer(), skippedLocked: Type.Integer(), succeeded: Type.Integer(), failed: Type.Integer() }),
+  analytics: Type.Object({ recorded: Type.Integer(), written: Type.Integer(), dropped: Type.Integer() })
+})
+
+export const PeriodQuerySchema = Type.Object({
+  period: Type.Optional(Type.Unsafe<'1d' | '7d' | '30d'>({ type: 'string', enum: ['1d', '7d', '30d'], default: '30d' }))
+}, { additionalProperties: false })
+
+export const AnalyticsSchema = Type.Object({
+  totalRequests: Type.Integer(),
+  cacheHits: Type.Integer({ description: 'hit + stale + durable' }),
+  cacheMisses: Type.Integer(),
+  fallbacks: Type.Integer(),
+  hitRate: Type.Number(),
+  generations: Type.Integer({ description: 'model calls, refreshes included' }),
+  topSystems: Type.Array(Type.Object({ system: Type.String(), count: Type.Integer() })),
+  avgGenerationTime: Type.Number({ description: 'milliseconds' }),
+  tokens: Type.Object({ prompt: Type.Integer(), completion: Type.Integer() }),
+  estimatedCost: Type.Object({
+    openai: Type.Number({ description: 'USD: tokens times the model price' }),
+    redis: Type.Number({ description: 'USD: REDIS_MONTHLY_COST_USD prorated over the period' }),
+    total: Type.Number(),
+    withoutCache: Type.Number({ description: 'USD: one model call per request at the average cost per call' }),
+    saved: Type.Number({ description: 'withoutCache - total' })
+  }),
+  period: Type.String()
+})
+
+export const UserParamsSchema = Type.Object({
+  userId: Type.String({ minLength: 1, maxLength: 64 })
+})
+
+export const DeleteUserSchema = Type.Object({
+  deleted_cache_entries: Type.Integer(),
+  deleted_analytics_rows: Type.Integer(),
+  deleted_index_entries: Type.Integer(),
+  rationale: Type.String()
+})
+
+export const PatternQuerySchema = Type.Object({
+  pattern: Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9:@._*?-]+$', description: 'a Redis glob of letters, digits, : @ . _ - * ?; confined to the namespace' })
+}, { additionalProperties: false })
+
+export const DeleteCacheSchema = Type.Object({
+  deleted: Type.Integer({ description: 'keys unlinked from the cache store' }),
+  deletedDurable: Type.Integer({ description: 'rows deleted from the durable tier' }),
+  match: Type.String({ description: 'the glob actually used, namespace included' })
+})
+
+export const PrewarmBodySchema = Type.Object({
+  top: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+  period: Type.Optional(Type.Unsafe<'1d' | '7d' | '30d'>({ type: 'string', enum: ['1d', '7d', '30d'], default: '30d' })),
+  concurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 16, default: 4 }))
+}, { additionalProperties: false })
+
+export const PrewarmSchema = Type.Object({ warmed: Type.Integer(), skipped: Type.Integer(), failed: Type.Integer() })
