@@ -34,10 +34,10 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
   const recorder: EventRecorder = db.buffer
 
   const durable = new DurableTier(db.narratives, new CircuitBreaker({
-      failureThreshold: 3,
-      cooldownMs: 5000,
-      onStateChange: state => fastify.log.warn({ breaker: state }, `database circuit breaker ${state}`)
-    }), fastify.log, { readTimeoutMs: 300 })
+    failureThreshold: 3,
+    cooldownMs: 5000,
+    onStateChange: state => fastify.log.warn({ breaker: state }, `database circuit breaker ${state}`)
+  }), fastify.log, { readTimeoutMs: 300 })
 
   const events: EngineEvents = {
     generation: (job, generation, durationMs) => recorder.record({

@@ -74,7 +74,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
     }
     request.log.info({ code: error.code, reason: error.message }, 'request refused')
     const retryAfter = (error as { retryAfterSeconds?: unknown }).retryAfterSeconds
-    if (typeof retryAfter === 'number') void reply.header('Retry-After', String(retryAfter))
+    if (typeof retryAfter === 'number') reply.header('Retry-After', String(retryAfter))
     return reply.code(status).send({ statusCode: status, code: error.code ?? 'NARR_BAD_REQUEST', error: STATUS_CODES[status] ?? 'Error', message: error.message })
   })
 

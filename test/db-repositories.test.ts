@@ -1,0 +1,286 @@
+import t, { type Test } from 'tap'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { AnalyticsEvent } from '../src/analytics/event.js'
+import type { CachedNarrative } from '../src/cache/codec.js'
+import { AnalyticsRepository } from '../src/db/analytics-repository.js'
+import { AuditRepository } from '../src/db/audit-repository.js'
+import { openPglite, openPostgres, type Database } from '../src/db/database.js'
+import { migrate } from '../src/db/migrations.js'
+import { globToLike, NarrativesRepository } from '../src/db/narratives-repository.js'
+import { uniqueDatabaseUrl } from './support/env.js'
+
+function narrative (summary: string, engine = 'gpt-4o'): CachedNarrative {
+  return {
+    version: 'narrative@1.0.0',
+    engine,
+    prompt_hash: 'a3f2c1b9d8',
+    profile: { classification: 'primary', primary: 'Arcturus', hybrid: ['Arcturus', 'Sirius'], percentages: { Arcturus: 42, Sirius: 18.5 } },
+    narrative: { summary, bullets: ['one', 'two'] },
+    meta: { created_at: 1_700_000_000_000, refreshed_at: 1_700_000_000_000, stale_after: 1_700_604_800_000, ttl_seconds: 2_592_000, size_bytes: 420, compression: 'none' }
+  }
+}
+
+const profileA = { classification: 'primary', primary: 'Arcturus', percentages: { Arcturus: 42 } }
+const profileB = { classification: 'hybrid', hybrid: ['Sirius', 'Vega'], percentages: { Sirius: 30, Vega: 30 } }
+
+function ev (event: AnalyticsEvent['event'], at: number, extra: Partial<AnalyticsEvent> = {}): AnalyticsEvent {
+  return { at, event, key: 'k', systems: ['Arcturus'], ...extra }
+}
+
+/** Every repository method, on whichever engine `db` is. */
+function repositorySuite (t: Test, getDb: () => Promise<Database>): void {
+  let db: Database
+  t.beforeEach(async () => {
+    db = await getDb()
+    await db.query('TRUNCATE narratives, analytics_events, user_keys, requested_profiles, audit_log')
+  })
+
+  t.test('narratives: insert, get, newer wins, older and equal versions never replace', async t => {
+    const repo = new NarrativesRepository(db)
+    t.equal(await repo.get('k1'), null, 'unknown key')
+    t.equal(await repo.upsert('k1', narrative('first'), 1_000, profileA, 'en'), true, 'insert writes')
+    t.same(await repo.get('k1'), { entry: narrative('first'), version: 1_000 })
+    t.equal(await repo.upsert('k1', narrative('first'), 1_000, profileA, 'en'), false, 'same write again: idempotent, no write')
+    t.equal(await repo.upsert('k1', narrative('equal'), 1_000, profileA, 'en'), false, 'equal version does not replace')
+    t.equal(await repo.upsert('k1', narrative('older'), 999, profileA, 'en'), false, 'older version does not replace')
+    t.equal((await repo.get('k1'))?.entry.narrative.summary, 'first')
+    t.equal(await repo.upsert('k1', narrative('newer', 'gpt-4o-mini'), 1_700_000_000_123, profileB, 'fr'), true, 'newer replaces')
+    const got = await repo.get('k1')
+    t.equal(got?.version, 1_700_000_000_123, 'a 13-digit version comes back as the same number')
+    t.equal(got?.entry.narrative.summary, 'newer')
+    const [row] = await db.query<{ engine: string, profile: object, locale: string, created_at: number, updated_at: number }>(
+      'SELECT engine, profile, locale, created_at, updated_at FROM narratives WHERE key = $1', ['k1'])
+    t.equal(row.engine, 'gpt-4o-mini')
+    t.same(row.profile, profileB)
+    t.equal(row.locale, 'fr')
+    t.ok(row.updated_at >= row.created_at)
+    t.equal(await repo.count(), 1)
+    await t.rejects(repo.upsert('k1', narrative('x'), Number.NaN, null, null), TypeError)
+  })
+
+  t.test('narratives: concurrent writers, the newest version is what stays; one winner among equal versions', async t => {
+    const repo = new NarrativesRepository(db)
+    const versions = Array.from({ length: 30 }, (_, i) => 1_700_000_000_000 + ((i * 7919) % 30))
+    await Promise.all(versions.map(v => repo.upsert('race', narrative(`v${v}`), v, profileA, 'en')))
+    const got = await repo.get('race')
+    t.equal(got?.version, Math.max(...versions))
+    t.equal(got?.entry.narrative.summary, `v${Math.max(...versions)}`)
+    const same = await Promise.all(Array.from({ length: 10 }, (_, i) => repo.upsert('tie', narrative(`w${i}`), 5_000, null, null)))
+    t.equal(same.filter(Boolean).length, 1, 'exactly one of ten equal-version writes wrote')
+  })
+
+  t.test('narratives: null profile/locale keep the stored ones; a row of the wrong shape reads as missing', async t => {
+    const repo = new NarrativesRepository(db)
+    await repo.upsert('k', narrative('a'), 1, profileA, 'en')
+    await repo.upsert('k', narrative('b'), 2, null, null)
+    const [row] = await db.query<{ profile: object, locale: string }>('SELECT profile, locale FROM narratives')
+    t.same(row, { profile: profileA, locale: 'en' })
+    await db.query(`INSERT INTO narratives (key, engine, version, entry, created_at, updated_at)
+      VALUES ('broken', 'x', 1, '{"narrative": 1}', 0, 0)`)
+    t.equal(await repo.get('broken'), null)
+    t.equal(await repo.upsert('broken', narrative('fixed'), 2, null, null), true, 'a newer write replaces it')
+    t.equal((await repo.get('broken'))?.entry.narrative.summary, 'fixed')
+  })
+
+  t.test('narratives: deleteByKeys and deleteMatching remove exactly those keys', async t => {
+    const repo = new NarrativesRepository(db)
+    const keys = ['narr:v1:a:1', 'narr:v1:a:2', 'narr:v1:b:1', 'narr:v1:b_2', 'stg:v1:a:1', 'narr:v1:100%']
+    for (const k of keys) await repo.upsert(k, narrative(k), 1, null, null)
+    t.equal(await repo.deleteByKeys([]), 0)
+    t.equal(await repo.deleteByKeys(['narr:v1:a:1', 'nope', "it's; DROP TABLE narratives"]), 1)
+    t.equal(await repo.count(), 5)
+    t.equal(await repo.deleteMatching('narr:v1:b?1'), 1, '? matches one character, and _ is literal')
+    t.equal(await repo.deleteMatching('narr:v1:100\\%'), 1, '% is literal')
+    t.equal(await repo.deleteMatching('narr:*'), 2)
+    t.same((await db.query<{ key: string }>('SELECT key FROM narratives ORDER BY key')).map(r => r.key), ['stg:v1:a:1'])
+    t.equal(globToLike('a*b?c%d_e\\*f'), 'a%b_c\\%d\\_e*f')
+  })
+
+  t.test('analytics: summary figures of a known sequence, exactly', async t => {
+    const repo = new AnalyticsRepository(db)
+    const since = 1_700_000_000_000
+    const at = (n: number): number => since + n
+    const events: AnalyticsEvent[] = [
+      // before the window: not counted
+      ...Array.from({ length: 5 }, (_, i) => ev('hit', since - 1 - i)),
+      ev('generation', since - 1, { durationMs: 99_999, promptTokens: 1000, completionTokens: 1000, model: 'gpt-4o' }),
+      // 6 cache hits
+      ev('hit', at(1)), ev('hit', at(2)), ev('hit', at(3)), ev('stale', at(4)), ev('stale', at(5)), ev('durable', at(6)),
+      // 4 misses, each with its model call
+      ev('miss', at(10)), ev('generation', at(10), { durationMs: 100, promptTokens: 10, completionTokens: 20, model: 'gpt-4o' }),
+      ev('miss', at(11)), ev('generation', at(11), { durationMs: 200, promptTokens: 11, completionTokens: 21, model: 'gpt-4o' }),
+      ev('miss', at(12)), ev('generation', at(12), { durationMs: 300.4, promptTokens: 12, completionTokens: 22, model: 'gpt-4o' }),
+      ev('miss', at(13)), ev('generation', at(13), { durationMs: 401, promptTokens: 5, completionTokens: 6, model: 'gpt-4o-mini' }),
+      // a model call that recorded neither duration nor model (a refresh, say)
+      ev('generation', at(14), {}),
+      ev('fallback', at(20)), ev('fallback', at(21)), ev('error', at(22))
+    ]
+    // in three batches, out of order
+    t.equal(await repo.insertBatch(events.slice(12)), events.length - 12)
+    t.equal(await repo.insertBatch(events.slice(0, 5)), 5)
+    t.equal(await repo.insertBatch(events.slice(5, 12)), 7)
+    t.same(await repo.summary(since), {
+      totalRequests: 13,
+      cacheHits: 6,
+      cacheMisses: 4,
+      fallbacks: 2,
+      generations: 5,
+      avgGenerationTimeMs: (100 + 200 + 300 + 401) / 4,
+      promptTokens: 38,
+      completionTokens: 69,
+      byModel: [
+        { model: 'gpt-4o', promptTokens: 33, completionTokens: 63, generations: 3 },
+        { model: 'gpt-4o-mini', promptTokens: 5, completionTokens: 6, generations: 1 },
+        { model: 'unknown', promptTokens: 0, completionTokens: 0, generations: 1 }
+      ]
+    })
+    t.same(await repo.summary(at(1000)), {
+      totalRequests: 0, cacheHits: 0, cacheMisses: 0, fallbacks: 0, generations: 0, avgGenerationTimeMs: 0, promptTokens: 0, completionTokens: 0, byModel: []
+    }, 'an empty window is all zeros')
+    t.equal((await repo.summary(0)).totalRequests, 18, 'from the beginning: the older ones too')
+  })
+
+  t.test('analytics: topSystems counts each request once, for its most prominent system', async t => {
+    const repo = new AnalyticsRepository(db)
+    const since = 10_000
+    const events: AnalyticsEvent[] = []
+    const add = (n: number, systems: string[], event: AnalyticsEvent['event'] = 'hit', at = since): void => {
+      for (let i = 0; i < n; i++) events.push(ev(event, at + i, { systems }))
+    }
+    add(5, ['Arcturus', 'Pleiades'])
+    add(3, ['Vega', 'Pleiades'])
+    add(3, ['Sirius', 'Pleiades', 'Arcturus'], 'miss')
+    add(4, ['Zeta'], 'generation') // not a request
+    add(9, ['Orion'], 'hit', since - 100) // before the window
+    add(2, []) // no system
+    await repo.insertBatch(events)
+    t.same(await repo.topSystems(since, 10), [
+      { system: 'Arcturus', count: 5 },
+      { system: 'Sirius', count: 3 },
+      { system: 'Vega', count: 3 }
+    ], 'Pleiades is never first; ties by name')
+    t.same(await repo.topSystems(since, 2), [{ system: 'Arcturus', count: 5 }, { system: 'Sirius', count: 3 }])
+    t.same((await repo.topSystems(0, 1))[0], { system: 'Orion', count: 9 })
+  })
+
+  t.test('analytics: topKeys counts requests per key, with the latest profile to rebuild it', async t => {
+    const repo = new AnalyticsRepository(db)
+    const since = 50_000
+    const events: AnalyticsEvent[] = []
+    for (let i = 0; i < 4; i++) events.push(ev('hit', since + i, { key: 'kA', profile: profileA, locale: 'en' }))
+    for (let i = 0; i < 6; i++) events.push(ev('miss', since + i, { key: 'kB', profile: i === 5 ? profileB : profileA, locale: i === 5 ? 'de' : 'en' }))
+    for (let i = 0; i < 4; i++) events.push(ev('stale', since + i, { key: 'kC', profile: profileA, locale: 'en' }))
+    for (let i = 0; i < 9; i++) events.push(ev('hit', since + i, { key: 'kNoProfile' })) // cannot be rebuilt
+    for (let i = 0; i < 9; i++) events.push(ev('generation', since + i, { key: 'kD', profile: profileA, locale: 'en' })) // not requests
+    events.push(ev('hit', since + 1, { key: 'kE', profile: profileA })) // profile without locale: not kept
+    await repo.insertBatch(events)
+    // a late batch with an older event must not replace kB's latest profile
+    await repo.insertBatch([ev('hit', since - 10, { key: 'kB', profile: profileA, locale: 'en' })])
+    t.same(await repo.topKeys(since, 10), [
+      { key: 'kB', count: 6, profile: profileB, locale: 'de' },
+      { key: 'kA', count: 4, profile: profileA, locale: 'en' },
+      { key: 'kC', count: 4, profile: profileA, locale: 'en' }
+    ])
+    t.same((await repo.topKeys(since, 1)).map(k => k.key), ['kB'])
+    t.same((await repo.topKeys(0, 1))[0].count, 7, 'the older event counts in a wider window')
+    const [rp] = await db.query<{ n: number }>("SELECT count(*) AS n FROM requested_profiles WHERE key IN ('kNoProfile', 'kE')")
+    t.equal(rp.n, 0)
+  })
+
+  t.test("analytics: user_keys index, keysOfUser, deleteUser removes that user's rows and no one else's", async t => {
+    const repo = new AnalyticsRepository(db)
+    await repo.insertBatch([
+      ev('miss', 100, { key: 'k1', userId: 'u1', profile: profileA, locale: 'en' }),
+      ev('hit', 200, { key: 'k1', userId: 'u1' }),
+      ev('hit', 150, { key: 'k2', userId: 'u1' }),
+      ev('hit', 120, { key: 'k1', userId: 'u2' }),
+      ev('hit', 130, { key: 'k3' })
+    ])
+    await repo.insertBatch([ev('hit', 50, { key: 'k1', userId: 'u1' }), ev('hit', 400, { key: 'k2', userId: 'u1' })])
+    t.same(await repo.keysOfUser('u1'), ['k1', 'k2'])
+    t.same(await repo.keysOfUser('u2'), ['k1'])
+    t.same(await repo.keysOfUser('nobody'), [])
+    const index = await db.query('SELECT user_id, key, first_seen, last_seen FROM user_keys ORDER BY user_id, key')
+    t.same(index, [
+      { user_id: 'u1', key: 'k1', first_seen: 50, last_seen: 200 },
+      { user_id: 'u1', key: 'k2', first_seen: 150, last_seen: 400 },
+      { user_id: 'u2', key: 'k1', first_seen: 120, last_seen: 120 }
+    ], 'first_seen/last_seen span every batch')
+    const narratives = new NarrativesRepository(db)
+    await narratives.upsert('k1', narrative('k1'), 1, profileA, 'en')
+
+    t.same(await repo.deleteUser('u1'), { analyticsRows: 5, indexRows: 2 })
+    t.same(await repo.keysOfUser('u1'), [])
+    t.same(await repo.keysOfUser('u2'), ['k1'], "another user's index is intact")
+    const left = await db.query<{ user_id: string | null, n: number }>('SELECT user_id, count(*) AS n FROM analytics_events GROUP BY 1 ORDER BY 1')
+    t.same(left, [{ user_id: 'u2', n: 1 }, { user_id: null, n: 1 }], "others' events (and anonymous ones) are intact")
+    t.equal(await narratives.count(), 1, 'cached narratives are not user data: kept')
+    t.equal((await db.query('SELECT 1 FROM requested_profiles')).length, 1, 'requested profiles kept')
+    t.same(await repo.deleteUser('u1'), { analyticsRows: 0, indexRows: 0 }, 'deleting again deletes nothing')
+  })
+
+  t.test('analytics: hostile and odd values do not fail a batch', async t => {
+    const repo = new AnalyticsRepository(db)
+    const n = await repo.insertBatch([
+      ev('hit', 0.6, { key: 'k\u0000nul', userId: 'u\u0000x', systems: ['Ve\u0000ga', 'bad\ud800surrogate', '', 7 as unknown as string] }),
+      ev('generation', 2, { durationMs: 12.6, promptTokens: Number.NaN, completionTokens: 1e12, model: 'm\u0000' }),
+      ev('miss', 3, { profile: { 'we\u0000ird': 'x\ud800', nested: [1, null, 'ok'] }, locale: 'en', userId: '' })
+    ])
+    t.equal(n, 3)
+    const rows = await db.query<Record<string, unknown>>('SELECT at, key, user_id, systems, duration_ms, prompt_tokens, completion_tokens, model FROM analytics_events ORDER BY at')
+    t.same(rows[0], { at: 1, key: 'knul', user_id: 'ux', systems: ['Vega', 'bad\ufffdsurrogate'], duration_ms: null, prompt_tokens: null, completion_tokens: null, model: null })
+    t.same(rows[1], { at: 2, key: 'k', user_id: null, systems: ['Arcturus'], duration_ms: 13, prompt_tokens: null, completion_tokens: 2_147_483_647, model: 'm' })
+    t.equal(rows[2].user_id, null, 'an empty userId is no userId')
+    t.same((await db.query('SELECT profile FROM requested_profiles'))[0], { profile: { weird: 'x\ufffd', nested: [1, null, 'ok'] } })
+    t.same(await repo.keysOfUser('u\u0000x'), ['knul'], 'the user id is looked up as it was stored')
+  })
+
+  t.test('analytics: one call writes a large batch', async t => {
+    const repo = new AnalyticsRepository(db)
+    const events = Array.from({ length: 5000 }, (_, i) => ev('hit', i, { key: `k${i % 50}`, userId: `u${i % 100}`, systems: ['Vega', 'Sirius'], profile: profileA, locale: 'en' }))
+    t.equal(await repo.insertBatch(events), 5000)
+    t.equal(await repo.insertBatch([]), 0)
+    const [counts] = await db.query<{ events: number, index: number, profiles: number }>(
+      'SELECT (SELECT count(*) FROM analytics_events) AS events, (SELECT count(*) FROM user_keys) AS index, (SELECT count(*) FROM requested_profiles) AS profiles')
+    t.same(counts, { events: 5000, index: 100, profiles: 50 })
+  })
+
+  t.test('audit: insert and recent, newest first', async t => {
+    const audit = new AuditRepository(db, { now: () => 5_000 })
+    const id1 = await audit.insert({ at: 1_000, actor: 'admin-1', action: 'GET /api/narrative/stats', ip: '127.0.0.1', outcome: 'allowed', status: 200 })
+    const id2 = await audit.insert({ at: 3_000, actor: null, action: 'DELETE /api/narrative/user/u1', ip: '10.0.0.9', outcome: 'denied', status: 403, detail: 'ip not allowed' })
+    const id3 = await audit.insert({ action: 'POST /api/narrative/prewarm', ip: '::1', outcome: 'allowed', status: 200, detail: 'top 100' })
+    t.ok(id1 < id2 && id2 < id3, 'ids increase')
+    t.same(await audit.recent(2), [
+      { id: id3, at: 5_000, actor: null, action: 'POST /api/narrative/prewarm', ip: '::1', outcome: 'allowed', status: 200, detail: 'top 100' },
+      { id: id2, at: 3_000, actor: null, action: 'DELETE /api/narrative/user/u1', ip: '10.0.0.9', outcome: 'denied', status: 403, detail: 'ip not allowed' }
+    ])
+    t.equal((await audit.recent()).length, 3)
+    t.same((await audit.recent(10))[2], { id: id1, at: 1_000, actor: 'admin-1', action: 'GET /api/narrative/stats', ip: '127.0.0.1', outcome: 'allowed', status: 200, detail: null })
+    await t.rejects(audit.insert({ action: 'x', ip: 'y', outcome: 'maybe' as 'allowed', status: 200 }), TypeError)
+  })
+}
+
+t.test('PostgreSQL', async t => {
+  const db = await openPostgres(await uniqueDatabaseUrl(t))
+  t.teardown(() => db.close())
+  await migrate(db)
+  t.equal(db.kind, 'postgres')
+  repositorySuite(t, async () => db)
+})
+
+t.test('PGlite', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'nc-pglite-repo-'))
+  const started = Date.now()
+  const db = await openPglite(join(dir, 'pglite')) // once for the whole file
+  t.comment(`PGlite open: ${Date.now() - started} ms`)
+  t.teardown(async () => {
+    await db.close()
+    await rm(dir, { recursive: true, force: true })
+  })
+  await migrate(db)
+  t.equal(db.kind, 'pglite')
+  repositorySuite(t, async () => db)
+})
