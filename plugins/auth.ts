@@ -23,12 +23,15 @@ declare module 'fastify' {
 /** Why a token was refused, in words that never include the token or the secret. */
 function tokenProblem (err: unknown): string {
   const code = (err as { code?: string }).code ?? ''
+  // @fastify/jwt wraps fast-jwt's errors; fast-jwt's reason is in the message.
+  const message = (err as Error).message ?? ''
   if (code.includes('NO_AUTHORIZATION')) return 'no Authorization header'
-  if (code.includes('BAD_REQUEST') || code.includes('MALFORMED')) return 'the Authorization header is not "Bearer <token>"'
-  if (code.includes('EXPIRED')) return 'the token has expired'
-  if (code.includes('MISSING_REQUIRED_CLAIM') || code.includes('CLAIM')) return 'the token lacks a required claim (exp)'
-  if (code.includes('INVALID_ALGORITHM')) return 'the token is not signed with HS256'
-  if (code.includes('INVALID_SIGNATURE')) return 'the token signature does not match'
+  if (code.includes('BAD_REQUEST')) return 'the Authorization header is not "Bearer <token>"'
+  if (code.includes('EXPIRED') || /expired/i.test(message)) return 'the token has expired'
+  if (/claim is required/i.test(message)) return 'the token lacks a required claim (exp)'
+  if (/algorithm/i.test(message) || code.includes('MISSING_SIGNATURE')) return 'the token is not signed with HS256'
+  if (/signature is invalid/i.test(message)) return 'the token signature does not match'
+  if (/malformed/i.test(message)) return 'the token is malformed'
   return 'the token is not valid'
 }
 

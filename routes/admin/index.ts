@@ -1,10 +1,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { ENGINE_VERSION, PROMPT_HASH } from '../../src/domain/prompt.js'
 import { estimateCost } from '../../src/domain/cost.js'
-import { prewarm } from '../../src/cache/prewarm.js'
+import { prewarmTop } from '../../src/admin/prewarm-top.js'
 import { humanBytes, namespacedMatch, PERIOD_DAYS } from '../../src/admin/pattern.js'
-import { cacheKey } from '../../src/domain/cache-key.js'
-import { normalizeProfile, type Profile } from '../../src/domain/profile.js'
 import { ADMIN_RATE_LIMIT } from '../../plugins/rate-limit.js'
 import { ErrorSchema } from '../../src/schemas/narrative.js'
 import {
@@ -123,15 +121,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     schema: { tags: ['admin'], security, summary: 'Generate the most requested profiles that are missing or stale', body: PrewarmBodySchema, response: { 200: PrewarmSchema, ...denied } }
   }, async (request) => {
     const { top = 100, period = '30d', concurrency = 4 } = request.body ?? {}
-    const since = Date.now() - PERIOD_DAYS[period] * DAY_MS
-    const rows = await db.analytics.topKeys(since, top)
-    // Keys are rebuilt from the stored profile: an engine or prompt change since then gives today's key.
-    const jobs = rows.map(row => {
-      const profile = normalizeProfile(row.profile as Profile)
-      return { key: cacheKey(profile, row.locale, { prefix: config.cachePrefix }), profile, locale: row.locale }
-    })
-    const unique = [...new Map(jobs.map(j => [j.key, j])).values()]
-    return await prewarm(engine, unique, concurrency)
+    return await prewarmTop({ engine, analytics: db.analytics, prefix: config.cachePrefix }, { top, period, concurrency })
   })
 }
 

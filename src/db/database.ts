@@ -115,7 +115,14 @@ export async function openPostgres (url: string, opts: PostgresOptions = {}): Pr
   const close = (): Promise<void> => {
     closing ??= (async () => {
       let timer: NodeJS.Timeout | undefined
-      const ended = pool.end().then(() => true, () => true)
+      // pool.end() resolves once no client is checked out; each connection then says goodbye
+      // to the server, which a frozen server never answers: wait for both, within a bound.
+      const allGone = new Promise<void>(resolve => {
+        const check = (): void => { if (clients.size === 0) resolve() }
+        pool.on('remove', check)
+        check()
+      })
+      const ended = Promise.all([pool.end().catch(() => {}), allGone]).then(() => true)
       const waited = new Promise<boolean>(resolve => { timer = setTimeout(() => resolve(false), PG_CLOSE_WAIT_MS) })
       const clean = await Promise.race([ended, waited])
       clearTimeout(timer)

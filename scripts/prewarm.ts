@@ -1,0 +1,37 @@
+import { parseArgs } from 'node:util'
+import Fastify from 'fastify'
+import fp from 'fastify-plugin'
+import app, { serverOptions } from '../src/app.js'
+import { loadConfig } from '../src/config.js'
+import { prewarmTop } from '../src/admin/prewarm-top.js'
+import { PERIOD_DAYS, type Period } from '../src/admin/pattern.js'
+
+/**
+ * npm run prewarm -- --top 100 [--period 30d] [--concurrency 4]
+ * For a nightly cron: builds the app from the same environment as the server
+ * (without listening), warms the most requested profiles that are missing or
+ * stale, prints { warmed, skipped, failed } as JSON, and exits 0 (1 on error).
+ */
+async function main (): Promise<void> {
+  const { values } = parseArgs({ options: { top: { type: 'string', default: '100' }, period: { type: 'string', default: '30d' }, concurrency: { type: 'string', default: '4' } } })
+  const top = Number(values.top)
+  const concurrency = Number(values.concurrency)
+  if (!Number.isInteger(top) || top < 1 || top > 10_000) throw new Error('--top must be a whole number from 1 to 10000')
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 32) throw new Error('--concurrency must be a whole number from 1 to 32')
+  if (!(values.period in PERIOD_DAYS)) throw new Error('--period must be 1d, 7d or 30d')
+  const config = loadConfig()
+  const fastify = Fastify(serverOptions({ ...config, logLevel: process.env.LOG_LEVEL ?? 'warn' }))
+  await fastify.register(fp(app), { config })
+  await fastify.ready()
+  try {
+    const result = await prewarmTop({ engine: fastify.engine, analytics: fastify.db.analytics, prefix: config.cachePrefix }, { top, period: values.period as Period, concurrency })
+    process.stdout.write(JSON.stringify(result) + '\n')
+  } finally {
+    await fastify.close()
+  }
+}
+
+main().catch(err => {
+  process.stderr.write(`prewarm: ${(err as Error).message}\n`)
+  process.exit(1)
+})

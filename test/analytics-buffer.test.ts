@@ -1,0 +1,202 @@
+import t from 'tap'
+import { AnalyticsBuffer, type AnalyticsBufferCounters } from '../src/analytics/buffer.js'
+import type { AnalyticsEvent } from '../src/analytics/event.js'
+import { AnalyticsRepository } from '../src/db/analytics-repository.js'
+import { openPostgres, type Database } from '../src/db/database.js'
+import { migrate } from '../src/db/migrations.js'
+import { uniqueDatabaseUrl, uniquePrefix } from './support/env.js'
+import { startPostgres } from './support/postgres-server.js'
+import { sleep, waitUntil } from './support/wait.js'
+
+function event (key: string, i: number, extra: Partial<AnalyticsEvent> = {}): AnalyticsEvent {
+  return { at: Date.now(), event: i % 3 === 0 ? 'miss' : 'hit', key, systems: ['Vega', 'Sirius'], userId: `u${i % 7}`, ...extra }
+}
+
+async function rowsFor (db: Database, key: string): Promise<number> {
+  const [row] = await db.query<{ n: number }>('SELECT count(*) AS n FROM analytics_events WHERE key LIKE $1', [`${key}%`])
+  return row.n
+}
+
+/** recorded = written + dropped + discarded + buffered */
+function balanced (c: AnalyticsBufferCounters, buffered: number): boolean {
+  return c.recorded === c.written + c.dropped + c.discarded + buffered
+}
+
+/** The real repository, with the sizes of the batches it was given noted (the writes go to PostgreSQL). */
+function observed (repo: AnalyticsRepository): { repo: AnalyticsRepository, batches: number[] } {
+  const batches: number[] = []
+  const insertBatch = repo.insertBatch.bind(repo)
+  repo.insertBatch = async (events) => {
+    batches.push(events.length)
+    return await insertBatch(events)
+  }
+  return { repo, batches }
+}
+
+t.test('events reach PostgreSQL in batches, within about a second', async t => {
+  const db = await openPostgres(await uniqueDatabaseUrl(t))
+  t.teardown(() => db.close())
+  await migrate(db)
+  const { repo, batches } = observed(new AnalyticsRepository(db))
+  const buffer = new AnalyticsBuffer({ repository: repo, flushIntervalMs: 1000, batchSize: 500 })
+  t.teardown(() => buffer.close())
+
+  const key = uniquePrefix('few')
+  const started = Date.now()
+  for (let i = 0; i < 10; i++) buffer.record(event(key, i))
+  t.equal(await rowsFor(db, key), 0, 'not written one by one')
+  await waitUntil(async () => await rowsFor(db, key) === 10, { timeoutMs: 2000, intervalMs: 20, what: 'the timer to write them' })
+  const ms = Date.now() - started
+  t.ok(ms <= 1300, `a small batch written by the timer after ${ms} ms`)
+  t.same(batches, [10], 'in one INSERT')
+
+  batches.length = 0
+  const many = uniquePrefix('many')
+  const t0 = Date.now()
+  for (let i = 0; i < 1200; i++) buffer.record(event(many, i))
+  await waitUntil(async () => await rowsFor(db, many) >= 1000, { timeoutMs: 2000, intervalMs: 10, what: 'two full batches' })
+  t.ok(Date.now() - t0 < 500, `full batches go at once, without waiting for the timer (${Date.now() - t0} ms)`)
+  await waitUntil(async () => await rowsFor(db, many) === 1200, { timeoutMs: 2000, intervalMs: 20, what: 'the rest' })
+  t.same(batches, [500, 500, 200], 'batches of at most batchSize')
+  t.same(buffer.counters, { recorded: 1210, written: 1210, dropped: 0, discarded: 0, failedWrites: 0 })
+  t.equal(buffer.buffered, 0)
+  const [index] = await db.query<{ n: number }>('SELECT count(*) AS n FROM user_keys WHERE key = $1', [many])
+  t.equal(index.n, 7, 'the per-user index came along')
+})
+
+t.test('a failed batch is retried once, then dropped and counted; the buffer goes on', async t => {
+  // A real, fresh database without the tables yet: every insert fails until it is migrated.
+  const db = await openPostgres(await uniqueDatabaseUrl(t))
+  t.teardown(() => db.close())
+  const { repo, batches } = observed(new AnalyticsRepository(db))
+  const buffer = new AnalyticsBuffer({ repository: repo, flushIntervalMs: 100, batchSize: 50 })
+  t.teardown(() => buffer.close())
+  const key = uniquePrefix('retry')
+  for (let i = 0; i < 30; i++) buffer.record(event(key, i))
+  await waitUntil(() => buffer.counters.failedWrites >= 2, { timeoutMs: 3000, what: 'the write and its retry to fail' })
+  await sleep(350) // a few more ticks: no third attempt at that batch
+  t.same(batches, [30, 30], 'written once, retried once, no more')
+  t.same(buffer.counters, { recorded: 30, written: 0, dropped: 30, discarded: 0, failedWrites: 2 })
+  t.equal(buffer.buffered, 0, 'nothing piles up')
+
+  await migrate(db)
+  for (let i = 0; i < 20; i++) buffer.record(event(key, i))
+  await waitUntil(async () => await rowsFor(db, key) === 20, { timeoutMs: 3000, what: 'new events to be written' })
+  const c = buffer.counters
+  t.equal(c.written, 20)
+  t.ok(balanced(c, buffer.buffered), 'recorded = written + dropped + discarded + buffered')
+})
+
+t.test('PostgreSQL killed: the buffer stays bounded, record stays fast; restarted: events are written again', async t => {
+  const pg = await startPostgres()
+  t.teardown(() => pg.stop())
+  const db = await openPostgres(await pg.createDatabase('analytics'), { statementTimeoutMs: 1000, connectionTimeoutMs: 1000 })
+  t.teardown(() => db.close())
+  await migrate(db)
+  const buffer = new AnalyticsBuffer({ repository: new AnalyticsRepository(db), flushIntervalMs: 200 })
+  t.teardown(() => buffer.close())
+  t.equal(buffer.maxBuffered, 10_000, 'the default bound')
+  const before = uniquePrefix('before')
+  for (let i = 0; i < 100; i++) buffer.record(event(before, i))
+  await waitUntil(async () => await rowsFor(db, before) === 100, { timeoutMs: 3000, what: 'the first events' })
+
+  await pg.kill()
+  const during = uniquePrefix('during')
+  let maxSeen = 0
+  const started = process.hrtime.bigint()
+  for (let i = 0; i < 20_000; i++) {
+    buffer.record(event(during, i))
+    if (buffer.buffered > maxSeen) maxSeen = buffer.buffered
+  }
+  const ms = Number(process.hrtime.bigint() - started) / 1e6
+  t.ok(ms < 200, `20000 record() calls took ${ms.toFixed(1)} ms`)
+  t.ok(maxSeen <= 10_000, `never more than maxBuffered held (${maxSeen})`)
+  let c = buffer.counters
+  t.ok(c.dropped >= 10_000, `the overflow is dropped and counted (${c.dropped})`)
+  t.ok(balanced(c, buffer.buffered), 'recorded = written + dropped + discarded + buffered')
+
+  // Ticks go on failing while it is down: still bounded, still balanced.
+  await waitUntil(() => buffer.counters.failedWrites >= 3, { timeoutMs: 5000, what: 'several failed writes' })
+  for (let i = 0; i < 5000; i++) {
+    buffer.record(event(during, i))
+    if (buffer.buffered > maxSeen) maxSeen = buffer.buffered
+  }
+  t.ok(maxSeen <= 10_000, `still bounded (${maxSeen})`)
+  c = buffer.counters
+  t.ok(balanced(c, buffer.buffered), 'still balanced')
+  t.comment(`while down: ${JSON.stringify({ ...c, buffered: buffer.buffered })}`)
+
+  await pg.restart()
+  // What was held while it was down drains first (the pool reconnects on its own)...
+  await waitUntil(() => buffer.buffered === 0, { timeoutMs: 10_000, what: 'the backlog to drain' })
+  t.ok(await rowsFor(db, during) > 0, `the backlog held while down was written after the restart (${await rowsFor(db, during)} events)`)
+  // ...and new events are written again.
+  const after = uniquePrefix('after')
+  for (let i = 0; i < 300; i++) buffer.record(event(after, i))
+  await waitUntil(async () => await rowsFor(db, after) === 300, { timeoutMs: 5000, intervalMs: 50, what: 'events recorded after the restart to be written' })
+  await waitUntil(() => buffer.buffered === 0, { timeoutMs: 5000, what: 'the buffer to drain' })
+  c = buffer.counters
+  t.ok(balanced(c, 0), `balanced after recovery: ${JSON.stringify(c)}`)
+  const written = await db.query<{ n: number }>('SELECT count(*) AS n FROM analytics_events')
+  t.equal(written[0].n, c.written, 'every event counted as written is in the table')
+})
+
+t.test('close writes what is left; with the server frozen it gives up after closeTimeoutMs and counts the loss', async t => {
+  const pg = await startPostgres()
+  t.teardown(async () => { pg.thaw(); await pg.stop() })
+  const db = await openPostgres(await pg.createDatabase('closing'), { statementTimeoutMs: 1000, connectionTimeoutMs: 1000 })
+  t.teardown(() => db.close())
+  await migrate(db)
+
+  const first = new AnalyticsBuffer({ repository: new AnalyticsRepository(db), flushIntervalMs: 60_000 })
+  const key = uniquePrefix('close')
+  for (let i = 0; i < 120; i++) first.record(event(key, i))
+  await first.close()
+  t.equal(await rowsFor(db, key), 120, 'close flushed them')
+  first.record(event(key, 0))
+  t.same(first.counters, { recorded: 121, written: 120, dropped: 1, discarded: 0, failedWrites: 0 }, 'recorded after close: dropped')
+  await first.close()
+
+  const second = new AnalyticsBuffer({ repository: new AnalyticsRepository(db), flushIntervalMs: 60_000, closeTimeoutMs: 1500 })
+  pg.freeze()
+  for (let i = 0; i < 700; i++) second.record(event(key, i))
+  await sleep(50) // the first full batch is on its way to the frozen server
+  const started = Date.now()
+  await second.close()
+  const ms = Date.now() - started
+  t.ok(ms >= 1400 && ms < 2000, `close gave up after ${ms} ms (closeTimeoutMs 1500)`)
+  await waitUntil(() => second.buffered === 0, { timeoutMs: 3000, what: 'the write in flight to end' })
+  const c = second.counters
+  t.ok(balanced(c, 0), `nothing unaccounted for: ${JSON.stringify(c)}`)
+  t.ok(c.dropped > 0, 'the loss is counted')
+})
+
+t.test('discardUser removes a user\'s buffered events before they are written', async t => {
+  const db = await openPostgres(await uniqueDatabaseUrl(t))
+  t.teardown(() => db.close())
+  await migrate(db)
+  const buffer = new AnalyticsBuffer({ repository: new AnalyticsRepository(db), flushIntervalMs: 60_000 })
+  t.teardown(() => buffer.close())
+  const key = uniquePrefix('gdpr')
+  for (let i = 0; i < 70; i++) buffer.record(event(key, i)) // users u0..u6, 10 each
+  t.equal(await buffer.discardUser('u3'), 10)
+  await buffer.flush()
+  const [row] = await db.query<{ n: number, u3: number }>(
+    "SELECT count(*) AS n, count(*) FILTER (WHERE user_id = 'u3') AS u3 FROM analytics_events WHERE key = $1", [key])
+  t.same(row, { n: 60, u3: 0 })
+  t.same(buffer.counters, { recorded: 70, written: 60, dropped: 0, discarded: 10, failedWrites: 0 })
+})
+
+t.test('record never throws, and refuses malformed events', async t => {
+  const db = await openPostgres(await uniqueDatabaseUrl(t))
+  t.teardown(() => db.close())
+  await migrate(db)
+  const buffer = new AnalyticsBuffer({ repository: new AnalyticsRepository(db), maxBuffered: 5, batchSize: 5, flushIntervalMs: 60_000 })
+  t.teardown(() => buffer.close())
+  const bad = [null, undefined, 42, {}, { at: 1, event: 'nope', key: 'k', systems: [] }, { at: Number.NaN, event: 'hit', key: 'k', systems: [] }, { at: 1, event: 'hit', key: '', systems: [] }]
+  for (const b of bad) t.doesNotThrow(() => buffer.record(b as unknown as AnalyticsEvent))
+  t.same(buffer.counters, { recorded: bad.length, written: 0, dropped: bad.length, discarded: 0, failedWrites: 0 })
+  t.equal(buffer.buffered, 0)
+  t.throws(() => new AnalyticsBuffer({ repository: new AnalyticsRepository(db), batchSize: 0 }), /batchSize must be a positive whole number/)
+  t.throws(() => new AnalyticsBuffer({ repository: new AnalyticsRepository(db), batchSize: 10, maxBuffered: 5 }), /must not exceed maxBuffered/)
+})
