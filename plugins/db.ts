@@ -36,6 +36,12 @@ export interface DbPluginOptions {
   retry?: { minMs?: number, maxMs?: number }
   /** state() gives a ping this long. Default 1000. */
   pingTimeoutMs?: number
+  /**
+   * Start-up waits this long for the first open + migrate, then goes on and
+   * lets it finish in the background (a first PGlite open takes seconds, and
+   * Fastify's plugin timeout is 10 s). Default 5000.
+   */
+  startupWaitMs?: number
 }
 
 async function within<T> (p: Promise<T>, ms: number): Promise<T> {
@@ -119,7 +125,13 @@ export default fp<DbPluginOptions>(async (fastify, opts) => {
     timer.unref()
   }
 
-  if (!await run()) retryLater()
+  const first = run().then(ok => { if (!ok) retryLater() })
+  let startupTimer: NodeJS.Timeout | undefined
+  const stillOpening = new Promise<boolean>(resolve => { startupTimer = setTimeout(() => resolve(true), opts.startupWaitMs ?? 5000) })
+  if (await Promise.race([first.then(() => false), stillOpening])) {
+    log.info({ database: kind }, 'database still opening: going on, it finishes in the background')
+  }
+  clearTimeout(startupTimer)
 
   const narratives = new NarrativesRepository(database)
   const analytics = new AnalyticsRepository(database)

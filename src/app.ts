@@ -68,7 +68,9 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
 
   instance.setErrorHandler((error: FastifyError, request, reply) => {
     const status = error.statusCode !== undefined && error.statusCode >= 400 ? error.statusCode : 500
-    if (status >= 500) {
+    // Our own 5xx (a dependency refused on purpose, e.g. 503) say why; anything else is hidden.
+    const ours = typeof error.code === 'string' && error.code.startsWith('NARR_') && status !== 500
+    if (status >= 500 && !ours) {
       request.log.error({ err: error }, 'request failed')
       return reply.code(status).send({ statusCode: status, code: 'NARR_INTERNAL', error: STATUS_CODES[status] ?? 'Error', message: 'Internal error; the request id is in the logs' })
     }

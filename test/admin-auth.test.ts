@@ -24,7 +24,7 @@ const tokens: Record<string, { token: () => string | undefined, status: number, 
   'HS512 (algorithm not pinned)': { token: () => forge({ alg: 'HS512', typ: 'JWT' }, { sub: 'alice', role: 'admin', exp: now() + 600 }, SECRET), status: 401, message: /valid admin token/ },
   'wrong secret': { token: () => forge({ alg: 'HS256', typ: 'JWT' }, { sub: 'alice', role: 'admin', exp: now() + 600 }, 'another-secret-that-is-long-enough-000000'), status: 401, message: /signature/ },
   'no exp': { token: () => forge({ alg: 'HS256', typ: 'JWT' }, { sub: 'alice', role: 'admin' }, SECRET), status: 401, message: /exp/ },
-  'garbage': { token: () => 'not.a.jwt', status: 401, message: /valid admin token/ },
+  garbage: { token: () => 'not.a.jwt', status: 401, message: /valid admin token/ },
   'no admin role': { token: () => mintAdminToken(SECRET, 'bob', 3600, 'viewer'), status: 403, message: /admin role/ }
 }
 

@@ -37,6 +37,28 @@ function repositorySuite (t: Test, getDb: () => Promise<Database>): void {
     await db.query('TRUNCATE narratives, analytics_events, user_keys, requested_profiles, audit_log')
   })
 
+  t.test('database: transactions commit, roll back, and concurrent ones do not interleave', async t => {
+    await db.query('CREATE TABLE IF NOT EXISTS tx_counter (id int PRIMARY KEY, n int NOT NULL); TRUNCATE tx_counter; INSERT INTO tx_counter VALUES (1, 0)')
+    const bump = async (): Promise<number> => await db.transaction(async tx => {
+      const [row] = await tx.query<{ n: number }>('SELECT n FROM tx_counter WHERE id = 1 FOR UPDATE')
+      await tx.query('UPDATE tx_counter SET n = $1 WHERE id = 1', [row.n + 1])
+      return row.n + 1
+    })
+    const results = await Promise.all([...Array.from({ length: 20 }, bump), db.query('SELECT 1')])
+    t.same(results.slice(0, 20).sort((a, b) => (a as number) - (b as number)), Array.from({ length: 20 }, (_, i) => i + 1), 'each saw the previous one')
+    const failing = db.transaction(async tx => {
+      await tx.query('UPDATE tx_counter SET n = 1000 WHERE id = 1')
+      throw new Error('changed my mind')
+    })
+    await t.rejects(failing, { message: 'changed my mind' })
+    t.same(await db.query('SELECT n FROM tx_counter'), [{ n: 20 }], 'rolled back')
+    await t.rejects(db.transaction(async tx => await tx.query('SELECT * FROM no_such_table')), /no_such_table/)
+    t.same(await db.query('SELECT n FROM tx_counter'), [{ n: 20 }], 'usable after a failed transaction')
+    t.same(await db.query<{ b: number, s: string, j: object, a: string[] }>("SELECT 9007199254740991::bigint AS b, 1.5::numeric AS s, '{\"x\":[1]}'::jsonb AS j, ARRAY['a','b'] AS a"),
+      [{ b: 9007199254740991, s: '1.5', j: { x: [1] }, a: ['a', 'b'] }], 'bigint as number, numeric as string, json parsed, arrays as arrays')
+    await db.query('DROP TABLE tx_counter')
+  })
+
   t.test('narratives: insert, get, newer wins, older and equal versions never replace', async t => {
     const repo = new NarrativesRepository(db)
     t.equal(await repo.get('k1'), null, 'unknown key')

@@ -92,10 +92,12 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     ...common,
     schema: { tags: ['admin'], security, summary: 'Delete what is stored about a user (GDPR/CCPA)', params: UserParamsSchema, response: { 200: DeleteUserSchema, ...denied } }
   }, async (request) => {
+    // Events still buffered in memory first, so none of them lands after the delete.
+    const buffered = await db.buffer.discardUser(request.params.userId)
     const { analyticsRows, indexRows } = await db.analytics.deleteUser(request.params.userId)
     return {
       deleted_cache_entries: 0,
-      deleted_analytics_rows: analyticsRows,
+      deleted_analytics_rows: analyticsRows + buffered,
       deleted_index_entries: indexRows,
       rationale: 'Cached narratives are keyed by a hash of the profile, hold no userId and are shared by every user with that profile, so none is deleted. ' +
         'The user\'s analytics rows and their per-user index of requested keys were deleted.'
