@@ -10,7 +10,7 @@ import dbPlugin, { type DbPluginOptions } from '../plugins/db.js'
 import authPlugin from '../plugins/auth.js'
 import rateLimitPlugin from '../plugins/rate-limit.js'
 import swaggerPlugin from '../plugins/swagger.js'
-import narrativeRoutes from '../routes/narrative/index.js'
+import narrativeRoutes, { type NarrativeRoutesOptions } from '../routes/narrative/index.js'
 import adminRoutes from '../routes/admin/index.js'
 import healthRoutes from '../routes/health/index.js'
 import type { Config } from './config.js'
@@ -26,6 +26,7 @@ export interface AppOptions {
   breaker?: BreakerPluginOptions
   cache?: CachePluginOptions
   db?: DbPluginOptions
+  routes?: NarrativeRoutesOptions
 }
 
 /** Body limit of the public route: 16 KiB, as the contract says. */
@@ -86,6 +87,6 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
   })
 
   await instance.register(healthRoutes)
-  await instance.register(narrativeRoutes)
+  await instance.register(narrativeRoutes, opts.routes ?? {})
   await instance.register(adminRoutes)
 }

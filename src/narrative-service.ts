@@ -58,6 +58,14 @@ export class NarrativeService {
   }
 
   async serve (request: NarrativeRequest, context: RequestContext = { clientIp: 'unknown' }): Promise<ServedNarrative> {
+    return await this.execute(this.prepare(request, context), request.userId)
+  }
+
+  /**
+   * Everything that can refuse a request before any answer starts: the key,
+   * the negative cache, the domain rules (400), and the generation permit.
+   */
+  prepare (request: NarrativeRequest, context: RequestContext = { clientIp: 'unknown' }): NarrativeJob {
     const job = this.keyOf(request)
     const known = this.deps.negative.recall(job.key)
     if (known !== undefined) throw new InvalidProfileError(known)
@@ -70,15 +78,20 @@ export class NarrativeService {
     }
     const limiter = this.deps.limiter
     if (limiter?.enabled === true) job.permit = async ({ storeHealthy }) => { await limiter.take(context.clientIp, storeHealthy) }
+    return job
+  }
+
+  /** Asks the engine for a prepared job and records what happened. */
+  async execute (job: NarrativeJob, userId?: string): Promise<ServedNarrative> {
     let resolution: Resolution
     try {
       resolution = await this.deps.engine.resolve(job)
     } catch (err) {
-      this.record('error', job, request.userId)
+      this.record('error', job, userId)
       if (err instanceof PermitDeniedError && err.reason instanceof GenerationLimitExceeded) throw rateLimited(err.reason)
       throw err
     }
-    this.record(resolution.status, job, request.userId)
+    this.record(resolution.status, job, userId)
     return { body: this.toBody(resolution), resolution }
   }
 

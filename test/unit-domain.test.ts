@@ -47,8 +47,8 @@ t.test('parseNarrative rejects what is not a narrative', async t => {
   }
 })
 
-t.test('parseNarrative trims and drops empty bullets', async t => {
-  t.same(parseNarrative('  {"summary":"  Hello.  ","bullets":[" a ","","  ","b"]} '), { summary: 'Hello.', bullets: ['a', 'b'] })
+t.test('parseNarrative keeps the text exactly as written (streamed deltas must add up to it)', async t => {
+  t.same(parseNarrative('  {"summary":"  Hello.  ","bullets":[" a ","b"]} '), { summary: '  Hello.  ', bullets: [' a ', 'b'] })
   t.same(parseNarrative('{"summary":"Hi"}'), { summary: 'Hi', bullets: [] })
   t.same(parseNarrative(JSON.stringify({ summary: 'x'.repeat(20_000), bullets: Array(20).fill('b') })).bullets.length, 20)
 })

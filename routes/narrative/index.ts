@@ -1,17 +1,30 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { ErrorSchema, NarrativeRequestSchema, NarrativeResponseSchema } from '../../src/schemas/narrative.js'
+import { streamNarrative, wantsEventStream } from './stream.js'
 
-const routes: FastifyPluginAsyncTypebox = async (fastify) => {
+export interface NarrativeRoutesOptions {
+  /** SSE heartbeat interval (default 15 s). */
+  heartbeatMs?: number
+}
+
+const routes: FastifyPluginAsyncTypebox<NarrativeRoutesOptions> = async (fastify, opts) => {
+  const streamOptions = { heartbeatMs: opts.heartbeatMs ?? 15_000 }
   fastify.post('/api/narrative', {
     schema: {
       tags: ['narrative'],
       summary: 'The narrative for a profile, from the cache when it can be',
-      description: 'Answers from the cache (hit, stale), the durable tier, or a new generation (miss). The cache status is in `cache.status` and in the `X-Cache` header.',
+      description: 'Answers from the cache (hit, stale), the durable tier, or a new generation (miss). The cache status is in `cache.status` and in the `X-Cache` header.\n\n' +
+        'With `Accept: text/event-stream` the answer is Server-Sent Events: `event: meta` (`{status, key}`), then `event: delta` (`{text}`) as the narrative arrives, ' +
+        'then `event: done` with the whole JSON body below; `event: error` (`{message}`) if it fails midway. A `: heartbeat` comment comes every 15 s.',
       body: NarrativeRequestSchema,
       response: {
         200: {
-          ...NarrativeResponseSchema,
-          headers: { 'X-Cache': { type: 'string', enum: ['HIT', 'STALE', 'DURABLE', 'MISS', 'FALLBACK'] } }
+          description: 'The narrative, as JSON or (with Accept: text/event-stream) as Server-Sent Events',
+          headers: { 'X-Cache': { type: 'string', enum: ['HIT', 'STALE', 'DURABLE', 'MISS', 'FALLBACK'] } },
+          content: {
+            'application/json': { schema: NarrativeResponseSchema },
+            'text/event-stream': { schema: { type: 'string', description: 'event: meta | delta | done | error, each with a JSON data line' } }
+          }
         },
         400: ErrorSchema,
         413: ErrorSchema,
@@ -20,6 +33,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       }
     }
   }, async (request, reply) => {
+    if (wantsEventStream(request)) return await streamNarrative(fastify, request, request.body, reply, streamOptions)
     const { body } = await fastify.narratives.serve(request.body, { clientIp: request.ip })
     reply.header('X-Cache', body.cache.status.toUpperCase())
     return body

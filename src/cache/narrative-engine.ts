@@ -11,6 +11,7 @@ import { CacheCorruptionError, decodeEntry, encodeEntry, ValueTooLargeError, typ
 import type { Logger } from './logger.js'
 import type { CacheStore } from './store.js'
 import type { DurableTier } from './durable-tier.js'
+import { ProgressHub } from './progress-hub.js'
 
 export type EngineStatus = 'hit' | 'stale' | 'durable' | 'miss' | 'fallback'
 
@@ -117,6 +118,8 @@ export class NarrativeEngine {
   }
 
   private readonly inflight = new Map<string, Promise<Resolution>>()
+  /** Text written so far by builds in this process, for streaming requests. */
+  readonly progress = new ProgressHub()
   private readonly refreshing = new Set<string>()
   private readonly background = new Set<Promise<void>>()
   private readonly heldLocks = new Map<string, string>()
@@ -431,7 +434,15 @@ export class NarrativeEngine {
   private async generate (job: NarrativeJob, policy: RetryPolicy, reason: GenerationReason): Promise<{ generation: Generation, ms: number }> {
     this.counters.generations++
     const started = performance.now()
-    const generation = await withRetry(signal => this.deps.narrator.generate(job.profile, job.locale, signal), policy, this.shutdown.signal)
+    // Requests' builds share their text as it is written; refreshes answer no one live.
+    const share = reason === 'request'
+    if (share) this.progress.begin(job.key)
+    let generation: Generation
+    try {
+      generation = await withRetry(signal => this.deps.narrator.generate(job.profile, job.locale, signal, share ? text => this.progress.update(job.key, text) : undefined), policy, this.shutdown.signal)
+    } finally {
+      if (share) this.progress.end(job.key)
+    }
     const ms = Math.round(performance.now() - started)
     try {
       this.deps.events?.generation?.(job, generation, ms, reason)

@@ -32,5 +32,6 @@ export function parseNarrative (content: string | null | undefined): Narrative {
   if (!Array.isArray(list) || list.length > MAX_BULLETS || !list.every(b => typeof b === 'string')) {
     throw new NarrativeFormatError('the model returned bullets that are not a list of strings')
   }
-  return { summary: summary.trim(), bullets: (list as string[]).map(b => b.trim()).filter(Boolean) }
+  // Kept exactly as written: a streamed narrative's deltas must add up to the stored text.
+  return { summary, bullets: list as string[] }
 }

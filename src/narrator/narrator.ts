@@ -1,6 +1,7 @@
 import type { Narrative } from '../domain/narrative.js'
 import type { NormalizedProfile } from '../domain/profile.js'
 import { templateNarrative, TEMPLATE_ENGINE } from '../domain/template-narrator.js'
+import { narrativeText } from '../domain/narrative-text.js'
 
 export interface TokenUsage { promptTokens: number, completionTokens: number }
 
@@ -11,12 +12,15 @@ export interface Generation {
   usage?: TokenUsage
 }
 
+/** Called with the narrative text written so far (see src/domain/narrative-text.ts); it only grows. */
+export type OnText = (textSoFar: string) => void
+
 /** One attempt at writing a narrative. Retries and deadlines belong to the caller. */
 export interface Narrator {
   readonly engine: string
   /** True when this narrator calls a model, false for the template. */
   readonly isModel: boolean
-  generate (profile: NormalizedProfile, locale: string, signal: AbortSignal): Promise<Generation>
+  generate (profile: NormalizedProfile, locale: string, signal: AbortSignal, onText?: OnText): Promise<Generation>
 }
 
 /**
@@ -34,7 +38,9 @@ export class NarratorError extends Error {
 export class TemplateNarrator implements Narrator {
   readonly engine = TEMPLATE_ENGINE
   readonly isModel = false
-  async generate (profile: NormalizedProfile): Promise<Generation> {
-    return { narrative: templateNarrative(profile), engine: TEMPLATE_ENGINE }
+  async generate (profile: NormalizedProfile, _locale?: string, _signal?: AbortSignal, onText?: OnText): Promise<Generation> {
+    const narrative = templateNarrative(profile)
+    onText?.(narrativeText(narrative))
+    return { narrative, engine: TEMPLATE_ENGINE }
   }
 }

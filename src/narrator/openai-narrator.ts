@@ -2,7 +2,8 @@ import OpenAI from 'openai'
 import { parseNarrative, NarrativeFormatError } from '../domain/narrative.js'
 import type { NormalizedProfile } from '../domain/profile.js'
 import { buildMessages } from '../domain/prompt.js'
-import { NarratorError, type Generation, type Narrator } from './narrator.js'
+import { NarratorError, type Generation, type Narrator, type OnText, type TokenUsage } from './narrator.js'
+import { partialNarrativeText } from '../domain/narrative-text.js'
 
 export interface OpenAINarratorOptions {
   apiKey: string
@@ -55,23 +56,44 @@ export class OpenAINarrator implements Narrator {
     this.client = new OpenAI({ apiKey: options.apiKey, baseURL: options.baseURL, maxRetries: 0, timeout: options.timeoutMs })
   }
 
-  async generate (profile: NormalizedProfile, locale: string, signal: AbortSignal): Promise<Generation> {
+  /**
+   * Always streams (`stream: true`): the text so far goes to `onText` as the
+   * model writes, and the whole answer is parsed and checked at the end. A
+   * stream that breaks after text was shown is not retried (the retry would
+   * start the text again), so it fails as not retryable.
+   */
+  async generate (profile: NormalizedProfile, locale: string, signal: AbortSignal, onText?: OnText): Promise<Generation> {
+    let raw = ''
+    let shown = ''
+    let usage: TokenUsage | undefined
     try {
-      const completion = await this.client.chat.completions.create({
+      const stream = await this.client.chat.completions.create({
         model: this.options.model,
         messages: buildMessages(profile, locale),
         response_format: { type: 'json_object' },
-        temperature: 0.7
+        temperature: 0.7,
+        stream: true,
+        stream_options: { include_usage: true }
       }, { signal, timeout: this.options.timeoutMs })
-      const narrative = parseNarrative(completion.choices[0]?.message?.content)
-      const usage = completion.usage
-      return {
-        narrative,
-        engine: this.options.model,
-        usage: usage === undefined ? undefined : { promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens }
+      for await (const chunk of stream) {
+        if (chunk.usage != null) usage = { promptTokens: chunk.usage.prompt_tokens, completionTokens: chunk.usage.completion_tokens }
+        const delta = chunk.choices[0]?.delta?.content
+        if (typeof delta !== 'string' || delta === '') continue
+        raw += delta
+        if (onText !== undefined) {
+          const text = partialNarrativeText(raw)
+          if (text.length > shown.length && text.startsWith(shown)) {
+            shown = text
+            onText(text)
+          }
+        }
       }
+      const narrative = parseNarrative(raw)
+      return { narrative, engine: this.options.model, usage }
     } catch (err) {
-      throw toNarratorError(err)
+      const error = toNarratorError(err)
+      if (shown !== '' && error.retryable) throw new NarratorError(`the model stream broke midway: ${error.message}`, false, undefined, error.status)
+      throw error
     }
   }
 }

@@ -1,0 +1,90 @@
+import { PassThrough } from 'node:stream'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { chunkText, narrativeText } from '../../src/domain/narrative-text.js'
+import type { CacheStatus, NarrativeRequest } from '../../src/schemas/narrative.js'
+
+export interface StreamOptions {
+  /** A comment line this often keeps proxies from closing an idle stream. */
+  heartbeatMs: number
+}
+
+/** True when the client asked for Server-Sent Events. */
+export function wantsEventStream (request: FastifyRequest): boolean {
+  return (request.headers.accept ?? '').split(',').some(part => part.trim().toLowerCase().startsWith('text/event-stream'))
+}
+
+/**
+ * POST /api/narrative as Server-Sent Events: `meta`, `delta`s, then `done`
+ * (or `error`). Nothing is sent until the first event is known, so a refusal
+ * (400, 429) before that is still an ordinary JSON error. A hit streams at
+ * once; a miss built in this process streams the model's text as it arrives,
+ * and a late joiner first gets what was written so far. A client that leaves
+ * stops only its own stream: the generation goes on and is cached.
+ */
+export async function streamNarrative (fastify: FastifyInstance, request: FastifyRequest, body: NarrativeRequest, reply: FastifyReply, options: StreamOptions): Promise<FastifyReply> {
+  const job = fastify.narratives.prepare(body, { clientIp: request.ip })
+  let stream: PassThrough | undefined
+  let heartbeat: NodeJS.Timeout | undefined
+  let shown = ''
+  let gone = false
+
+  const stop = (): void => {
+    gone = true
+    clearInterval(heartbeat)
+  }
+  // The response's close, not the request's: a request closes as soon as its body is read.
+  reply.raw.on('close', () => { if (!reply.raw.writableFinished) stop() })
+
+  const write = (event: string, data: unknown): void => {
+    if (gone || stream === undefined) return
+    stream.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`)
+  }
+  const start = (status: CacheStatus): void => {
+    if (stream !== undefined) return
+    stream = new PassThrough()
+    reply
+      .header('Content-Type', 'text/event-stream; charset=utf-8')
+      .header('Cache-Control', 'no-cache, no-transform')
+      .header('X-Accel-Buffering', 'no')
+      .header('X-Cache', status.toUpperCase())
+    void reply.send(stream)
+    heartbeat = setInterval(() => { if (!gone) stream?.write(': heartbeat\n\n') }, options.heartbeatMs)
+    heartbeat.unref()
+    write('meta', { status, key: job.key })
+  }
+  const delta = (text: string): void => {
+    if (text === '') return
+    shown += text
+    write('delta', { text })
+  }
+
+  // Text from a build in this process, as it is written.
+  const unwatch = fastify.engine.progress.watch(job.key, textSoFar => {
+    if (!textSoFar.startsWith(shown)) return
+    start('miss')
+    delta(textSoFar.slice(shown.length))
+  })
+
+  try {
+    const { body: answer } = await fastify.narratives.execute(job, body.userId)
+    unwatch()
+    const text = narrativeText(answer.narrative)
+    if (answer.cache.status === 'fallback' && shown !== '') {
+      // The model broke after its text began: say so; nothing was cached.
+      write('error', { message: 'the model stopped midway; nothing was cached, the next request will try again' })
+    } else {
+      start(answer.cache.status)
+      if (text.startsWith(shown)) for (const piece of chunkText(text.slice(shown.length))) delta(piece)
+      write('done', answer)
+    }
+  } catch (err) {
+    unwatch()
+    if (stream === undefined) throw err
+    request.log.warn({ err }, 'narrative stream failed')
+    write('error', { message: 'the narrative could not be produced' })
+  } finally {
+    clearInterval(heartbeat)
+    stream?.end()
+  }
+  return reply
+}
