@@ -47,7 +47,7 @@ export async function streamNarrative (fastify: FastifyInstance, request: Fastif
       .header('Cache-Control', 'no-cache, no-transform')
       .header('X-Accel-Buffering', 'no')
       .header('X-Cache', status.toUpperCase())
-    void reply.send(stream)
+    reply.send(stream)
     heartbeat = setInterval(() => { if (!gone) stream?.write(': heartbeat\n\n') }, options.heartbeatMs)
     heartbeat.unref()
     write('meta', { status, key: job.key })
