@@ -2,7 +2,8 @@ import fp from 'fastify-plugin'
 import { CircuitBreaker } from '../src/cache/breaker.js'
 import { DurableTier } from '../src/cache/durable-tier.js'
 import { GenerationLimiter } from '../src/cache/generation-limiter.js'
-import { NarrativeEngine, type EngineEvents } from '../src/cache/narrative-engine.js'
+import { NarrativeEngine, type EngineEvents, type NarrativeJob } from '../src/cache/narrative-engine.js'
+import type { Generation } from '../src/narrator/narrator.js'
 import { NegativeCache } from '../src/cache/negative-cache.js'
 import { NarrativeService, systemsOf, type EventRecorder } from '../src/narrative-service.js'
 
@@ -12,6 +13,8 @@ declare module 'fastify' {
     narratives: NarrativeService
     limiter: GenerationLimiter
     durable: DurableTier
+    /** Counts an answered request (or 'error') in the metrics. */
+    countAnswer: (status: string) => void
   }
 }
 
@@ -39,8 +42,29 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
     onStateChange: state => fastify.log.warn({ breaker: state }, `database circuit breaker ${state}`)
   }), fastify.log, { readTimeoutMs: 300 })
 
+  const { metrics } = fastify
+  let spentUsd = 0
+  let paidCalls = 0
   const events: EngineEvents = {
-    generation: (job, generation, durationMs) => recorder.record({
+    stored: bytes => metrics.valueSize.observe(bytes),
+    generation: (job, generation, durationMs, reason) => {
+      metrics.modelCalls.inc({ engine: generation.engine, reason })
+      metrics.generationSeconds.observe({ engine: generation.engine }, durationMs / 1000)
+      const usage = generation.usage
+      if (usage !== undefined) {
+        metrics.tokens.inc({ model: generation.engine, kind: 'prompt' }, usage.promptTokens)
+        metrics.tokens.inc({ model: generation.engine, kind: 'completion' }, usage.completionTokens)
+        const price = config.modelPrices[generation.engine] ?? config.modelPrices['gpt-4o']
+        const usd = (usage.promptTokens * price.input + usage.completionTokens * price.output) / 1_000_000
+        metrics.cost.inc({ model: generation.engine }, usd)
+        spentUsd += usd
+        paidCalls++
+      }
+      recordGeneration(job, generation, durationMs)
+    }
+  }
+  function recordGeneration (job: NarrativeJob, generation: Generation, durationMs: number): void {
+    recorder.record({
       at: Date.now(),
       event: 'generation',
       key: job.key,
@@ -51,6 +75,11 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
       model: generation.engine
     })
   }
+  fastify.decorate('countAnswer', (status: string) => {
+    metrics.requests.inc({ status })
+    // An answer the model did not write this time saved one call at the average price so far.
+    if (paidCalls > 0 && (status === 'hit' || status === 'stale' || status === 'durable')) metrics.saving.inc(spentUsd / paidCalls)
+  })
 
   const engine = new NarrativeEngine({
     store,
@@ -83,4 +112,4 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
     await engine.close()
     await limiter.close()
   })
-}, { name: 'cache', dependencies: ['config', 'redis', 'breaker', 'narrator', 'db'] })
+}, { name: 'cache', dependencies: ['config', 'redis', 'breaker', 'narrator', 'db', 'metrics'] })

@@ -1,5 +1,5 @@
 import { STATUS_CODES } from 'node:http'
-import type { FastifyError, FastifyInstance, FastifyServerOptions } from 'fastify'
+import { LogController, type FastifyError, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import configPlugin from '../plugins/config.js'
 import redisPlugin from '../plugins/redis.js'
@@ -10,6 +10,7 @@ import dbPlugin, { type DbPluginOptions } from '../plugins/db.js'
 import authPlugin from '../plugins/auth.js'
 import rateLimitPlugin from '../plugins/rate-limit.js'
 import swaggerPlugin from '../plugins/swagger.js'
+import metricsPlugin from '../plugins/metrics.js'
 import narrativeRoutes, { type NarrativeRoutesOptions } from '../routes/narrative/index.js'
 import adminRoutes from '../routes/admin/index.js'
 import healthRoutes from '../routes/health/index.js'
@@ -43,6 +44,8 @@ export function serverOptions (config: Pick<Config, 'logLevel' | 'trustProxy'>, 
     bodyLimit: BODY_LIMIT,
     trustProxy: config.trustProxy as boolean | string,
     requestIdHeader: false,
+    // One line per request instead of Fastify's two: plugins/metrics.ts writes it.
+    logController: new LogController({ disableRequestLogging: true }),
     // A slow client cannot hold a connection open for ever.
     requestTimeout: 30_000,
     connectionTimeout: 60_000,
@@ -60,6 +63,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
   await instance.register(configPlugin, { config: opts.config })
   await instance.register(redisPlugin)
   await instance.register(breakerPlugin, opts.breaker ?? {})
+  await instance.register(metricsPlugin)
   await instance.register(narratorPlugin, { narrator: opts.narrator })
   await instance.register(dbPlugin, opts.db ?? {})
   await instance.register(cachePlugin, opts.cache ?? {})
@@ -72,7 +76,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
     // Our own 5xx (a dependency refused on purpose, e.g. 503) say why; anything else is hidden.
     const ours = typeof error.code === 'string' && error.code.startsWith('NARR_') && status !== 500
     if (status >= 500 && !ours) {
-      request.log.error({ err: error }, 'request failed')
+      request.log.error({ err: { message: error.message, code: error.code, stack: error.stack } }, 'request failed')
       return reply.code(status).send({ statusCode: status, code: 'NARR_INTERNAL', error: STATUS_CODES[status] ?? 'Error', message: 'Internal error; the request id is in the logs' })
     }
     request.log.info({ code: error.code, reason: error.message }, 'request refused')

@@ -34,7 +34,16 @@ const routes: FastifyPluginAsyncTypebox<NarrativeRoutesOptions> = async (fastify
     }
   }, async (request, reply) => {
     if (wantsEventStream(request)) return await streamNarrative(fastify, request, request.body, reply, streamOptions)
-    const { body } = await fastify.narratives.serve(request.body, { clientIp: request.ip })
+    let body
+    try {
+      ({ body } = await fastify.narratives.serve(request.body, { clientIp: request.ip }))
+    } catch (err) {
+      fastify.countAnswer('error')
+      throw err
+    }
+    request.cacheStatus = body.cache.status
+    request.cacheKey = body.cache.key
+    fastify.countAnswer(body.cache.status)
     reply.header('X-Cache', body.cache.status.toUpperCase())
     return body
   })

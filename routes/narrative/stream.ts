@@ -22,7 +22,13 @@ export function wantsEventStream (request: FastifyRequest): boolean {
  * stops only its own stream: the generation goes on and is cached.
  */
 export async function streamNarrative (fastify: FastifyInstance, request: FastifyRequest, body: NarrativeRequest, reply: FastifyReply, options: StreamOptions): Promise<FastifyReply> {
-  const job = fastify.narratives.prepare(body, { clientIp: request.ip })
+  let job
+  try {
+    job = fastify.narratives.prepare(body, { clientIp: request.ip })
+  } catch (err) {
+    fastify.countAnswer('error')
+    throw err
+  }
   let stream: PassThrough | undefined
   let heartbeat: NodeJS.Timeout | undefined
   let shown = ''
@@ -68,6 +74,9 @@ export async function streamNarrative (fastify: FastifyInstance, request: Fastif
   try {
     const { body: answer } = await fastify.narratives.execute(job, body.userId)
     unwatch()
+    request.cacheStatus = answer.cache.status
+    request.cacheKey = answer.cache.key
+    fastify.countAnswer(answer.cache.status)
     const text = narrativeText(answer.narrative)
     if (answer.cache.status === 'fallback' && shown !== '') {
       // The model broke after its text began: say so; nothing was cached.
@@ -79,6 +88,7 @@ export async function streamNarrative (fastify: FastifyInstance, request: Fastif
     }
   } catch (err) {
     unwatch()
+    fastify.countAnswer('error')
     if (stream === undefined) throw err
     request.log.warn({ err }, 'narrative stream failed')
     write('error', { message: 'the narrative could not be produced' })

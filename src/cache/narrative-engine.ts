@@ -39,6 +39,8 @@ export type GenerationReason = 'request' | 'refresh' | 'fallback'
 export interface EngineEvents {
   /** Every narrator call that produced a narrative: what it cost and why. */
   generation?: (job: NarrativeJob, generation: Generation, durationMs: number, reason: GenerationReason) => void
+  /** A value written to the store, with its encoded size. */
+  stored?: (bytes: number) => void
 }
 
 export interface Resolution {
@@ -98,6 +100,7 @@ export interface EngineCounters {
   refreshFailed: number
   corruptEntries: number
   storeErrors: number
+  storeTimeouts: number
 }
 
 /** What a builder announces: the value landed, the build failed, or it gave the lock back unbuilt. */
@@ -114,7 +117,7 @@ interface Waiter { key: string, wake: (outcome: Outcome) => void }
  */
 export class NarrativeEngine {
   readonly counters: EngineCounters = {
-    hits: 0, staleHits: 0, durableHits: 0, misses: 0, fallbacks: 0, generations: 0, refreshStarted: 0, refreshSkippedLocked: 0, refreshSucceeded: 0, refreshFailed: 0, corruptEntries: 0, storeErrors: 0
+    hits: 0, staleHits: 0, durableHits: 0, misses: 0, fallbacks: 0, generations: 0, refreshStarted: 0, refreshSkippedLocked: 0, refreshSucceeded: 0, refreshFailed: 0, corruptEntries: 0, storeErrors: 0, storeTimeouts: 0
   }
 
   private readonly inflight = new Map<string, Promise<Resolution>>()
@@ -294,6 +297,7 @@ export class NarrativeEngine {
       const ttlMs = this.deps.options.ttlSeconds * 1000
       this.deps.durable?.put(job.key, entry, version, job.profile, job.locale)
       await this.store(s => s.setIfNewer(job.key, encoded, version, ttlMs))
+      this.deps.events?.stored?.(encoded.length)
     } catch (err) {
       // Too large, or the store failed: the answer is still good, only uncached.
       if (!(err instanceof ValueTooLargeError)) this.deps.logger.warn({ key: job.key, err: describe(err) }, 'could not store a generated narrative')
@@ -524,6 +528,7 @@ export class NarrativeEngine {
       return await this.deps.breaker.run(() => op(this.deps.store))
     } catch (err) {
       this.counters.storeErrors++
+      if (/timed out/i.test((err as Error).message)) this.counters.storeTimeouts++
       throw err
     }
   }

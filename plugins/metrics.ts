@@ -1,0 +1,60 @@
+import fp from 'fastify-plugin'
+import { createHash } from 'node:crypto'
+import { createMetrics, type Metrics } from '../src/metrics.js'
+import { IpAllowlist } from '../src/admin/ip-allowlist.js'
+import { AdminIpForbiddenError } from '../src/errors.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    metrics: Metrics
+  }
+  interface FastifyRequest {
+    /** Set by the narrative route: what the answer was, for metrics and the log line. */
+    cacheStatus?: string
+    cacheKey?: string
+  }
+}
+
+/** The key's last part, hashed again: enough to follow one entry through the logs, nothing more. */
+export function keyHash (key: string): string {
+  return createHash('sha1').update(key).digest('hex').slice(0, 12)
+}
+
+/**
+ * Prometheus metrics (prom-client) at GET /metrics, allowlisted like the admin
+ * routes, and the one log line per request: request id, route, status, cache
+ * status, key hash, duration. Nothing else of the request is logged: no
+ * headers (so no token), no body (so no userId).
+ */
+export default fp(async (fastify) => {
+  const metrics = createMetrics({
+    counters: () => fastify.hasDecorator('engine') ? fastify.engine.counters : undefined,
+    locksHeld: () => fastify.hasDecorator('engine') ? fastify.engine.locksHeld : 0,
+    breakers: () => ({ redis: fastify.breaker.state, ...(fastify.hasDecorator('durable') ? { database: fastify.durable.breaker.state } : {}) }),
+    analytics: () => fastify.hasDecorator('db') ? fastify.db.buffer.counters : undefined
+  })
+  fastify.decorate('metrics', metrics)
+  fastify.decorateRequest('cacheStatus', undefined)
+  fastify.decorateRequest('cacheKey', undefined)
+  const allowlist = new IpAllowlist(fastify.config.adminIpAllowlist)
+
+  fastify.addHook('onResponse', async (request, reply) => {
+    const route = request.routeOptions.url ?? 'unknown'
+    const seconds = reply.elapsedTime / 1000
+    if (request.cacheStatus !== undefined) {
+      metrics.latency.observe({ route, status: request.cacheStatus }, seconds)
+    }
+    request.log.info({
+      route: `${request.method} ${route}`,
+      statusCode: reply.statusCode,
+      cache: request.cacheStatus,
+      keyHash: request.cacheKey === undefined ? undefined : keyHash(request.cacheKey),
+      ms: Math.round(reply.elapsedTime * 10) / 10
+    }, 'request')
+  })
+
+  fastify.get('/metrics', { schema: { hide: true } }, async (request, reply) => {
+    if (!allowlist.allows(request.ip)) throw new AdminIpForbiddenError(request.ip)
+    return await reply.type(metrics.registry.contentType).send(await metrics.registry.metrics())
+  })
+}, { name: 'metrics', dependencies: ['config', 'breaker'] })

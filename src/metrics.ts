@@ -1,0 +1,78 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import type { EngineCounters } from './cache/narrative-engine.js'
+import type { BreakerState } from './cache/breaker.js'
+
+export interface MetricSources {
+  counters: () => EngineCounters | undefined
+  locksHeld: () => number
+  breakers: () => Record<string, BreakerState>
+  analytics: () => { dropped: number, written: number } | undefined
+}
+
+const BREAKER_VALUE: Record<BreakerState, number> = { closed: 0, 'half-open': 1, open: 2 }
+
+/** A counter whose value is read from elsewhere at scrape time. */
+function mirroredCounter (registry: Registry, name: string, help: string, read: () => number | undefined): Counter {
+  return new Counter({
+    name,
+    help,
+    registers: [registry],
+    collect () {
+      const value = read()
+      if (value === undefined) return
+      this.reset()
+      this.inc(value)
+    }
+  })
+}
+
+/**
+ * Every metric the server exposes (names follow the original design's list),
+ * in a registry of its own so several apps in one process never clash.
+ */
+export function createMetrics (sources: MetricSources) {
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry })
+  const c = (pick: (x: EngineCounters) => number) => () => { const x = sources.counters(); return x === undefined ? undefined : pick(x) }
+
+  const metrics = {
+    registry,
+    requests: new Counter({ name: 'narrative_requests_total', help: 'Narrative requests by cache status (hit, stale, durable, miss, fallback, error)', labelNames: ['status'] as const, registers: [registry] }),
+    latency: new Histogram({
+      name: 'narrative_http_request_duration_seconds',
+      help: 'Request latency by route and cache status',
+      labelNames: ['route', 'status'] as const,
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [registry]
+    }),
+    modelCalls: new Counter({ name: 'narrative_model_calls_total', help: 'Narrator calls that produced a narrative, by engine and reason (request, refresh)', labelNames: ['engine', 'reason'] as const, registers: [registry] }),
+    generationSeconds: new Histogram({ name: 'narrative_generation_duration_seconds', help: 'How long a generation took, retries included', labelNames: ['engine'] as const, buckets: [0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60], registers: [registry] }),
+    tokens: new Counter({ name: 'narrative_tokens_total', help: 'Model tokens, by model and kind (prompt, completion)', labelNames: ['model', 'kind'] as const, registers: [registry] }),
+    cost: new Counter({ name: 'narrative_estimated_cost_usd_total', help: 'Estimated model cost in USD (tokens times MODEL_PRICES)', labelNames: ['model'] as const, registers: [registry] }),
+    saving: new Counter({ name: 'narrative_estimated_saving_usd_total', help: 'Estimated USD saved: each answer without a model call, at the average cost of a call so far', registers: [registry] }),
+    valueSize: new Histogram({ name: 'narrative_value_size_bytes', help: 'Encoded size of values written to the cache', buckets: [512, 1024, 2048, 4096, 8192, 16384, 65536, 131072], registers: [registry] })
+  }
+
+  mirroredCounter(registry, 'narrative_refresh_started_total', 'Background refreshes started', c(x => x.refreshStarted))
+  mirroredCounter(registry, 'narrative_refresh_skipped_locked_total', 'Background refreshes skipped because another instance held the refresh lock', c(x => x.refreshSkippedLocked))
+  mirroredCounter(registry, 'narrative_refresh_succeeded_total', 'Background refreshes that stored a new narrative', c(x => x.refreshSucceeded))
+  mirroredCounter(registry, 'narrative_refresh_failed_total', 'Background refreshes that failed (the stale value stays)', c(x => x.refreshFailed))
+  mirroredCounter(registry, 'narrative_redis_errors_total', 'Cache store commands that failed (timeouts included)', c(x => x.storeErrors))
+  mirroredCounter(registry, 'narrative_redis_timeouts_total', 'Cache store commands that timed out', c(x => x.storeTimeouts))
+  mirroredCounter(registry, 'narrative_corrupt_entries_total', 'Cache entries found corrupt, deleted and regenerated', c(x => x.corruptEntries))
+  mirroredCounter(registry, 'narrative_analytics_dropped_total', 'Analytics events dropped (buffer full or database down)', () => sources.analytics()?.dropped)
+  mirroredCounter(registry, 'narrative_analytics_written_total', 'Analytics events written', () => sources.analytics()?.written)
+  new Gauge({ name: 'narrative_locks_in_flight', help: 'Build and refresh locks this instance holds', registers: [registry], collect () { this.set(sources.locksHeld()) } }) // eslint-disable-line no-new
+  new Gauge({ // eslint-disable-line no-new
+    name: 'narrative_breaker_state',
+    help: 'Circuit breaker state: 0 closed, 1 half-open, 2 open',
+    labelNames: ['breaker'] as const,
+    registers: [registry],
+    collect () {
+      for (const [name, state] of Object.entries(sources.breakers())) this.set({ breaker: name }, BREAKER_VALUE[state])
+    }
+  })
+  return metrics
+}
+
+export type Metrics = ReturnType<typeof createMetrics>
