@@ -19,5 +19,6 @@ export default fp(async (fastify) => {
       }
     }
   })
-  await fastify.register(swaggerUi, { routePrefix: '/documentation' })
+  // staticCSP: Swagger UI's page gets a CSP with hashes of its own inline parts, instead of helmet's strict one.
+  await fastify.register(swaggerUi, { routePrefix: '/documentation', staticCSP: true })
 }, { name: 'swagger', dependencies: ['config'] })

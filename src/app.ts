@@ -11,6 +11,8 @@ import authPlugin from '../plugins/auth.js'
 import rateLimitPlugin from '../plugins/rate-limit.js'
 import swaggerPlugin from '../plugins/swagger.js'
 import metricsPlugin from '../plugins/metrics.js'
+import helmetPlugin from '../plugins/helmet.js'
+import dashboardRoutes from '../routes/dashboard/index.js'
 import narrativeRoutes, { type NarrativeRoutesOptions } from '../routes/narrative/index.js'
 import adminRoutes from '../routes/admin/index.js'
 import healthRoutes from '../routes/health/index.js'
@@ -60,6 +62,7 @@ export function serverOptions (config: Pick<Config, 'logLevel' | 'trustProxy'>, 
 export default async function app (fastify: FastifyInstance, opts: AppOptions): Promise<void> {
   const instance = fastify.withTypeProvider<TypeBoxTypeProvider>()
   registerJsonBodyParser(instance)
+  await instance.register(helmetPlugin)
   await instance.register(configPlugin, { config: opts.config })
   await instance.register(redisPlugin)
   await instance.register(breakerPlugin, opts.breaker ?? {})
@@ -93,4 +96,5 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
   await instance.register(healthRoutes)
   await instance.register(narrativeRoutes, opts.routes ?? {})
   await instance.register(adminRoutes)
+  await instance.register(dashboardRoutes)
 }
