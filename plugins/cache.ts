@@ -5,6 +5,7 @@ import { GenerationLimiter } from '../src/cache/generation-limiter.js'
 import { NarrativeEngine, type EngineEvents, type NarrativeJob } from '../src/cache/narrative-engine.js'
 import type { Generation } from '../src/narrator/narrator.js'
 import { NegativeCache } from '../src/cache/negative-cache.js'
+import { LocalTier } from '../src/cache/local-tier.js'
 import { NarrativeService, systemsOf, type EventRecorder } from '../src/narrative-service.js'
 
 declare module 'fastify' {
@@ -13,6 +14,8 @@ declare module 'fastify' {
     narratives: NarrativeService
     limiter: GenerationLimiter
     durable: DurableTier
+    /** The in-process first tier, when there is one. */
+    localTier: LocalTier | undefined
     /** Counts an answered request (or 'error') in the metrics. */
     countAnswer: (status: string) => void
   }
@@ -81,8 +84,13 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
     if (paidCalls > 0 && (status === 'hit' || status === 'stale' || status === 'durable')) metrics.saving.inc(spentUsd / paidCalls)
   })
 
+  // The in-process first tier only makes sense in front of a remote store.
+  const local = store.kind === 'memory' || config.localCache.maxEntries === 0
+    ? undefined
+    : new LocalTier({ maxEntries: config.localCache.maxEntries, ttlMs: config.localCache.ttlMs, clock: opts.clock })
   const engine = new NarrativeEngine({
     store,
+    local,
     breaker,
     narrator,
     durable,
@@ -107,6 +115,7 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
   fastify.decorate('engine', engine)
   fastify.decorate('limiter', limiter)
   fastify.decorate('durable', durable)
+  fastify.decorate('localTier', local)
   fastify.decorate('narratives', new NarrativeService({ engine, negative, limiter, recorder, prefix: config.cachePrefix, clock: opts.clock }))
   fastify.addHook('onClose', async () => {
     await engine.close()

@@ -23,6 +23,8 @@ export const EnvSchema = Type.Object({
   CACHE_PREFIX: Type.Optional(Type.String({ pattern: '^[a-z0-9][a-z0-9_-]{0,31}$', description: 'lowercase letters, digits, _ or -, at most 32 characters' })),
   CACHE_TTL_DAYS: Type.Optional(Type.String({ pattern: '^[0-9]+(\\.[0-9]+)?$', description: 'a positive number of days' })),
   CACHE_STALE_DAYS: Type.Optional(Type.String({ pattern: '^[0-9]+(\\.[0-9]+)?$', description: 'a positive number of days, below CACHE_TTL_DAYS' })),
+  LOCAL_CACHE_MAX_ENTRIES: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'a whole number of entries, 0 to turn the in-process tier off' })),
+  LOCAL_CACHE_TTL_MS: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'milliseconds, 1 to 60000' })),
   MEMORY_STORE_MAX_MB: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'a whole number of MiB, at least 1' })),
   JWT_SECRET: Type.Optional(Type.String({ minLength: 32, description: 'at least 32 characters' })),
   ADMIN_IP_ALLOWLIST: Type.Optional(Type.String({ description: 'comma-separated IPs and CIDRs' })),
@@ -52,6 +54,7 @@ export interface Config {
   ttlSeconds: number
   staleSeconds: number
   memoryStoreMaxBytes: number
+  localCache: { maxEntries: number, ttlMs: number }
   jwtSecret: string | undefined
   adminIpAllowlist: string[]
   trustProxy: boolean | number | string
@@ -158,6 +161,8 @@ export function loadConfig (source: NodeJS.ProcessEnv = process.env): Config {
   for (const entry of allowlist) {
     try { new IpAllowlist([entry]).allows(entry) } catch { fail('ADMIN_IP_ALLOWLIST', `comma-separated IPs and CIDRs ("${entry}" is neither)`) }
   }
+  const localTtl = Number(e.LOCAL_CACHE_TTL_MS ?? 5000)
+  if (localTtl < 1 || localTtl > 60_000) fail('LOCAL_CACHE_TTL_MS', 'milliseconds, 1 to 60000')
   const memoryMb = Number(e.MEMORY_STORE_MAX_MB ?? 256)
   if (memoryMb < 1) fail('MEMORY_STORE_MAX_MB', 'a whole number of MiB, at least 1')
 
@@ -179,6 +184,7 @@ export function loadConfig (source: NodeJS.ProcessEnv = process.env): Config {
     ttlSeconds: Math.round(ttlDays * DAY),
     staleSeconds: Math.round(staleDays * DAY),
     memoryStoreMaxBytes: memoryMb * 1024 * 1024,
+    localCache: { maxEntries: Number(e.LOCAL_CACHE_MAX_ENTRIES ?? 10_000), ttlMs: localTtl },
     jwtSecret: e.JWT_SECRET,
     adminIpAllowlist: allowlist,
     trustProxy: parseTrustProxy(e.TRUST_PROXY),

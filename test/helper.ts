@@ -16,7 +16,8 @@ export interface BuildOptions extends Omit<AppOptions, 'config'> {
 export async function build (t: Teardownable, options: BuildOptions = {}): Promise<FastifyInstance> {
   // A database of this test's own on the shared PostgreSQL, unless the test chose (DATABASE_URL '' means PGlite).
   const databaseUrl = options.env !== undefined && 'DATABASE_URL' in options.env ? options.env.DATABASE_URL : await uniqueDatabaseUrl(t)
-  const config: Config = loadConfig({ LOG_LEVEL: 'silent', OPENAI_TIMEOUT_MS: '3000', ...options.env, DATABASE_URL: databaseUrl })
+  // The in-process tier is off unless a test turns it on: most tests change Redis behind the app's back.
+  const config: Config = loadConfig({ LOG_LEVEL: 'silent', OPENAI_TIMEOUT_MS: '3000', LOCAL_CACHE_MAX_ENTRIES: '0', ...options.env, DATABASE_URL: databaseUrl })
   const fastify = Fastify(serverOptions(config))
   // fp() lifts the app's decorations (store, engine, breaker…) to the instance tests hold.
   await fastify.register(fp(app), { ...options, config })

@@ -114,6 +114,8 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       breaker.run(() => store.scanDelete(match, 1000)),
       db.narratives.deleteMatching(match)
     ])
+    // And every instance's in-process tier, over pub/sub.
+    await engine.invalidate({ pattern: match })
     request.log.info({ match, deleted, deletedDurable }, 'cache entries invalidated')
     return { deleted, deletedDurable, match }
   })

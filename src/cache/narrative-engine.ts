@@ -12,6 +12,7 @@ import type { Logger } from './logger.js'
 import type { CacheStore } from './store.js'
 import type { DurableTier } from './durable-tier.js'
 import { ProgressHub } from './progress-hub.js'
+import type { LocalTier } from './local-tier.js'
 
 export type EngineStatus = 'hit' | 'stale' | 'durable' | 'miss' | 'fallback'
 
@@ -84,6 +85,8 @@ export interface EngineDeps {
   options: EngineOptions
   /** PostgreSQL: read before the model is asked, written after it answered. */
   durable?: DurableTier
+  /** The in-process first tier: fresh entries served with no Redis round trip. */
+  local?: LocalTier
   events?: EngineEvents
 }
 
@@ -132,6 +135,8 @@ export class NarrativeEngine {
   private readonly lockTtlMs: number
   private closing = false
   private readonly shutdown = new AbortController()
+  /** Tags this engine's announcements, so it does not evict its own fresh writes. */
+  private readonly instanceId = randomUUID()
 
   constructor (private readonly deps: EngineDeps) {
     const o = deps.options
@@ -160,6 +165,11 @@ export class NarrativeEngine {
    * promise before anything touches the store.
    */
   async resolve (job: NarrativeJob): Promise<Resolution> {
+    const local = this.deps.local?.get(job.key)
+    if (local !== undefined && this.clock() < local.meta.stale_after) {
+      this.counters.hits++
+      return { status: 'hit', key: job.key, narrative: local.narrative, engine: local.engine, writtenAt: local.meta.refreshed_at, generated: false }
+    }
     const shared = this.inflight.get(job.key)
     if (shared !== undefined) {
       try {
@@ -223,6 +233,7 @@ export class NarrativeEngine {
   /** A fresh or stale answer from a decoded entry; a stale one schedules its refresh. */
   private fromEntry (job: NarrativeJob, entry: CachedNarrative, countIt: boolean): Resolution {
     const stale = this.clock() >= entry.meta.stale_after
+    if (!stale) this.deps.local?.set(job.key, entry)
     if (stale) {
       if (countIt) this.counters.staleHits++
       this.scheduleRefresh(job, entry)
@@ -245,6 +256,7 @@ export class NarrativeEngine {
     } catch (err) {
       if (!(err instanceof CacheCorruptionError)) throw err
       this.counters.corruptEntries++
+      this.deps.local?.delete(key)
       this.deps.logger.warn({ key, reason: err.message }, 'corrupt cache entry deleted')
       this.store(s => s.del(key)).catch(() => {})
       return null
@@ -296,7 +308,7 @@ export class NarrativeEngine {
       const encoded = encodeEntry(entry, version)
       const ttlMs = this.deps.options.ttlSeconds * 1000
       this.deps.durable?.put(job.key, entry, version, job.profile, job.locale)
-      await this.store(s => s.setIfNewer(job.key, encoded, version, ttlMs))
+      if (await this.store(s => s.setIfNewer(job.key, encoded, version, ttlMs))) this.deps.local?.set(job.key, entry)
       this.deps.events?.stored?.(encoded.length)
     } catch (err) {
       // Too large, or the store failed: the answer is still good, only uncached.
@@ -324,6 +336,7 @@ export class NarrativeEngine {
     }
     this.counters.durableHits++
     if (this.clock() >= row.entry.meta.stale_after) this.scheduleRefresh(job, row.entry)
+    else if (repopulate) this.deps.local?.set(job.key, row.entry)
     return { status: 'durable', key: job.key, narrative: row.entry.narrative, engine: row.entry.engine, writtenAt: row.entry.meta.refreshed_at, generated: false }
   }
 
@@ -336,10 +349,21 @@ export class NarrativeEngine {
     }
   }
 
+  /**
+   * Tells every instance (this one included) to forget what it holds in its
+   * local tier for a key, or for every key matching a glob.
+   */
+  async invalidate (target: { key: string } | { pattern: string }): Promise<void> {
+    if ('key' in target) this.deps.local?.delete(target.key)
+    else this.deps.local?.deleteMatching(target.pattern)
+    const message = 'key' in target ? { k: target.key, o: 'invalidate', i: this.instanceId } : { p: target.pattern, o: 'invalidate', i: this.instanceId }
+    await this.store(s => s.publish(readyChannel(this.deps.options.prefix), JSON.stringify(message))).catch(() => {})
+  }
+
   private async releaseAndAnnounce (key: string, lock: string, token: string, outcome: Outcome): Promise<void> {
     this.heldLocks.delete(lock)
     await this.store(s => s.releaseLock(lock, token)).catch(() => {})
-    await this.store(s => s.publish(readyChannel(this.deps.options.prefix), JSON.stringify({ k: key, o: outcome }))).catch(() => {})
+    await this.store(s => s.publish(readyChannel(this.deps.options.prefix), JSON.stringify({ k: key, o: outcome, i: this.instanceId }))).catch(() => {})
   }
 
   /**
@@ -397,9 +421,18 @@ export class NarrativeEngine {
   }
 
   private onAnnouncement (message: string): void {
-    let parsed: { k?: unknown, o?: unknown }
+    let parsed: { k?: unknown, o?: unknown, p?: unknown, i?: unknown }
     try { parsed = JSON.parse(message) } catch { return }
+    const mine = parsed.i === this.instanceId
+    if (parsed.o === 'invalidate' && mine) return
+    if (parsed.o === 'invalidate' && typeof parsed.p === 'string') {
+      this.deps.local?.deleteMatching(parsed.p)
+      return
+    }
     if (typeof parsed.k !== 'string') return
+    // A key was written (or deleted) somewhere: what this process remembers of it may be old.
+    if ((parsed.o === 'ready' && !mine) || parsed.o === 'invalidate') this.deps.local?.delete(parsed.k)
+    if (parsed.o === 'invalidate') return
     const set = this.waiters.get(parsed.k)
     if (set === undefined) return
     this.waiters.delete(parsed.k)
@@ -511,6 +544,7 @@ export class NarrativeEngine {
       this.deps.durable?.put(job.key, refreshed, version, job.profile, job.locale)
       await this.store(s => s.setIfNewer(job.key, encoded, version, this.deps.options.ttlSeconds * 1000))
       this.counters.refreshSucceeded++
+      await this.invalidate({ key: job.key })
       return 'refreshed'
     } catch (err) {
       this.counters.refreshFailed++

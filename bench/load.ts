@@ -1,0 +1,47 @@
+import autocannon from 'autocannon'
+
+export interface LoadResult {
+  requests: number
+  rps: number
+  p50: number
+  p95: number
+  p99: number
+  errors: number
+  non2xx: number
+}
+
+export function percentile (sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]
+}
+
+/**
+ * autocannon against one URL with one body. Every response time is kept, so
+ * p95 is exact (autocannon's own table has p97.5 but no p95).
+ */
+export async function runLoad (opts: { url: string, body: unknown, connections: number, seconds: number, headers?: Record<string, string> }): Promise<LoadResult> {
+  const latencies: number[] = []
+  let instance!: autocannon.Instance
+  const done = new Promise<autocannon.Result>((resolve, reject) => {
+    instance = autocannon({
+      url: opts.url,
+      method: 'POST',
+      connections: opts.connections,
+      duration: opts.seconds,
+      headers: { 'content-type': 'application/json', ...opts.headers },
+      body: JSON.stringify(opts.body)
+    }, (err, result) => { if (err !== null && err !== undefined) reject(err); else resolve(result) })
+  })
+  instance.on('response', (_client: unknown, _status: number, _bytes: number, responseTime: number) => { latencies.push(responseTime) })
+  const result = await done
+  latencies.sort((a, b) => a - b)
+  return {
+    requests: result.requests.total,
+    rps: result.requests.average,
+    p50: percentile(latencies, 50),
+    p95: percentile(latencies, 95),
+    p99: percentile(latencies, 99),
+    errors: result.errors + result.timeouts,
+    non2xx: result.non2xx
+  }
+}

@@ -1,0 +1,248 @@
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { writeFile, readFile } from 'node:fs/promises'
+import { cpus, totalmem } from 'node:os'
+import { parseArgs } from 'node:util'
+import { Redis } from 'ioredis'
+import { startRedis } from '../test/support/redis-server.js'
+import { startPostgres } from '../test/support/postgres-server.js'
+import { startFakeOpenAI } from '../test/support/fake-openai.js'
+import { freePort } from '../test/support/ports.js'
+import { waitUntil } from '../test/support/wait.js'
+import { postSse } from '../test/support/sse-client.js'
+import { percentile, runLoad, type LoadResult } from './load.js'
+import { zipfSampler } from './zipf.js'
+
+/**
+ * npm run bench [-- --quick]: starts its own Redis, PostgreSQL, the OpenAI
+ * stand-in and the app instances, drives load with autocannon, prints a table
+ * and writes bench/RESULTS.md. Not part of npm test.
+ */
+const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, 'model-ms': { type: 'string', default: '1100' } } })
+const quick = values.quick
+const modelMs = Number(values['model-ms'])
+const secs = quick ? 3 : 10
+const started = Date.now()
+const children: ChildProcess[] = []
+const rows: Array<[string, string, string]> = []
+const log = (msg: string): void => { process.stdout.write(`[${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${msg}\n`) }
+const ms = (x: number): string => `${x.toFixed(2)} ms`
+const record = (section: string, name: string, value: string): void => { rows.push([section, name, value]); log(`${section} | ${name}: ${value}`) }
+
+const redis = await startRedis({ args: ['--maxmemory', '2gb', '--maxmemory-policy', 'allkeys-lru'] })
+const pg = await startPostgres()
+const openai = await startFakeOpenAI({ latencyMs: modelMs, streamChunks: 10, streamDelayMs: 0 })
+const redisClient = new Redis(redis.url)
+
+async function cleanup (): Promise<void> {
+  for (const child of children) if (child.exitCode === null) child.kill('SIGKILL')
+  redisClient.disconnect()
+  await openai.close()
+  await Promise.allSettled([redis.stop(), pg.stop()])
+}
+process.on('SIGINT', () => { void cleanup().then(() => process.exit(130)) })
+
+async function spawnServer (args: string[], env: Record<string, string>, port: number): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', ...args], { env: { ...process.env, ...env, PORT: String(port) }, stdio: ['ignore', 'ignore', 'inherit'] })
+  children.push(child)
+  await waitUntil(async () => (await fetch(`http://127.0.0.1:${port}/health`, { method: args[0].includes('floor') ? 'POST' : 'GET' }).catch(() => undefined)) !== undefined, { timeoutMs: 60_000, what: `server on ${port}` })
+  return child
+}
+
+async function startApps (n: number, prefix: string): Promise<Array<{ port: number, url: string, child: ChildProcess }>> {
+  const dbName = `bench_${prefix}`
+  execFileSync('psql', [pg.url, '-qc', `CREATE DATABASE ${dbName}`])
+  const databaseUrl = pg.url.replace(/\/[^/]*$/, `/${dbName}`)
+  const apps = []
+  for (let i = 0; i < n; i++) {
+    const port = await freePort()
+    const child = await spawnServer(['src/server.ts'], {
+      REDIS_URL: redis.url,
+      DATABASE_URL: databaseUrl,
+      OPENAI_API_KEY: 'sk-bench',
+      OPENAI_BASE_URL: openai.baseURL,
+      OPENAI_TIMEOUT_MS: String(Math.max(10_000, modelMs * 5)),
+      CACHE_PREFIX: prefix,
+      GENERATION_RATE_LIMIT: '0',
+      LOG_LEVEL: 'warn',
+      NODE_ENV: 'production',
+      JWT_SECRET: 'bench-secret-bench-secret-bench-secret-0'
+    }, port)
+    apps.push({ port, url: `http://127.0.0.1:${port}/api/narrative`, child })
+  }
+  return apps
+}
+
+async function stopAll (list: Array<{ child: ChildProcess }>): Promise<void> {
+  for (const { child } of list) {
+    if (child.exitCode !== null) continue
+    child.kill('SIGTERM')
+    await once(child, 'exit')
+  }
+}
+
+function body (i: number): object {
+  const a = 20 + (i % 70)
+  const b = Math.floor(i / 70) % 40
+  return { profile: { classification: 'primary', primary: 'Vega', percentages: { Vega: a, Sirius: b / 2, Pleiades: (i % 7) / 2 } }, locale: 'en' }
+}
+
+async function post (url: string, b: object): Promise<{ status: number, json: { cache: { status: string } } }> {
+  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(b) })
+  return { status: res.status, json: await res.json() as { cache: { status: string } } }
+}
+
+function loadRow (section: string, label: string, r: LoadResult, floor?: LoadResult): void {
+  const ratio = floor === undefined ? '' : ` (${(r.rps / floor.rps).toFixed(2)} of the bare floor)`
+  record(section, label, `${Math.round(r.rps)} req/s${ratio}, p50 ${ms(r.p50)}, p95 ${ms(r.p95)}, p99 ${ms(r.p99)}, errors ${r.errors}, non-2xx ${r.non2xx}`)
+}
+
+try {
+  // 1. Hit path against its floors.
+  log('hit path: starting one app and the two floors')
+  const [app] = await startApps(1, 'hit')
+  const hitBody = body(1)
+  const warm = await post(app.url, hitBody)
+  const sample = await fetch(app.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(hitBody) })
+  const size = (await sample.text()).length
+  const barePort = await freePort()
+  const redisPort = await freePort()
+  await spawnServer(['bench/floor-server.ts', String(barePort), 'bare', String(size)], {}, barePort)
+  await spawnServer(['bench/floor-server.ts', String(redisPort), 'redis', String(size), redis.url], {}, redisPort)
+  log(`warmed (${warm.json.cache.status}); response ${size} bytes`)
+  for (const connections of [50, 1000]) {
+    const section = `1. hit path, ${connections} connections`
+    const bare = await runLoad({ url: `http://127.0.0.1:${barePort}/api/narrative`, body: hitBody, connections, seconds: secs })
+    loadRow(section, 'floor: bare POST', bare)
+    const withRedis = await runLoad({ url: `http://127.0.0.1:${redisPort}/api/narrative`, body: hitBody, connections, seconds: secs })
+    loadRow(section, 'floor: POST + one Redis GET', withRedis, bare)
+    const hits = await runLoad({ url: app.url, body: hitBody, connections, seconds: secs })
+    loadRow(section, 'narrative hit', hits, bare)
+  }
+  const rss = Number(/process_resident_memory_bytes (\d+)/.exec(await (await fetch(`http://127.0.0.1:${app.port}/metrics`)).text())?.[1])
+  record('6. memory', 'resident memory of the hit-path instance after the runs', `${(rss / 1048576).toFixed(0)} MiB`)
+  await stopAll([app])
+  for (const child of children.splice(0)) { child.kill('SIGTERM'); await once(child, 'exit') }
+
+  // 2. Miss overhead: latency on top of the model's own.
+  {
+    const [a] = await startApps(1, 'miss')
+    const n = quick ? 20 : 100
+    const overheads: number[] = []
+    for (let i = 0; i < n; i += 4) {
+      await Promise.all([0, 1, 2, 3].map(async k => {
+        const t0 = performance.now()
+        const r = await post(a.url, body(10_000 + i + k))
+        if (r.json.cache.status !== 'miss') throw new Error(`expected a miss, got ${r.json.cache.status}`)
+        overheads.push(performance.now() - t0 - modelMs)
+      }))
+    }
+    overheads.sort((x, y) => x - y)
+    record('2. miss overhead', `added to the model's ${modelMs} ms (${n} misses, 4 at a time)`, `p50 ${ms(percentile(overheads, 50))}, p95 ${ms(percentile(overheads, 95))}, p99 ${ms(percentile(overheads, 99))}`)
+
+    // 5. Streaming: time to first delta.
+    const firstDelta = async (b: object): Promise<number> => {
+      const t0 = performance.now()
+      let first = NaN
+      await postSse(a.url, b, { onEvent: e => { if (e.event === 'delta' && Number.isNaN(first)) first = performance.now() - t0 } })
+      return first
+    }
+    openai.setStream({ chunks: 10, delayMs: Math.round(modelMs / 10) })
+    openai.setLatency(0)
+    const missFirst: number[] = []
+    const hitFirst: number[] = []
+    for (let i = 0; i < (quick ? 3 : 10); i++) {
+      missFirst.push(await firstDelta(body(20_000 + i)))
+      hitFirst.push(await firstDelta(body(20_000 + i)))
+    }
+    const median = (xs: number[]): number => percentile([...xs].sort((x, y) => x - y), 50)
+    record('5. streaming', `time to first delta, miss (model streams over ${modelMs} ms)`, `median ${ms(median(missFirst))}`)
+    record('5. streaming', 'time to first delta, hit', `median ${ms(median(hitFirst))}`)
+    openai.setStream({ chunks: 10, delayMs: 0 })
+    openai.setLatency(modelMs)
+    await stopAll([a])
+  }
+
+  // 3. Stampede: 1000 concurrent identical misses across 3 instances.
+  {
+    const apps = await startApps(3, 'stampede')
+    openai.reset()
+    openai.setLatency(modelMs)
+    const target = body(30_000)
+    const results = await Promise.all(Array.from({ length: 1000 }, async (_, i) => await post(apps[i % 3].url, target)))
+    const ok = results.filter(r => r.status === 200).length
+    record('3. stampede', '1000 concurrent identical misses over 3 instances', `${openai.calls} model call(s), ${ok}/1000 answered 200, statuses: ${[...new Set(results.map(r => r.json.cache.status))].join(', ')}`)
+    await stopAll(apps)
+  }
+
+  // 4. Cost: Zipf(1.1) over 5000 profiles, 3 instances, Redis flush halfway.
+  {
+    const total = quick ? 5000 : 50_000
+    const profiles = quick ? 500 : 5000
+    const apps = await startApps(3, 'cost')
+    openai.reset()
+    openai.setLatency(quick ? 100 : modelMs)
+    const sample = zipfSampler(profiles, 1.1, 42)
+    const sequence = Array.from({ length: total }, () => sample())
+    const distinct = new Set(sequence).size
+    const statuses: Record<string, number> = {}
+    let next = 0
+    let flushed = false
+    const concurrency = 200
+    const t0 = Date.now()
+    await Promise.all(Array.from({ length: concurrency }, async (_, w) => {
+      while (next < sequence.length) {
+        const i = next++
+        if (!flushed && i >= total / 2) {
+          flushed = true
+          await redisClient.flushall()
+          log('cost: Redis flushed halfway')
+        }
+        const r = await post(apps[(i + w) % 3].url, body(50_000 + sequence[i]))
+        statuses[r.json.cache.status] = (statuses[r.json.cache.status] ?? 0) + 1
+      }
+    }))
+    const seconds = (Date.now() - t0) / 1000
+    const calls = openai.calls
+    const hits = (statuses.hit ?? 0) + (statuses.stale ?? 0) + (statuses.durable ?? 0)
+    record('4. cost', `${total} requests, Zipf s=1.1 over ${profiles} profiles, 3 instances, Redis flushed halfway (${seconds.toFixed(0)} s)`, `${calls} model calls for ${distinct} distinct keys: ${(calls / distinct).toFixed(2)} per key`)
+    record('4. cost', 'answers by status', Object.entries(statuses).map(([k, v]) => `${k} ${v}`).join(', '))
+    record('4. cost', 'hit rate (hit + stale + durable)', `${(100 * hits / total).toFixed(1)}%`)
+    const perCall = (500 * 2.5 + 250 * 10) / 1e6 // the stand-in's usage per call at gpt-4o prices
+    record('4. cost', 'estimated model cost, with the cache against without (gpt-4o list prices, the stand-in\'s token counts)', `$${(calls * perCall).toFixed(2)} against $${(total * perCall).toFixed(2)}: saved $${((total - calls) * perCall).toFixed(2)}`)
+    for (const [i, a] of apps.entries()) {
+      const text = await (await fetch(`http://127.0.0.1:${a.port}/metrics`)).text()
+      const rssApp = Number(/process_resident_memory_bytes (\d+)/.exec(text)?.[1])
+      record('6. memory', `resident memory of instance ${i + 1} after the cost workload`, `${(rssApp / 1048576).toFixed(0)} MiB`)
+    }
+    const info = await redisClient.info('memory')
+    const used = Number(/used_memory:(\d+)/.exec(info)?.[1])
+    const keys = await redisClient.dbsize()
+    record('6. memory', `Redis memory per 10,000 cached narratives (${keys} keys, ${(used / 1048576).toFixed(1)} MiB used)`, `${(used / keys * 10_000 / 1048576).toFixed(1)} MiB`)
+    await stopAll(apps)
+  }
+} finally {
+  await cleanup()
+}
+
+const versions = JSON.parse(await readFile(new URL('../package-lock.json', import.meta.url), 'utf8')) as { packages: Record<string, { version: string }> }
+const v = (name: string): string => versions.packages[`node_modules/${name}`]?.version ?? '?'
+const cpu = cpus()[0]?.model ?? 'unknown'
+const table = rows.map(([s, n, value]) => `| ${s} | ${n} | ${value} |`).join('\n')
+const report = `# Benchmark results
+
+- Date: ${new Date().toISOString()}
+- Command: \`npm run bench${quick ? ' -- --quick' : ''}\`${quick ? ' (quick: 3 s runs, a smaller cost workload)' : ''}
+- Machine: ${cpus().length} × ${cpu}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB
+- Node ${process.version}; fastify ${v('fastify')}, ioredis ${v('ioredis')}, openai ${v('openai')}, pg ${v('pg')}, autocannon ${v('autocannon')}; Redis ${execFileSync('redis-server', ['--version']).toString().match(/v=([0-9.]+)/)?.[1] ?? '?'}
+- The model is the OpenAI stand-in (test/support/fake-openai.ts) answering in ${modelMs} ms. App instances run as separate processes (\`node --import tsx src/server.ts\`, NODE_ENV=production, LOG_LEVEL=warn, GENERATION_RATE_LIMIT=0) on the same 2-core machine as autocannon, Redis and PostgreSQL.
+- Took ${((Date.now() - started) / 1000).toFixed(0)} s.
+
+| scenario | measure | figure |
+| --- | --- | --- |
+${table}
+`
+const previous = await readFile(new URL('./RESULTS.md', import.meta.url), 'utf8').catch(() => '')
+const history = previous.includes('## Earlier runs') ? previous.slice(previous.indexOf('## Earlier runs')) : ''
+await writeFile(new URL('./RESULTS.md', import.meta.url), report + (history === '' ? '' : `\n${history}`))
+process.stdout.write(`\n${table}\n\nwrote bench/RESULTS.md\n`)
