@@ -20,7 +20,9 @@ export default fp(async (fastify) => {
         frameAncestors: ["'none'"],
         formAction: ["'self'"],
         objectSrc: ["'none'"],
-        baseUri: ["'self'"]
+        baseUri: ["'self'"],
+        // Plain HTTP behind a private host name must keep working; TLS is the proxy's job.
+        upgradeInsecureRequests: null
       }
     },
     // The API is called from browsers of other origins when CORS_ORIGINS allows it.

@@ -20,5 +20,13 @@ export default fp(async (fastify) => {
     }
   })
   // staticCSP: Swagger UI's page gets a CSP with hashes of its own inline parts, instead of helmet's strict one.
-  await fastify.register(swaggerUi, { routePrefix: '/documentation', staticCSP: true })
+  await fastify.register(swaggerUi, {
+    routePrefix: '/documentation',
+    staticCSP: true,
+    // Allow Swagger UI's own logo <style> (its static CSP lists no hash for it), and drop
+    // upgrade-insecure-requests, which breaks the page on plain HTTP under any other host name.
+    transformStaticCSP: (header: string) => header
+      .replace("style-src 'self' https:", "style-src 'self' https: 'sha256-RL3ie0nH+Lzz2YNqQN83mnU0J1ot4QL7b99vMdIX99w='")
+      .replace(' upgrade-insecure-requests;', '')
+  })
 }, { name: 'swagger', dependencies: ['config'] })

@@ -31,7 +31,11 @@ export const NarrativeRequestSchema = Type.Object({
   profile: ProfileSchema,
   locale: Type.Optional(Type.String({ pattern: '^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}$', maxLength: 35, default: 'en', description: 'BCP 47 language tag; part of the cache key' })),
   userId: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'Never part of the key nor stored in the cached value' }))
-}, { additionalProperties: false, $id: 'NarrativeRequest' })
+}, {
+  additionalProperties: false,
+  $id: 'NarrativeRequest',
+  examples: [{ profile: { classification: 'primary', primary: 'Arcturus', hybrid: ['Arcturus', 'Sirius'], percentages: { Arcturus: 42.3, Sirius: 18.7, Pleiades: 15.2 } }, locale: 'en', userId: 'u-123' }]
+})
 export type NarrativeRequest = Static<typeof NarrativeRequestSchema>
 
 export type CacheStatus = 'hit' | 'stale' | 'durable' | 'miss' | 'fallback'

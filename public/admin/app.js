@@ -1,0 +1,398 @@
+// The admin dashboard (GET /admin). No build step, no dependency, no inline
+// script or style (the page's Content-Security-Policy allows neither).
+//
+// The admin token lives in `token` below, and in this tab's sessionStorage
+// only if asked; it is sent in the Authorization header of the admin API and
+// nowhere else: never in a URL, never logged.
+'use strict'
+
+;(function () {
+  const SVG = 'http://www.w3.org/2000/svg'
+  const STORAGE_KEY = 'narrative-admin-token'
+  const MAX_SAMPLES = 360
+
+  const $ = (id) => document.getElementById(id)
+  const params = new URLSearchParams(window.location.search)
+  const refreshSeconds = clamp(Number(params.get('refresh')) || 5, 1, 60)
+
+  let token = null
+  let timer = null
+  let generation = 0
+  let samples = []
+  let previous = null
+
+  // ---- token ------------------------------------------------------------
+
+  function setToken (value, remember) {
+    token = value
+    try {
+      if (remember) window.sessionStorage.setItem(STORAGE_KEY, value)
+      else window.sessionStorage.removeItem(STORAGE_KEY)
+    } catch { /* storage refused: memory only */ }
+  }
+
+  function forgetToken () {
+    token = null
+    try { window.sessionStorage.removeItem(STORAGE_KEY) } catch { /* nothing stored */ }
+  }
+
+  // ---- API ----------------------------------------------------------------
+
+  class ApiError extends Error {
+    constructor (status, message) {
+      super(message)
+      this.status = status
+    }
+  }
+
+  const REASONS = {
+    401: '401 Unauthorized: the token was refused (malformed, expired, or not signed with this server\'s JWT_SECRET).',
+    403: '403 Forbidden: the token has no admin role, or this address is not in ADMIN_IP_ALLOWLIST.',
+    429: '429 Too Many Requests: the admin rate limit was reached.',
+    503: '503 Service Unavailable: the admin routes are closed while Redis cannot count requests.'
+  }
+
+  async function api (path) {
+    const res = await fetch(path, {
+      headers: { authorization: 'Bearer ' + token, accept: 'application/json' },
+      cache: 'no-store',
+      credentials: 'omit',
+      referrerPolicy: 'no-referrer'
+    })
+    if (!res.ok) {
+      let detail = ''
+      try { detail = (await res.json()).message || '' } catch { /* not JSON */ }
+      const reason = REASONS[res.status] || (res.status + ' ' + res.statusText)
+      throw new ApiError(res.status, detail !== '' ? reason + ' (' + detail + ')' : reason)
+    }
+    return await res.json()
+  }
+
+  async function readyState () {
+    try {
+      const res = await fetch('/ready', { cache: 'no-store', credentials: 'omit' })
+      return await res.json()
+    } catch {
+      return null
+    }
+  }
+
+  // ---- polling ------------------------------------------------------------
+
+  async function signIn (value, remember) {
+    setToken(value, remember)
+    const mine = ++generation
+    try {
+      const first = await fetchAll()
+      if (mine !== generation) return
+      showDashboard()
+      render(first)
+      schedule(mine)
+    } catch (err) {
+      if (mine !== generation) return
+      failSignIn(err)
+    }
+  }
+
+  function signOut (message) {
+    generation++
+    clearTimeout(timer)
+    forgetToken()
+    resetData()
+    $('dashboard').hidden = true
+    $('sign-out').hidden = true
+    $('login').hidden = false
+    const error = $('login-error')
+    error.hidden = message === undefined
+    error.textContent = message || ''
+    $('token').value = ''
+    $('token').focus()
+  }
+
+  function failSignIn (err) {
+    const status = err instanceof ApiError ? err.status : 0
+    const message = err instanceof ApiError ? err.message : 'The server did not answer: ' + String(err && err.message)
+    if (status === 401 || status === 403) signOut(message)
+    else {
+      forgetToken()
+      $('login-error').hidden = false
+      $('login-error').textContent = message + ' Try again in a moment.'
+    }
+  }
+
+  function schedule (mine) {
+    clearTimeout(timer)
+    timer = setTimeout(() => { tick(mine) }, refreshSeconds * 1000)
+  }
+
+  async function tick (mine) {
+    if (mine !== generation || token === null) return
+    try {
+      const data = await fetchAll()
+      if (mine !== generation) return
+      render(data)
+    } catch (err) {
+      if (mine !== generation) return
+      if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
+        signOut(err.message)
+        return
+      }
+      $('poll-error').hidden = false
+      $('poll-error').textContent = (err instanceof ApiError ? err.message : 'The server did not answer.') + ' Retrying every ' + refreshSeconds + ' s.'
+    }
+    schedule(mine)
+  }
+
+  // Stats are required; analytics (PostgreSQL) may fail alone: the live figures still update.
+  async function fetchAll () {
+    const period = $('period').value
+    const [stats, analytics, ready] = await Promise.allSettled([
+      api('/api/narrative/stats'),
+      api('/api/narrative/analytics?period=' + encodeURIComponent(period)),
+      readyState()
+    ])
+    if (stats.status === 'rejected') throw stats.reason
+    if (analytics.status === 'rejected' && analytics.reason instanceof ApiError && (analytics.reason.status === 401 || analytics.reason.status === 403)) throw analytics.reason
+    return {
+      stats: stats.value,
+      analytics: analytics.status === 'fulfilled' ? analytics.value : null,
+      analyticsError: analytics.status === 'rejected' ? 'Analytics unavailable: ' + (analytics.reason instanceof ApiError ? analytics.reason.message : 'no answer') : null,
+      ready: ready.status === 'fulfilled' ? ready.value : null,
+      at: Date.now()
+    }
+  }
+
+  // ---- rendering ----------------------------------------------------------
+
+  function showDashboard () {
+    $('login').hidden = true
+    $('login-error').hidden = true
+    $('dashboard').hidden = false
+    $('sign-out').hidden = false
+    $('token').value = ''
+  }
+
+  function resetData () {
+    samples = []
+    previous = null
+    $('poll-error').hidden = true
+    for (const el of document.querySelectorAll('#dashboard [id]')) {
+      if (el.tagName === 'svg') {
+        clear(el)
+        el.dataset.samples = '0'
+        el.dataset.bars = '0'
+        continue
+      }
+      if (el.tagName === 'TD' || el.tagName === 'SPAN' || el.classList.contains('big')) {
+        if (el.id === 'refresh-seconds') continue
+        el.textContent = '–'
+        if ('value' in el.dataset) el.dataset.value = ''
+      }
+    }
+  }
+
+  function render ({ stats, analytics, analyticsError, ready, at }) {
+    renderReady(ready)
+    $('poll-error').hidden = analyticsError === null
+    $('poll-error').textContent = analyticsError || ''
+    const answered = stats.hits + stats.staleHits + stats.durableHits + stats.misses + stats.fallbacks
+    const cached = stats.hits + stats.staleHits + stats.durableHits
+    setFigure('stat-hit-rate', stats.hitRate, percent(stats.hitRate))
+    setFigure('stat-answered', answered, integer(answered))
+    $('stat-hits').textContent = integer(stats.hits)
+    $('stat-stale').textContent = integer(stats.staleHits)
+    $('stat-durable').textContent = integer(stats.durableHits)
+    $('stat-misses').textContent = integer(stats.misses)
+    $('stat-fallbacks').textContent = integer(stats.fallbacks)
+    setFigure('stat-keys', stats.keys, integer(stats.keys))
+    $('stat-memory').textContent = stats.memoryUsed
+    $('stat-store').textContent = stats.store
+    $('stat-breaker').textContent = stats.breaker
+    $('eng-version').textContent = stats.engineVersion
+    $('eng-prompt').textContent = stats.promptHash
+    $('eng-days').textContent = stats.staleDays + ' d / ' + stats.ttlDays + ' d'
+    $('eng-refresh').textContent = [stats.refresh.started, stats.refresh.succeeded, stats.refresh.failed, stats.refresh.skippedLocked].map(integer).join(' / ')
+    $('eng-analytics').textContent = [stats.analytics.recorded, stats.analytics.written, stats.analytics.dropped].map(integer).join(' / ')
+
+    if (analytics !== null) renderAnalytics(analytics)
+
+    // Hit rate between this sample and the previous one, when anything was answered meanwhile.
+    let interval = null
+    if (previous !== null && answered > previous.answered) {
+      interval = (cached - previous.cached) / (answered - previous.answered)
+    }
+    previous = { answered, cached }
+    samples.push({ at, total: stats.hitRate, interval })
+    if (samples.length > MAX_SAMPLES) samples.shift()
+    drawHitRate($('hit-rate-chart'), samples)
+    $('updated').textContent = new Date(at).toLocaleTimeString()
+  }
+
+  function renderAnalytics (analytics) {
+    const cost = analytics.estimatedCost
+    for (const el of document.querySelectorAll('.period-label')) el.textContent = periodName(analytics.period)
+    setFigure('cost-saved', cost.saved, usd(cost.saved))
+    setFigure('cost-without', cost.withoutCache, usd(cost.withoutCache))
+    setFigure('cost-openai', cost.openai, usd(cost.openai))
+    setFigure('cost-redis', cost.redis, usd(cost.redis))
+    setFigure('cost-total', cost.total, usd(cost.total))
+    setFigure('cost-without-row', cost.withoutCache, usd(cost.withoutCache))
+    setFigure('cost-saved-row', cost.saved, usd(cost.saved))
+    $('an-total').textContent = integer(analytics.totalRequests)
+    setFigure('an-hit-rate', analytics.hitRate, percent(analytics.hitRate))
+    $('an-generations').textContent = integer(analytics.generations)
+    $('an-gen-time').textContent = integer(analytics.avgGenerationTime) + ' ms'
+    $('an-tokens').textContent = integer(analytics.tokens.prompt) + ' / ' + integer(analytics.tokens.completion)
+    drawTopSystems($('top-systems-chart'), analytics.topSystems)
+  }
+
+  function renderReady (ready) {
+    if (ready === null) {
+      pill('ready-status', 'server unreachable', 'bad')
+      return
+    }
+    pill('ready-status', 'server ' + ready.status, ready.status === 'ready' ? 'ok' : 'bad')
+    pill('ready-redis', 'redis ' + ready.redis, ready.redis === 'up' || ready.redis === 'embedded' ? 'ok' : 'bad')
+    pill('ready-breaker', 'breaker ' + ready.breaker, ready.breaker === 'closed' ? 'ok' : ready.breaker === 'open' ? 'bad' : 'warn')
+    pill('ready-database', 'database ' + ready.database, ready.database === 'up' || ready.database === 'embedded' ? 'ok' : 'bad')
+    pill('ready-narrator', 'narrator ' + ready.narrator, 'info')
+  }
+
+  function pill (id, text, state) {
+    const el = $(id)
+    el.textContent = text
+    el.dataset.state = state
+  }
+
+  function setFigure (id, value, text) {
+    const el = $(id)
+    el.textContent = text
+    el.dataset.value = String(value)
+    el.classList.toggle('negative', value < 0)
+  }
+
+  // ---- charts (SVG built with DOM calls: nothing inline, nothing parsed) ----
+
+  function svgEl (name, attrs, text) {
+    const el = document.createElementNS(SVG, name)
+    for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, String(v))
+    if (text !== undefined) el.textContent = text
+    return el
+  }
+
+  function clear (el) {
+    while (el.firstChild) el.removeChild(el.firstChild)
+  }
+
+  function drawHitRate (svg, points) {
+    clear(svg)
+    const W = 600
+    const H = 220
+    const left = 44
+    const right = 72
+    const top = 12
+    const bottom = 28
+    const x0 = left
+    const x1 = W - right
+    const y = (v) => top + (1 - v) * (H - top - bottom)
+    for (const level of [0, 0.5, 0.9, 1]) {
+      svg.appendChild(svgEl('line', { x1: x0, x2: x1, y1: y(level), y2: y(level), class: level === 0.9 ? 'gridline target' : 'gridline' }))
+      svg.appendChild(svgEl('text', { x: x0 - 6, y: y(level) + 4, class: 'axis', 'text-anchor': 'end' }, Math.round(level * 100) + '%'))
+    }
+    svg.dataset.samples = String(points.length)
+    if (points.length === 0) return
+    const first = points[0].at
+    const last = points[points.length - 1].at
+    const span = Math.max(last - first, 1)
+    const x = (at) => points.length === 1 ? x1 : x0 + (at - first) / span * (x1 - x0)
+    svg.appendChild(svgEl('text', { x: x0, y: H - 8, class: 'axis' }, new Date(first).toLocaleTimeString()))
+    svg.appendChild(svgEl('text', { x: x1, y: H - 8, class: 'axis', 'text-anchor': 'end' }, new Date(last).toLocaleTimeString()))
+
+    // Between samples: separate segments, broken where nothing was answered.
+    let segment = []
+    const flush = () => {
+      if (segment.length > 1) svg.appendChild(svgEl('polyline', { points: segment.join(' '), class: 'line interval' }))
+      else if (segment.length === 1) {
+        const [cx, cy] = segment[0].split(',')
+        svg.appendChild(svgEl('circle', { cx, cy, r: 2.5, class: 'dot interval' }))
+      }
+      segment = []
+    }
+    for (const p of points) {
+      if (p.interval === null) flush()
+      else segment.push(x(p.at).toFixed(1) + ',' + y(p.interval).toFixed(1))
+    }
+    flush()
+
+    const total = points.map(p => x(p.at).toFixed(1) + ',' + y(p.total).toFixed(1))
+    if (total.length > 1) svg.appendChild(svgEl('polyline', { points: total.join(' '), class: 'line total' }))
+    const end = points[points.length - 1]
+    svg.appendChild(svgEl('circle', { cx: x(end.at).toFixed(1), cy: y(end.total).toFixed(1), r: 3.5, class: 'dot total' }))
+    const label = svgEl('text', { x: x1 + 8, y: y(end.total) + 4, class: 'value', id: 'hit-rate-last' }, percent(end.total))
+    svg.appendChild(label)
+    svg.dataset.last = String(end.total)
+  }
+
+  function drawTopSystems (svg, systems) {
+    clear(svg)
+    svg.dataset.bars = String(systems.length)
+    const W = 600
+    const labelWidth = 150
+    const countWidth = 60
+    const rowHeight = 21
+    const height = Math.max(systems.length * rowHeight + 8, 60)
+    svg.setAttribute('viewBox', '0 0 ' + W + ' ' + height)
+    if (systems.length === 0) {
+      svg.appendChild(svgEl('text', { x: W / 2, y: 34, class: 'axis', 'text-anchor': 'middle' }, 'No requests in this period yet.'))
+      return
+    }
+    const max = Math.max(...systems.map(s => s.count), 1)
+    const barMax = W - labelWidth - countWidth - 12
+    systems.forEach((s, i) => {
+      const g = svgEl('g', { class: 'bar', 'data-system': s.system, 'data-count': s.count, transform: 'translate(0,' + (i * rowHeight + 4) + ')' })
+      g.appendChild(svgEl('title', {}, s.system + ': ' + s.count + ' requests'))
+      g.appendChild(svgEl('text', { x: labelWidth - 8, y: 14, class: 'label', 'text-anchor': 'end' }, s.system))
+      g.appendChild(svgEl('rect', { x: labelWidth, y: 2, height: rowHeight - 6, width: Math.max(2, s.count / max * barMax).toFixed(1), rx: 3 }))
+      g.appendChild(svgEl('text', { x: labelWidth + Math.max(2, s.count / max * barMax) + 6, y: 14, class: 'count' }, integer(s.count)))
+      svg.appendChild(g)
+    })
+  }
+
+  // ---- formatting -----------------------------------------------------------
+
+  function clamp (v, lo, hi) { return Math.min(hi, Math.max(lo, v)) }
+  function percent (v) { return (v * 100).toFixed(1) + '%' }
+  function integer (v) { return Math.round(v).toLocaleString('en-US') }
+  function usd (v) {
+    const digits = Math.abs(v) >= 1 || v === 0 ? 2 : Math.abs(v) >= 0.01 ? 4 : 6
+    return (v < 0 ? '-$' : '$') + Math.abs(v).toFixed(digits)
+  }
+  function periodName (p) { return { '1d': '1 day', '7d': '7 days', '30d': '30 days' }[p] || p }
+
+  // ---- wiring -----------------------------------------------------------------
+
+  document.addEventListener('DOMContentLoaded', () => {
+    $('refresh-seconds').textContent = String(refreshSeconds)
+    $('login-form').addEventListener('submit', (event) => {
+      event.preventDefault()
+      const value = $('token').value.trim()
+      if (value === '') return
+      $('login-error').hidden = true
+      signIn(value, $('remember').checked)
+    })
+    $('sign-out').addEventListener('click', () => signOut())
+    $('period').addEventListener('change', () => {
+      if (token === null) return
+      tick(generation)
+    })
+    readyState().then(renderReady)
+    let stored = null
+    try { stored = window.sessionStorage.getItem(STORAGE_KEY) } catch { /* no storage */ }
+    if (stored !== null && stored !== '') {
+      $('remember').checked = true
+      signIn(stored, true)
+    } else {
+      $('token').focus()
+    }
+  })
+})()
