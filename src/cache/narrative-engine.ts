@@ -186,17 +186,21 @@ export class NarrativeEngine {
   }
 
   private async lookupOrBuild (job: NarrativeJob): Promise<Resolution> {
+    const entry = await this.readEntry(job.key)
+    if (entry === undefined) return await this.direct(job)
+    if (entry !== null) return this.fromEntry(job, entry, true)
+    return await this.build(job)
+  }
+
+  /** The decoded entry in the store; null when there is none (or it was corrupt), undefined when the store failed. */
+  private async readEntry (key: string): Promise<CachedNarrative | null | undefined> {
     let stored: Buffer | null
     try {
-      stored = await this.store(s => s.get(job.key))
+      stored = await this.store(s => s.get(key))
     } catch {
-      return await this.direct(job)
+      return undefined
     }
-    if (stored !== null) {
-      const entry = this.decode(job.key, stored)
-      if (entry !== null) return this.fromEntry(job, entry, true)
-    }
-    return await this.build(job)
+    return stored === null ? null : this.decode(key, stored)
   }
 
   /**
@@ -206,13 +210,8 @@ export class NarrativeEngine {
    * never stored.
    */
   async warm (job: NarrativeJob): Promise<'warmed' | 'skipped' | 'failed'> {
-    let stored: Buffer | null
-    try {
-      stored = await this.store(s => s.get(job.key))
-    } catch {
-      return 'failed'
-    }
-    const entry = stored === null ? null : this.decode(job.key, stored)
+    const entry = await this.readEntry(job.key)
+    if (entry === undefined) return 'failed'
     if (entry !== null) {
       if (this.clock() < entry.meta.stale_after) return 'skipped'
       if (this.refreshing.has(job.key)) return 'skipped'
@@ -381,17 +380,10 @@ export class NarrativeEngine {
       const outcome = await this.nextAnnouncement(job.key, Math.min(delay, left))
       if (outcome === 'failed') return this.templateFallback(job)
       if (outcome !== 'released') delay = Math.min(delay * 2, this.deps.options.pollMaxMs)
-      let stored: Buffer | null
-      try {
-        stored = await this.store(s => s.get(job.key))
-      } catch {
-        return await this.direct(job)
-      }
-      if (stored !== null) {
-        const entry = this.decode(job.key, stored)
-        // Someone else paid for it: this request is answered as a miss it did not cause.
-        if (entry !== null) return { ...this.fromEntry(job, entry, false), status: 'miss' }
-      }
+      const entry = await this.readEntry(job.key)
+      if (entry === undefined) return await this.direct(job)
+      // Someone else paid for it: this request is answered as a miss it did not cause.
+      if (entry !== null) return { ...this.fromEntry(job, entry, false), status: 'miss' }
       const token = randomUUID()
       const acquired = await this.store(s => s.acquireLock(lockKey(job.key), token, this.lockTtlMs)).catch(() => false)
       if (acquired) return await this.buildAndStore(job, token)
