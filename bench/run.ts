@@ -40,7 +40,7 @@ async function cleanup (): Promise<void> {
   await openai.close()
   await Promise.allSettled([redis.stop(), pg.stop()])
 }
-process.on('SIGINT', () => { void cleanup().then(() => process.exit(130)) })
+process.on('SIGINT', () => { cleanup().then(() => process.exit(130), () => process.exit(130)) })
 
 async function spawnServer (args: string[], env: Record<string, string>, port: number): Promise<ChildProcess> {
   const child = spawn(process.execPath, ['--import', 'tsx', ...args], { env: { ...process.env, ...env, PORT: String(port) }, stdio: ['ignore', 'ignore', 'inherit'] })

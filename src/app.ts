@@ -1,4 +1,4 @@
-import { STATUS_CODES } from 'node:http'
+import { STATUS_CODES, createServer } from 'node:http'
 import { LogController, type FastifyError, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import configPlugin from '../plugins/config.js'
@@ -48,9 +48,14 @@ export function serverOptions (config: Pick<Config, 'logLevel' | 'trustProxy'>, 
     requestIdHeader: false,
     // One line per request instead of Fastify's two: plugins/metrics.ts writes it.
     logController: new LogController({ disableRequestLogging: true }),
-    // A slow client cannot hold a connection open for ever.
-    requestTimeout: 30_000,
-    connectionTimeout: 60_000,
+    // A slow client cannot hold a connection open for ever: headers within 10 s,
+    // the whole request within 30 s, checked every second (Node's default check
+    // runs every 30 s), and a socket idle for 60 s is closed.
+    serverFactory: handler => {
+      const server = createServer({ headersTimeout: 10_000, requestTimeout: 30_000, connectionsCheckingInterval: 1000, keepAliveTimeout: 72_000 }, handler)
+      server.setTimeout(60_000)
+      return server
+    },
     ajv: {
       customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false, strictNumbers: true }
     },
@@ -73,6 +78,15 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
   await instance.register(authPlugin)
   await instance.register(rateLimitPlugin)
   await instance.register(swaggerPlugin)
+
+  // Once closing has begun, answers ask keep-alive clients to hang up, so an idle
+  // connection cannot keep a SIGTERM waiting.
+  let closing = false
+  instance.addHook('preClose', async () => { closing = true })
+  instance.addHook('onSend', async (_request, reply, payload) => {
+    if (closing) reply.header('Connection', 'close')
+    return payload
+  })
 
   instance.setErrorHandler((error: FastifyError, request, reply) => {
     const status = error.statusCode !== undefined && error.statusCode >= 400 ? error.statusCode : 500

@@ -7,7 +7,7 @@ import { templateNarrative, TEMPLATE_ENGINE } from '../domain/template-narrator.
 import type { Generation, Narrator } from '../narrator/narrator.js'
 import { withRetry, type RetryPolicy } from '../narrator/retry.js'
 import type { CircuitBreaker } from './breaker.js'
-import { CacheCorruptionError, decodeEntry, encodeEntry, ValueTooLargeError, type CachedNarrative } from './codec.js'
+import { CacheCorruptionError, decodeEntry, encodeEntry, type CachedNarrative } from './codec.js'
 import type { Logger } from './logger.js'
 import type { CacheStore } from './store.js'
 import type { DurableTier } from './durable-tier.js'
@@ -129,6 +129,8 @@ export class NarrativeEngine {
   private readonly refreshing = new Set<string>()
   private readonly background = new Set<Promise<void>>()
   private readonly heldLocks = new Map<string, string>()
+  private readonly pendingReleases = new Map<string, { token: string, until: number }>()
+  private releaseTimer: NodeJS.Timeout | undefined
   private readonly waiters = new Map<string, Set<Waiter>>()
   private unsubscribe: (() => Promise<void>) | undefined
   private readonly clock: () => number
@@ -265,12 +267,8 @@ export class NarrativeEngine {
   /** A miss: become the one builder for this key, or wait for the one there is. */
   private async build (job: NarrativeJob): Promise<Resolution> {
     const token = randomUUID()
-    let acquired: boolean
-    try {
-      acquired = await this.store(s => s.acquireLock(lockKey(job.key), token, this.lockTtlMs))
-    } catch {
-      return await this.direct(job)
-    }
+    const acquired = await this.tryLock(lockKey(job.key), token)
+    if (acquired === undefined) return await this.direct(job)
     if (acquired) return await this.buildAndStore(job, token)
     return await this.waitForBuilder(job)
   }
@@ -303,18 +301,23 @@ export class NarrativeEngine {
     this.counters.misses++
     const writtenAt = this.clock()
     const entry = this.entryFor(job, generation, writtenAt, writtenAt)
+    let write: Promise<void> = Promise.resolve()
     try {
       const encoded = encodeEntry(entry, version)
       const ttlMs = this.deps.options.ttlSeconds * 1000
       this.deps.durable?.put(job.key, entry, version, job.profile, job.locale)
-      if (await this.store(s => s.setIfNewer(job.key, encoded, version, ttlMs))) this.deps.local?.set(job.key, entry)
-      this.deps.events?.stored?.(encoded.length)
+      write = this.store(s => s.setIfNewer(job.key, encoded, version, ttlMs)).then(written => {
+        if (written) this.deps.local?.set(job.key, entry)
+        this.deps.events?.stored?.(encoded.length)
+      }, err => {
+        this.deps.logger.warn({ key: job.key, err: describe(err) }, 'could not store a generated narrative')
+      })
     } catch (err) {
-      // Too large, or the store failed: the answer is still good, only uncached.
-      if (!(err instanceof ValueTooLargeError)) this.deps.logger.warn({ key: job.key, err: describe(err) }, 'could not store a generated narrative')
-      else this.deps.logger.warn({ key: job.key, reason: err.message }, 'narrative served but not cached')
+      // Too large: the answer is still good, only uncached.
+      this.deps.logger.warn({ key: job.key, reason: describe(err) }, 'narrative served but not cached')
     }
-    await this.releaseAndAnnounce(job.key, lock, token, 'ready')
+    // The write goes first on the connection, so waiters woken by the announcement find the value.
+    await Promise.all([write, this.releaseAndAnnounce(job.key, lock, token, 'ready')])
     return { status: 'miss', key: job.key, narrative: generation.narrative, engine: generation.engine, writtenAt, generated: true, generation, generationMs }
   }
 
@@ -359,10 +362,58 @@ export class NarrativeEngine {
     await this.store(s => s.publish(readyChannel(this.deps.options.prefix), JSON.stringify(message))).catch(() => {})
   }
 
-  private async releaseAndAnnounce (key: string, lock: string, token: string, outcome: Outcome): Promise<void> {
+  /**
+   * SET NX PX; undefined when the store failed. A command that timed out may
+   * still run later (a frozen or paused Redis): the compare-and-delete is sent
+   * right behind it on the same connection, so a late SET leaves no lock that
+   * nobody holds.
+   */
+  private async tryLock (lock: string, token: string): Promise<boolean | undefined> {
+    try {
+      return await this.store(s => s.acquireLock(lock, token, this.lockTtlMs))
+    } catch {
+      this.release(lock, token).catch(() => {})
+      return undefined
+    }
+  }
+
+  /**
+   * Frees a lock this process took. When Redis does not answer, the release is
+   * retried in the background until the lock would have expired anyway, so a
+   * lost connection does not leave the key blocked for the lock's whole TTL.
+   */
+  private async release (lock: string, token: string): Promise<void> {
     this.heldLocks.delete(lock)
-    await this.store(s => s.releaseLock(lock, token)).catch(() => {})
-    await this.store(s => s.publish(readyChannel(this.deps.options.prefix), JSON.stringify({ k: key, o: outcome, i: this.instanceId }))).catch(() => {})
+    try {
+      await this.deps.store.releaseLock(lock, token)
+      this.pendingReleases.delete(lock)
+    } catch {
+      if (!this.pendingReleases.has(lock)) this.pendingReleases.set(lock, { token, until: this.clock() + this.lockTtlMs })
+      this.scheduleReleaseRetry()
+    }
+  }
+
+  private scheduleReleaseRetry (): void {
+    if (this.releaseTimer !== undefined || this.pendingReleases.size === 0) return
+    this.releaseTimer = setTimeout(() => {
+      this.releaseTimer = undefined
+      const now = this.clock()
+      for (const [lock, { token, until }] of [...this.pendingReleases]) {
+        if (until <= now) this.pendingReleases.delete(lock)
+        else this.deps.store.releaseLock(lock, token).then(() => { this.pendingReleases.delete(lock) }, () => {})
+      }
+      this.scheduleReleaseRetry()
+    }, 500)
+    this.releaseTimer.unref()
+  }
+
+  private async releaseAndAnnounce (key: string, lock: string, token: string, outcome: Outcome): Promise<void> {
+    // Sent back to back (one connection keeps their order), awaited together: a
+    // frozen Redis costs one command timeout here, not two.
+    await Promise.all([
+      this.release(lock, token),
+      this.store(s => s.publish(readyChannel(this.deps.options.prefix), JSON.stringify({ k: key, o: outcome, i: this.instanceId }))).catch(() => {})
+    ])
   }
 
   /**
@@ -385,7 +436,7 @@ export class NarrativeEngine {
       // Someone else paid for it: this request is answered as a miss it did not cause.
       if (entry !== null) return { ...this.fromEntry(job, entry, false), status: 'miss' }
       const token = randomUUID()
-      const acquired = await this.store(s => s.acquireLock(lockKey(job.key), token, this.lockTtlMs)).catch(() => false)
+      const acquired = (await this.tryLock(lockKey(job.key), token)) === true
       if (acquired) return await this.buildAndStore(job, token)
     }
     this.deps.logger.warn({ key: job.key, waitedMs: this.deps.options.maxWaitMs }, 'gave up waiting for another builder')
@@ -520,7 +571,7 @@ export class NarrativeEngine {
   private async refresh (job: NarrativeJob, entry: CachedNarrative): Promise<'refreshed' | 'locked' | 'failed'> {
     const lock = refreshLockKey(job.key)
     const token = randomUUID()
-    const acquired = await this.store(s => s.acquireLock(lock, token, this.lockTtlMs)).catch(() => false)
+    const acquired = (await this.tryLock(lock, token)) === true
     if (!acquired) {
       this.counters.refreshSkippedLocked++
       return 'locked'
@@ -543,8 +594,7 @@ export class NarrativeEngine {
       this.deps.logger.warn({ key: job.key, err: describe(err) }, 'refresh failed; the stale entry stays')
       return 'failed'
     } finally {
-      this.heldLocks.delete(lock)
-      await this.store(s => s.releaseLock(lock, token)).catch(() => {})
+      await this.release(lock, token)
     }
   }
 
@@ -570,10 +620,11 @@ export class NarrativeEngine {
     const timer = setTimeout(() => this.shutdown.abort(), graceMs)
     await settled
     clearTimeout(timer)
-    for (const [lock, token] of this.heldLocks) {
-      await this.deps.store.releaseLock(lock, token).catch(() => {})
-    }
+    clearTimeout(this.releaseTimer)
+    const owed = [...this.heldLocks, ...[...this.pendingReleases].map(([lock, p]) => [lock, p.token] as const)]
+    await Promise.all(owed.map(async ([lock, token]) => { await this.deps.store.releaseLock(lock, token).catch(() => {}) }))
     this.heldLocks.clear()
+    this.pendingReleases.clear()
     await this.deps.durable?.close()
     await this.unsubscribe?.().catch(() => {})
   }
