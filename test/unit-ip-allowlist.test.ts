@@ -38,3 +38,9 @@ t.test('bad entries are refused', async t => {
   t.equal(unmap('::ffff:1.2.3.4'), '1.2.3.4')
   t.equal(unmap('fe80::1'), 'fe80::1')
 })
+
+t.test('a zone id on an IPv4 address is refused, not stripped', async t => {
+  const list = new IpAllowlist(['127.0.0.1', '::1'])
+  t.notOk(list.allows('127.0.0.1%lo'))
+  t.ok(list.allows('::1%lo'))
+})

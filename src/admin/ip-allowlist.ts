@@ -30,6 +30,8 @@ export class IpAllowlist {
 
   allows (ip: string | undefined): boolean {
     if (ip === undefined) return false
+    // A zone id (%eth0) belongs to IPv6 link-local addresses only; on anything else it is a trick.
+    if (ip.includes('%') && !ip.includes(':')) return false
     const plain = unmap(ip.replace(/%.*$/, ''))
     const family = isIP(plain)
     if (family === 0) return false
