@@ -81,9 +81,10 @@ async function stopAll (list: Array<{ child: ChildProcess }>): Promise<void> {
   }
 }
 
+/** A distinct valid profile per i (percentages sum under 100; 21,000 before they repeat). */
 function body (i: number): object {
-  const a = 20 + (i % 70)
-  const b = Math.floor(i / 70) % 40
+  const a = 10 + (i % 50)
+  const b = Math.floor(i / 50) % 60
   return { profile: { classification: 'primary', primary: 'Vega', percentages: { Vega: a, Sirius: b / 2, Pleiades: (i % 7) / 2 } }, locale: 'en' }
 }
 
@@ -121,8 +122,7 @@ try {
   }
   const rss = Number(/process_resident_memory_bytes (\d+)/.exec(await (await fetch(`http://127.0.0.1:${app.port}/metrics`)).text())?.[1])
   record('6. memory', 'resident memory of the hit-path instance after the runs', `${(rss / 1048576).toFixed(0)} MiB`)
-  await stopAll([app])
-  for (const child of children.splice(0)) { child.kill('SIGTERM'); await once(child, 'exit') }
+  await stopAll(children.splice(0).map(child => ({ child })))
 
   // 2. Miss overhead: latency on top of the model's own.
   {
