@@ -7,6 +7,9 @@ import { cacheKey } from '../../src/domain/cache-key.js'
 import { buildMessages, ENGINE_VERSION } from '../../src/domain/prompt.js'
 import { defaultReply } from '../support/fake-openai.js'
 import type { Teardownable } from '../support/env.js'
+import { build, stack, type Stack } from '../helper.js'
+import { startRedis, type RedisProc } from '../support/redis-server.js'
+import type { BreakerPluginOptions } from '../../plugins/breaker.js'
 
 export interface Outcome {
   /** HTTP status */
@@ -146,4 +149,15 @@ export function summary (outcomes: Outcome[]): string {
   for (const o of outcomes) by.set(`${o.code}/${o.status ?? '-'}`, (by.get(`${o.code}/${o.status ?? '-'}`) ?? 0) + 1)
   const ms = outcomes.map(o => o.ms)
   return `${outcomes.length} requests [${[...by].map(([k, n]) => `${k}: ${n}`).join(', ')}], p50 ${percentile(ms, 0.5)} ms, max ${Math.max(0, ...ms)} ms`
+}
+
+/** Two app instances on a Redis of the test's own (to break), a fast fake model, and a unique prefix. */
+export async function twoAppsOnOwnRedis (t: Teardownable, breaker: BreakerPluginOptions): Promise<{ redis: RedisProc, s: Stack, env: Record<string, string>, apps: FastifyInstance[] }> {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const s = await stack(t)
+  s.openai.setLatency(20)
+  const env = { ...s.env, REDIS_URL: redis.url }
+  const apps = [await build(t, { env, breaker }), await build(t, { env, breaker })]
+  return { redis, s, env, apps }
 }

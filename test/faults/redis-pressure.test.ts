@@ -4,17 +4,12 @@ import t from 'tap'
 import { build, bodyFor, stack } from '../helper.js'
 import { startRedis } from '../support/redis-server.js'
 import { sleep, waitUntil } from '../support/wait.js'
-import { auditValues, lockKeys, percentile, postNarrative, redisClient, startLoad, summary, waitRecovered } from './helpers.js'
+import { auditValues, lockKeys, percentile, postNarrative, redisClient, startLoad, summary, waitRecovered, twoAppsOnOwnRedis } from './helpers.js'
 
 const breaker = { failureThreshold: 5, cooldownMs: 500 }
 
 t.test('CLIENT PAUSE WRITE: reads go on, writes stall; requests started during the pause answer 200 within 1.5 s; values stay sound', async t => {
-  const redis = await startRedis()
-  t.teardown(() => redis.stop())
-  const s = await stack(t)
-  s.openai.setLatency(20)
-  const env = { ...s.env, REDIS_URL: redis.url }
-  const apps = [await build(t, { env, breaker }), await build(t, { env, breaker })]
+  const { redis, s, apps } = await twoAppsOnOwnRedis(t, breaker)
   for (let i = 0; i < 10; i++) await postNarrative(apps[0], bodyFor(i)) // 10 hits
   const admin = redisClient(t, redis.url)
   // New keys during the pause: GET answers (null), then SET NX for the lock stalls.
@@ -86,12 +81,7 @@ t.test('out of memory (maxmemory 1mb, noeviction): every request 200 within 1.5 
 })
 
 t.test('connections killed mid-command (CLIENT KILL, normal and pub/sub) under load: every request 200, none past the waiter bound; values sound; announcements resume', async t => {
-  const redis = await startRedis()
-  t.teardown(() => redis.stop())
-  const s = await stack(t)
-  s.openai.setLatency(20)
-  const env = { ...s.env, REDIS_URL: redis.url }
-  const apps = [await build(t, { env, breaker }), await build(t, { env, breaker })]
+  const { redis, s, apps } = await twoAppsOnOwnRedis(t, breaker)
   const admin = redisClient(t, redis.url)
   const load = startLoad(apps, i => bodyFor(i % 40), 6)
   let kills = 0

@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify'
 import { build, bodyFor, stack } from '../helper.js'
 import { startRedis } from '../support/redis-server.js'
 import { sleep, waitUntil } from '../support/wait.js'
-import { auditValues, lockKeys, postNarrative, redisClient, startLoad, summary } from './helpers.js'
+import { auditValues, lockKeys, postNarrative, redisClient, startLoad, summary, twoAppsOnOwnRedis } from './helpers.js'
 
 const KEYS = 30
 const breaker = { failureThreshold: 5, cooldownMs: 500 }
@@ -18,12 +18,7 @@ function watchBreaker (t: Test, app: FastifyInstance): string[] {
 }
 
 t.test('Redis killed under load: every request answers 200 within 1.5 s, the breaker opens; restarted, it closes and values are sound', async t => {
-  const redis = await startRedis()
-  t.teardown(() => redis.stop())
-  const s = await stack(t)
-  s.openai.setLatency(20)
-  const env = { ...s.env, REDIS_URL: redis.url }
-  const apps = [await build(t, { env, breaker }), await build(t, { env, breaker })]
+  const { redis, s, apps } = await twoAppsOnOwnRedis(t, breaker)
   const states = apps.map(a => watchBreaker(t, a))
   const load = startLoad(apps, i => bodyFor(i % KEYS), 6)
   await sleep(500)
