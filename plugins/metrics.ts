@@ -1,7 +1,6 @@
 import fp from 'fastify-plugin'
 import { createHash } from 'node:crypto'
 import { createMetrics, type Metrics } from '../src/metrics.js'
-import { IpAllowlist } from '../src/admin/ip-allowlist.js'
 import { AdminIpForbiddenError } from '../src/errors.js'
 
 declare module 'fastify' {
@@ -36,7 +35,6 @@ export default fp(async (fastify) => {
   fastify.decorate('metrics', metrics)
   fastify.decorateRequest('cacheStatus', undefined)
   fastify.decorateRequest('cacheKey', undefined)
-  const allowlist = new IpAllowlist(fastify.config.adminIpAllowlist)
 
   fastify.addHook('onResponse', async (request, reply) => {
     const route = request.routeOptions.url ?? 'unknown'
@@ -54,7 +52,8 @@ export default fp(async (fastify) => {
   })
 
   fastify.get('/metrics', { schema: { hide: true } }, async (request, reply) => {
-    if (!allowlist.allows(request.ip)) throw new AdminIpForbiddenError(request.ip)
+    // The admin allowlist (plugins/auth.ts, registered after this plugin, decorated by request time).
+    if (!fastify.adminAllowlist.allows(request.ip)) throw new AdminIpForbiddenError(request.ip)
     return await reply.type(metrics.registry.contentType).send(await metrics.registry.metrics())
   })
 }, { name: 'metrics', dependencies: ['config', 'breaker'] })

@@ -1,4 +1,4 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { Redis } from 'ioredis'
 import type { FastifyInstance } from 'fastify'
 import { build, bodyFor, exampleBody, stack } from './helper.js'
@@ -125,9 +125,10 @@ t.test('prewarm warms the most requested profiles that are missing or stale', as
   t.equal(bad.statusCode, 400)
 })
 
-t.test('durable tier: a Redis flush costs no model call (PostgreSQL)', async t => {
+/** Generate, drop the Redis copy, ask again: answered from the durable tier, no model call, Redis re-populated. */
+async function flushCostsNoModelCall (t: Test, env: Record<string, string>, expectedDatabase: string): Promise<void> {
   const s = await stack(t)
-  const app = await build(t, { env: s.env })
+  const app = await build(t, { env: { ...s.env, ...env } })
   const redis = new Redis(s.redisUrl)
   t.teardown(() => redis.quit())
   const first = await app.inject({ method: 'POST', url: '/api/narrative', payload: exampleBody })
@@ -140,23 +141,15 @@ t.test('durable tier: a Redis flush costs no model call (PostgreSQL)', async t =
   t.equal(s.openai.calls, 1, 'no model call')
   const third = await app.inject({ method: 'POST', url: '/api/narrative', payload: exampleBody })
   t.equal(third.json().cache.status, 'hit', 'Redis re-populated')
+  t.equal((await app.inject('/ready')).json().database, expectedDatabase)
+}
+
+t.test('durable tier: a Redis flush costs no model call (PostgreSQL)', async t => {
+  await flushCostsNoModelCall(t, {}, 'up')
 })
 
 t.test('durable tier: a Redis flush costs no model call (embedded PGlite)', async t => {
-  const s = await stack(t)
-  const dataDir = t.testdirName
-  const app = await build(t, { env: { ...s.env, DATABASE_URL: '', DATA_DIR: dataDir } })
-  t.equal(app.db.database.kind, 'pglite')
-  const redis = new Redis(s.redisUrl)
-  t.teardown(() => redis.quit())
-  const first = await app.inject({ method: 'POST', url: '/api/narrative', payload: exampleBody })
-  await settled(app)
-  await redis.del(first.json().cache.key)
-  const second = await app.inject({ method: 'POST', url: '/api/narrative', payload: exampleBody })
-  t.equal(second.json().cache.status, 'durable')
-  t.same(second.json().narrative, first.json().narrative)
-  t.equal(s.openai.calls, 1)
-  t.equal((await app.inject('/ready')).json().database, 'embedded')
+  await flushCostsNoModelCall(t, { DATABASE_URL: '', DATA_DIR: t.testdirName }, 'embedded')
 })
 
 t.test('the generation rate limit counts only requests that make the model write', async t => {
