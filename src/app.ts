@@ -32,6 +32,13 @@ export interface AppOptions {
   routes?: NarrativeRoutesOptions
 }
 
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** True from the moment close() begins. */
+    isClosing: () => boolean
+  }
+}
+
 /** Body limit of the public route: 16 KiB, as the contract says. */
 export const BODY_LIMIT = 16 * 1024
 
@@ -80,8 +87,9 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
   await instance.register(swaggerPlugin)
 
   // Once closing has begun, answers ask keep-alive clients to hang up, so an idle
-  // connection cannot keep a SIGTERM waiting.
+  // connection cannot keep a SIGTERM waiting (and /ready says 503).
   let closing = false
+  instance.decorate('isClosing', () => closing)
   instance.addHook('preClose', async () => { closing = true })
   instance.addHook('onSend', async (_request, reply, payload) => {
     if (closing) reply.header('Connection', 'close')

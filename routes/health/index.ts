@@ -11,9 +11,6 @@ const ReadySchema = Type.Object({
 })
 
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
-  let closing = false
-  fastify.addHook('preClose', async () => { closing = true })
-
   fastify.get('/health', {
     schema: { tags: ['operations'], summary: 'Liveness: 200 while the process serves', response: { 200: Type.Object({ status: Type.Literal('ok') }) } }
   }, async () => ({ status: 'ok' as const }))
@@ -35,6 +32,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       }
     }
     const database = await fastify.db.state()
+    const closing = fastify.isClosing()
     const body = { status: closing ? 'closing' as const : 'ready' as const, redis, breaker: breaker.state, database, narrator: narrator.engine }
     return await reply.code(closing ? 503 : 200).send(body)
   })
