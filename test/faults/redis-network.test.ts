@@ -19,7 +19,7 @@ async function rig (t: Test): Promise<Rig> {
   t.teardown(() => proxy.close())
   const s = await stack(t)
   s.openai.setLatency(20)
-  const env = { ...s.env, REDIS_URL: proxy.url(redis.url) }
+  const env = { ...s.env, REDIS_URL: proxy.url(redis.url), GENERATION_RATE_LIMIT: '0' }
   const apps = [await build(t, { env, breaker }), await build(t, { env, breaker })]
   for (let i = 0; i < 10; i++) await postNarrative(apps[i % 2], bodyFor(i))
   return { redis, proxy, s, apps }
