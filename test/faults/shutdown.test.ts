@@ -109,7 +109,15 @@ t.test('SIGTERM under load (clients closing their connections): in-flight reques
   const hammerBefore = hammer.filter(a => a.at < signalledAt)
   const hammerAfter = hammer.filter(a => a.at >= signalledAt)
   t.same(hammerBefore.filter(a => a.code !== 200).map(a => String(a.code)), [], `requests sent before SIGTERM: all 200 (${hammerBefore.length})`)
-  t.same(hammerAfter.filter(a => a.code !== 'ECONNREFUSED').map(a => String(a.code)), [], `requests sent after it: refused (${hammerAfter.length})`)
+  // The signal reaches the process a moment after kill() returns, and a
+  // connection the kernel completed before the listening socket closed is
+  // reset rather than refused. So in the first 150 ms a request may still be
+  // served, answered 503, reset or refused; never anything else. After that
+  // (the tryConnect check above has passed) every one is refused.
+  const raceWindow = hammerAfter.filter(a => a.at < signalledAt + 150)
+  const settled = hammerAfter.filter(a => a.at >= signalledAt + 150)
+  t.same(raceWindow.filter(a => ![200, 503, 'ECONNRESET', 'ECONNREFUSED'].includes(a.code)).map(a => String(a.code)), [], `requests sent as the signal lands: served, 503, reset or refused (${raceWindow.length})`)
+  t.same(settled.filter(a => a.code !== 'ECONNREFUSED').map(a => String(a.code)), [], `requests sent once it is closing: refused (${settled.length})`)
   t.ok(hammerAfter.every(a => a.ms < 2000), 'and none of them hung')
 
   t.same(await lockKeys(redis, s.prefix), [], 'no lock: or refresh: key left in Redis')
