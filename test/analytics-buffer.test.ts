@@ -8,8 +8,9 @@ import { uniqueDatabaseUrl, uniquePrefix } from './support/env.js'
 import { startPostgres } from './support/postgres-server.js'
 import { sleep, waitUntil } from './support/wait.js'
 
+/** The i-th event under a key prefix; each i has a key of its own, so none coalesce (see the coalescing tests for that). */
 function event (key: string, i: number, extra: Partial<AnalyticsEvent> = {}): AnalyticsEvent {
-  return { at: Date.now(), event: i % 3 === 0 ? 'miss' : 'hit', key, systems: ['Vega', 'Sirius'], userId: `u${i % 7}`, ...extra }
+  return { at: Date.now(), event: i % 3 === 0 ? 'miss' : 'hit', key: `${key}/${i}`, systems: ['Vega', 'Sirius'], userId: `u${i % 7}`, ...extra }
 }
 
 async function rowsFor (db: Database, key: string): Promise<number> {
@@ -60,8 +61,8 @@ t.test('events reach PostgreSQL in batches, within about a second', async t => {
   t.same(batches, [500, 500, 200], 'batches of at most batchSize')
   t.same(buffer.counters, { recorded: 1210, written: 1210, dropped: 0, discarded: 0, failedWrites: 0 })
   t.equal(buffer.buffered, 0)
-  const [index] = await db.query<{ n: number }>('SELECT count(*) AS n FROM user_keys WHERE key = $1', [many])
-  t.equal(index.n, 7, 'the per-user index came along')
+  const [index] = await db.query<{ n: number, users: number }>("SELECT count(*) AS n, count(DISTINCT user_id) AS users FROM user_keys WHERE key LIKE $1 || '/%'", [many])
+  t.same(index, { n: 1200, users: 7 }, 'the per-user index came along')
 })
 
 t.test('a failed batch is retried once, then dropped and counted; the buffer goes on', async t => {
@@ -106,11 +107,11 @@ t.test('PostgreSQL killed: the buffer stays bounded, record stays fast; restarte
   const started = process.hrtime.bigint()
   for (let i = 0; i < 20_000; i++) {
     buffer.record(event(during, i))
-    if (buffer.buffered > maxSeen) maxSeen = buffer.buffered
+    if (buffer.bufferedRows > maxSeen) maxSeen = buffer.bufferedRows
   }
   const ms = Number(process.hrtime.bigint() - started) / 1e6
   t.ok(ms < 200, `20000 record() calls took ${ms.toFixed(1)} ms`)
-  t.ok(maxSeen <= 10_000, `never more than maxBuffered held (${maxSeen})`)
+  t.ok(maxSeen <= 10_000, `never more than maxBuffered rows held (${maxSeen})`)
   let c = buffer.counters
   t.ok(c.dropped >= 10_000, `the overflow is dropped and counted (${c.dropped})`)
   t.ok(balanced(c, buffer.buffered), 'recorded = written + dropped + discarded + buffered')
@@ -119,7 +120,7 @@ t.test('PostgreSQL killed: the buffer stays bounded, record stays fast; restarte
   await waitUntil(() => buffer.counters.failedWrites >= 3, { timeoutMs: 5000, what: 'several failed writes' })
   for (let i = 0; i < 5000; i++) {
     buffer.record(event(during, i))
-    if (buffer.buffered > maxSeen) maxSeen = buffer.buffered
+    if (buffer.bufferedRows > maxSeen) maxSeen = buffer.bufferedRows
   }
   t.ok(maxSeen <= 10_000, `still bounded (${maxSeen})`)
   c = buffer.counters
@@ -137,7 +138,7 @@ t.test('PostgreSQL killed: the buffer stays bounded, record stays fast; restarte
   await waitUntil(() => buffer.buffered === 0, { timeoutMs: 5000, what: 'the buffer to drain' })
   c = buffer.counters
   t.ok(balanced(c, 0), `balanced after recovery: ${JSON.stringify(c)}`)
-  const written = await db.query<{ n: number }>('SELECT count(*) AS n FROM analytics_events')
+  const written = await db.query<{ n: number }>('SELECT sum(count) AS n FROM analytics_events')
   t.equal(written[0].n, c.written, 'every event counted as written is in the table')
 })
 
@@ -182,7 +183,7 @@ t.test('discardUser removes a user\'s buffered events before they are written', 
   t.equal(await buffer.discardUser('u3'), 10)
   await buffer.flush()
   const [row] = await db.query<{ n: number, u3: number }>(
-    "SELECT count(*) AS n, count(*) FILTER (WHERE user_id = 'u3') AS u3 FROM analytics_events WHERE key = $1", [key])
+    "SELECT count(*) AS n, count(*) FILTER (WHERE user_id = 'u3') AS u3 FROM analytics_events WHERE key LIKE $1 || '/%'", [key])
   t.same(row, { n: 60, u3: 0 })
   t.same(buffer.counters, { recorded: 70, written: 60, dropped: 0, discarded: 10, failedWrites: 0 })
 })
@@ -199,4 +200,81 @@ t.test('record never throws, and refuses malformed events', async t => {
   t.equal(buffer.buffered, 0)
   t.throws(() => new AnalyticsBuffer({ repository: new AnalyticsRepository(db), batchSize: 0 }), /batchSize must be a positive whole number/)
   t.throws(() => new AnalyticsBuffer({ repository: new AnalyticsRepository(db), batchSize: 10, maxBuffered: 5 }), /must not exceed maxBuffered/)
+})
+
+t.test('identical requests coalesce into one row with a count; model calls never do; the summary counts requests', async t => {
+  const db = await openPostgres(await uniqueDatabaseUrl(t))
+  t.teardown(() => db.close())
+  await migrate(db)
+  const repository = new AnalyticsRepository(db)
+  const { repo, batches } = observed(repository)
+  const buffer = new AnalyticsBuffer({ repository: repo, flushIntervalMs: 60_000, maxBuffered: 10, batchSize: 10 })
+  t.teardown(() => buffer.close())
+  const key = uniquePrefix('hot')
+  const since = Date.now()
+  const given = { at: Date.now(), event: 'hit' as const, key, systems: ['Vega'], userId: 'alice' }
+  for (let i = 0; i < 5000; i++) buffer.record(given)
+  t.same(given, { at: given.at, event: 'hit', key, systems: ['Vega'], userId: 'alice' }, 'the caller\'s event is not changed')
+  for (let i = 0; i < 300; i++) buffer.record({ ...given, userId: 'bob' })
+  for (let i = 0; i < 40; i++) buffer.record({ ...given, event: 'miss', userId: null })
+  for (let i = 0; i < 3; i++) buffer.record({ at: Date.now(), event: 'generation', key, systems: ['Vega'], durationMs: 900 + i, promptTokens: 10, completionTokens: 20, model: 'gpt-4o' })
+  t.equal(buffer.bufferedRows, 6, '5,343 events held in 6 rows: 3 coalesced groups and 3 model calls')
+  t.equal(buffer.buffered, 5343, 'buffered counts events')
+  await buffer.flush()
+  t.same(batches, [6], 'one INSERT of 6 rows')
+  const rows = await db.query<{ event: string, user_id: string | null, count: number }>(
+    'SELECT event, user_id, count FROM analytics_events WHERE key = $1 ORDER BY event, user_id NULLS LAST, duration_ms', [key])
+  t.same(rows, [
+    { event: 'generation', user_id: null, count: 1 },
+    { event: 'generation', user_id: null, count: 1 },
+    { event: 'generation', user_id: null, count: 1 },
+    { event: 'hit', user_id: 'alice', count: 5000 },
+    { event: 'hit', user_id: 'bob', count: 300 },
+    { event: 'miss', user_id: null, count: 40 }
+  ])
+  const summary = await repository.summary(since)
+  t.same({ total: summary.totalRequests, hits: summary.cacheHits, misses: summary.cacheMisses, generations: summary.generations, avg: summary.avgGenerationTimeMs },
+    { total: 5340, hits: 5300, misses: 40, generations: 3, avg: 901 }, 'the summary counts requests, not rows')
+  t.same((await repository.topKeys(since, 5)).map(k => [k.key, k.count]), [], 'no requested profile was given, so no pre-warm candidate')
+  t.same(await repository.topSystems(since, 5), [{ system: 'Vega', count: 5340 }])
+  t.same(buffer.counters, { recorded: 5343, written: 5343, dropped: 0, discarded: 0, failedWrites: 0 })
+
+  // maxBuffered bounds rows: identical events still fit when it is full, new ones are dropped.
+  for (let i = 0; i < 10; i++) buffer.record({ ...given, key: `${key}/${i}` })
+  for (let i = 0; i < 1000; i++) buffer.record({ ...given, key: `${key}/0` })
+  buffer.record({ ...given, key: `${key}/new` })
+  t.equal(buffer.bufferedRows, 10)
+  t.equal(buffer.buffered, 1010)
+  t.equal(buffer.counters.dropped, 1, 'only the event that needed an 11th row was dropped')
+  t.equal(await buffer.discardUser('alice'), 1010, 'discardUser removes every event a coalesced row stands for')
+  t.ok(balanced(buffer.counters, buffer.buffered), 'recorded = written + dropped + discarded + buffered')
+})
+
+t.test('an event recorded while its row is being written starts a new row: what is in flight is never changed', async t => {
+  const db = await openPostgres(await uniqueDatabaseUrl(t))
+  t.teardown(() => db.close())
+  await migrate(db)
+  const repository = new AnalyticsRepository(db)
+  const counts: number[][] = []
+  const insertBatch = repository.insertBatch.bind(repository)
+  let release!: () => void
+  const gate = new Promise<void>(resolve => { release = resolve })
+  repository.insertBatch = async (events) => {
+    counts.push(events.map(e => e.count ?? 1))
+    await gate
+    return await insertBatch(events)
+  }
+  const buffer = new AnalyticsBuffer({ repository, flushIntervalMs: 60_000 })
+  t.teardown(() => buffer.close())
+  const key = uniquePrefix('inflight')
+  const hit = { at: Date.now(), event: 'hit' as const, key, systems: ['Vega'] }
+  for (let i = 0; i < 3; i++) buffer.record(hit)
+  const first = buffer.flush()
+  for (let i = 0; i < 4; i++) buffer.record(hit)
+  release()
+  await first
+  await buffer.flush()
+  t.same(counts, [[3], [4]], 'the row in flight kept its 3; the next 4 went in a new row')
+  const [row] = await db.query<{ rows: number, requests: number }>('SELECT count(*) AS rows, sum(count) AS requests FROM analytics_events WHERE key = $1', [key])
+  t.same(row, { rows: 2, requests: 7 })
 })

@@ -21,23 +21,23 @@ async function indexes (db: Database, table: string): Promise<string[]> {
   return rows.map(r => r.def)
 }
 
-const extra: Migration = { version: 2, name: 'a later migration', sql: 'CREATE TABLE later_table (id int); INSERT INTO later_table VALUES (1), (2)' }
+const ALL = migrations.map(m => m.version)
+const LATEST = ALL[ALL.length - 1]
+const extra: Migration = { version: LATEST + 1, name: 'a later migration', sql: 'CREATE TABLE later_table (id int); INSERT INTO later_table VALUES (1), (2)' }
 
 /** The same checks on either engine. */
 async function migrationSuite (t: Test, open: () => Promise<Database>): Promise<void> {
-  t.test('first run creates every table and index, records version 1', async t => {
+  t.test('first run creates every table and index, records every version', async t => {
     const db = await open()
     const result = await migrate(db)
-    t.same(result, { applied: [1], current: 1 })
+    t.same(result, { applied: ALL, current: LATEST })
     t.same(await tables(db), TABLES)
     const eventIndexes = (await indexes(db, 'analytics_events')).join('\n')
     t.match(eventIndexes, /\(at\)/, 'index on analytics_events.at')
     t.match(eventIndexes, /\(user_id\)/, 'index on analytics_events.user_id')
     t.match((await indexes(db, 'user_keys')).join('\n'), /\(user_id, key\)/, 'user_keys primary key (user_id, key)')
     const rows = await db.query<{ version: number, name: string, applied_at: number }>('SELECT version, name, applied_at FROM schema_migrations')
-    t.equal(rows.length, 1)
-    t.equal(rows[0].version, 1)
-    t.equal(rows[0].name, migrations[0].name)
+    t.same(rows.map(r => [r.version, r.name]), migrations.map(m => [m.version, m.name]))
     t.ok(Math.abs(rows[0].applied_at - Date.now()) < 60_000, 'applied_at is a ms timestamp')
   })
 
@@ -45,37 +45,37 @@ async function migrationSuite (t: Test, open: () => Promise<Database>): Promise<
     const db = await open()
     await migrate(db)
     await db.query("INSERT INTO audit_log (at, action, ip, outcome, status) VALUES (1, 'GET /x', '127.0.0.1', 'allowed', 200)")
-    t.same(await migrate(db), { applied: [], current: 1 })
-    t.same(await migrate(db), { applied: [], current: 1 })
-    t.equal((await db.query('SELECT 1 FROM schema_migrations')).length, 1)
+    t.same(await migrate(db), { applied: [], current: LATEST })
+    t.same(await migrate(db), { applied: [], current: LATEST })
+    t.equal((await db.query('SELECT 1 FROM schema_migrations')).length, migrations.length)
     t.equal((await db.query('SELECT 1 FROM audit_log')).length, 1, 'data kept')
   })
 
   t.test('a new migration is applied alone, once', async t => {
     const db = await open()
     await migrate(db)
-    t.same(await migrate(db, { migrations: [...migrations, extra] }), { applied: [2], current: 2 })
-    t.same(await migrate(db, { migrations: [...migrations, extra] }), { applied: [], current: 2 })
+    t.same(await migrate(db, { migrations: [...migrations, extra] }), { applied: [extra.version], current: extra.version })
+    t.same(await migrate(db, { migrations: [...migrations, extra] }), { applied: [], current: extra.version })
     t.equal((await db.query('SELECT * FROM later_table')).length, 2, 'a multi-statement migration ran whole')
   })
 
   t.test('a failing migration rolls back the whole run', async t => {
     const db = await open()
     await migrate(db)
-    const bad: Migration[] = [...migrations, extra, { version: 3, name: 'broken', sql: 'CREATE TABLE ok_one (id int); SELECT * FROM no_such_table' }]
+    const bad: Migration[] = [...migrations, extra, { version: extra.version + 1, name: 'broken', sql: 'CREATE TABLE ok_one (id int); SELECT * FROM no_such_table' }]
     const err = await migrate(db, { migrations: bad }).then(() => null, (e: unknown) => e)
     t.ok(err instanceof MigrationError, 'a MigrationError')
-    t.match((err as Error).message, /migration 3 \(broken\) failed: .*no_such_table/)
+    t.match((err as Error).message, new RegExp(`migration ${extra.version + 1} \\(broken\\) failed: .*no_such_table`))
     const names = await tables(db)
-    t.notOk(names.includes('later_table'), 'migration 2 of the same run rolled back')
+    t.notOk(names.includes('later_table'), 'the migration before it in the same run rolled back')
     t.notOk(names.includes('ok_one'), 'the first statement of the failed migration rolled back')
-    t.same((await db.query<{ version: number }>('SELECT version FROM schema_migrations')).map(r => r.version), [1])
+    t.same((await db.query<{ version: number }>('SELECT version FROM schema_migrations')).map(r => r.version), ALL)
   })
 
   t.test('out-of-order migration lists are refused before touching the database', async t => {
     const db = await open()
     await t.rejects(migrate(db, { migrations: [extra, migrations[0]] }), MigrationError)
-    await t.rejects(migrate(db, { migrations: [migrations[0], { ...extra, version: 1 }] }), MigrationError)
+    await t.rejects(migrate(db, { migrations: [migrations[0], { ...extra, version: migrations[0].version }] }), MigrationError)
   })
 }
 
@@ -96,9 +96,9 @@ t.test('PostgreSQL', async t => {
       const instances = await Promise.all(Array.from({ length: 4 }, () => openPostgres(url)))
       opened.push(...instances)
       const results = await Promise.all(instances.map(db => migrate(db)))
-      t.same(results.map(r => r.applied).sort(), [[], [], [], [1]], `round ${round}: exactly one instance applied version 1`)
-      t.ok(results.every(r => r.current === 1))
-      t.equal((await instances[0].query('SELECT 1 FROM schema_migrations')).length, 1)
+      t.same(results.map(r => r.applied).sort(), [[], [], [], ALL], `round ${round}: exactly one instance applied the migrations`)
+      t.ok(results.every(r => r.current === LATEST))
+      t.equal((await instances[0].query('SELECT 1 FROM schema_migrations')).length, migrations.length)
       t.same(await tables(instances[0]), TABLES)
     }
   })
@@ -152,7 +152,7 @@ t.test('PGlite', async t => {
     const reopened = await openPglite(dir)
     t.comment(`PGlite reopen of an existing folder: ${Date.now() - started} ms`)
     t.teardown(() => reopened.close())
-    t.same(await migrate(reopened), { applied: [], current: 1 })
+    t.same(await migrate(reopened), { applied: [], current: LATEST })
     t.equal((await reopened.query('SELECT 1 FROM audit_log')).length, 1)
   })
 })

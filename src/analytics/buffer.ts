@@ -15,7 +15,7 @@ export interface AnalyticsBufferOptions {
   flushIntervalMs?: number
   /** Events per INSERT; a full batch is written at once, without waiting for the timer. Default 500. */
   batchSize?: number
-  /** Most events held in memory (queued, waiting for their one retry, or being written). Default 10000. */
+  /** Most rows held in memory (queued, waiting for their one retry, or being written). Default 10000. */
   maxBuffered?: number
   /** How long close() may spend writing what is left. Default 3000. */
   closeTimeoutMs?: number
@@ -43,13 +43,29 @@ function positiveInt (name: string, value: number | undefined, fallback: number)
   return v
 }
 
+/** The weight of a queued row: how many identical requests it stands for. */
+const weightOf = (e: AnalyticsEvent): number => e.count ?? 1
+const sumOf = (rows: readonly AnalyticsEvent[]): number => rows.reduce((n, e) => n + weightOf(e), 0)
+
+/**
+ * Identical requests (same answer, key and user) coalesce while queued: a hot
+ * key answered 10,000 times a second is one row a second with count 10,000,
+ * not 10,000 INSERTs competing with the hit path for CPU. Model calls
+ * ('generation', with durations and tokens) are never coalesced.
+ */
+function groupOf (e: AnalyticsEvent): string | undefined {
+  if (e.event === 'generation' || e.durationMs != null || e.promptTokens != null || e.completionTokens != null) return undefined
+  return `${e.event}\u0000${e.key}\u0000${e.userId ?? ''}`
+}
+
 /**
  * Collects analytics events in memory and writes them in batches, off the
  * request path. record() is synchronous, O(1), never throws and never waits:
- * when the database is slow or down the buffer fills up to maxBuffered and
- * further events are dropped and counted, so memory stays bounded. A failed
- * batch is retried once on the next tick, then dropped and counted. One write
- * is in flight at a time. Invariant: recorded = written + dropped + discarded + buffered.
+ * when the database is slow or down the buffer fills up to maxBuffered rows
+ * and further events are dropped and counted, so memory stays bounded. A
+ * failed batch is retried once on the next tick, then dropped and counted. One
+ * write is in flight at a time. Counters count events (a coalesced row counts
+ * for its `count`). Invariant: recorded = written + dropped + discarded + buffered.
  */
 export class AnalyticsBuffer {
   readonly #repository: AnalyticsSink
@@ -63,9 +79,14 @@ export class AnalyticsBuffer {
   readonly #timer: NodeJS.Timeout
 
   #queue: AnalyticsEvent[] = []
+  /** The events the queued rows stand for. */
+  #queuedEvents = 0
+  /** Queued rows that identical events are added to, by groupOf(). */
+  #groups = new Map<string, AnalyticsEvent>()
   /** A batch whose first write failed: written first on the next tick, dropped if that fails too. */
   #retry: AnalyticsEvent[] | null = null
-  #inFlight = 0
+  #inFlightRows = 0
+  #inFlightEvents = 0
   #flushing: Promise<void> | null = null
   #scheduled = false
   #closed = false
@@ -92,9 +113,14 @@ export class AnalyticsBuffer {
     return { ...this.#counters }
   }
 
-  /** Events held in memory: queued, awaiting their retry, or being written. Never above maxBuffered. */
+  /** Events held in memory: queued, awaiting their retry, or being written. */
   get buffered (): number {
-    return this.#queue.length + (this.#retry?.length ?? 0) + this.#inFlight
+    return this.#queuedEvents + (this.#retry === null ? 0 : sumOf(this.#retry)) + this.#inFlightEvents
+  }
+
+  /** Rows held in memory (identical events share one). Never above maxBuffered. */
+  get bufferedRows (): number {
+    return this.#queue.length + (this.#retry?.length ?? 0) + this.#inFlightRows
   }
 
   get maxBuffered (): number {
@@ -107,8 +133,22 @@ export class AnalyticsBuffer {
       this.#counters.recorded++
       if (this.#closed) return this.#drop(1, 'closed', 'analytics event recorded after close: dropped')
       if (!isAnalyticsEvent(event)) return this.#drop(1, 'invalid', 'malformed analytics event: dropped')
-      if (this.buffered >= this.#maxBuffered) return this.#drop(1, 'full', 'analytics buffer full (database slow or down): dropping events')
-      this.#queue.push(event)
+      const group = groupOf(event)
+      const row = group === undefined ? undefined : this.#groups.get(group)
+      if (row !== undefined) {
+        row.count = weightOf(row) + 1
+        this.#queuedEvents++
+        return
+      }
+      if (this.bufferedRows >= this.#maxBuffered) return this.#drop(1, 'full', 'analytics buffer full (database slow or down): dropping events')
+      if (group === undefined) this.#queue.push(event)
+      else {
+        // A copy: the caller's object is never changed.
+        const copy = { ...event, count: 1 }
+        this.#queue.push(copy)
+        this.#groups.set(group, copy)
+      }
+      this.#queuedEvents++
       if (this.#queue.length >= this.#batchSize) this.#scheduleFlush()
     } catch {
       // record() must never fail its caller
@@ -133,13 +173,13 @@ export class AnalyticsBuffer {
    */
   async discardUser (userId: string): Promise<number> {
     const keep = (e: AnalyticsEvent): boolean => e.userId !== userId
-    const before = this.#queue.length + (this.#retry?.length ?? 0)
-    this.#queue = this.#queue.filter(keep)
+    const before = this.#queuedEvents + (this.#retry === null ? 0 : sumOf(this.#retry))
+    this.#setQueue(this.#queue.filter(keep))
     if (this.#retry !== null) {
       this.#retry = this.#retry.filter(keep)
       if (this.#retry.length === 0) this.#retry = null
     }
-    const removed = before - this.#queue.length - (this.#retry?.length ?? 0)
+    const removed = before - this.#queuedEvents - (this.#retry === null ? 0 : sumOf(this.#retry))
     this.#counters.discarded += removed
     if (this.#flushing !== null) await this.#flushing
     return removed
@@ -163,8 +203,8 @@ export class AnalyticsBuffer {
       await Promise.race([writeAll, outOfTime])
       clearTimeout(timer)
       this.#abandoned = true
-      const left = this.#queue.length + (this.#retry?.length ?? 0)
-      this.#queue = []
+      const left = this.#queuedEvents + (this.#retry === null ? 0 : sumOf(this.#retry))
+      this.#setQueue([])
       this.#retry = null
       // a write still in flight counts itself when it ends (written, or dropped since abandoned)
       if (left > 0) this.#drop(left, 'close', 'analytics events not written before close: dropped')
@@ -192,30 +232,54 @@ export class AnalyticsBuffer {
       if (!await this.#write(batch, true)) return
     }
     while (this.#queue.length > 0 && !this.#abandoned) {
-      const batch = this.#queue.splice(0, this.#batchSize)
+      const batch = this.#takeBatch()
       if (!await this.#write(batch, false)) return
+    }
+  }
+
+  /** The next batch off the queue; identical events recorded from now on start new rows. */
+  #takeBatch (): AnalyticsEvent[] {
+    const batch = this.#queue.splice(0, this.#batchSize)
+    for (const row of batch) {
+      const group = groupOf(row)
+      if (group !== undefined && this.#groups.get(group) === row) this.#groups.delete(group)
+    }
+    this.#queuedEvents -= sumOf(batch)
+    return batch
+  }
+
+  #setQueue (rows: AnalyticsEvent[]): void {
+    this.#queue = rows
+    this.#queuedEvents = sumOf(rows)
+    this.#groups = new Map()
+    for (const row of rows) {
+      const group = groupOf(row)
+      if (group !== undefined) this.#groups.set(group, row)
     }
   }
 
   /** Writes one batch; on failure keeps it for one retry (or drops it). Resolves whether it was written. */
   async #write (batch: AnalyticsEvent[], isRetry: boolean): Promise<boolean> {
-    this.#inFlight += batch.length
+    const events = sumOf(batch)
+    this.#inFlightRows += batch.length
+    this.#inFlightEvents += events
     try {
       await this.#repository.insertBatch(batch)
-      this.#counters.written += batch.length
+      this.#counters.written += events
       return true
     } catch (err) {
       this.#counters.failedWrites++
       const reason = (err as Error)?.message
       if (isRetry || this.#abandoned || this.#retry !== null) {
-        this.#drop(batch.length, 'write', 'analytics batch failed twice: dropped', reason)
+        this.#drop(events, 'write', 'analytics batch failed twice: dropped', reason)
       } else {
         this.#retry = batch
         this.#warn('retry', 'analytics batch write failed: retrying once on the next tick', reason)
       }
       return false
     } finally {
-      this.#inFlight -= batch.length
+      this.#inFlightRows -= batch.length
+      this.#inFlightEvents -= events
     }
   }
 

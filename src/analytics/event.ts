@@ -28,6 +28,11 @@ export interface AnalyticsEvent {
   /** The request's profile and locale: with both, the key can be rebuilt by pre-warm (requested_profiles). */
   profile?: object | null
   locale?: string | null
+  /**
+   * How many identical requests this record stands for (default 1): the
+   * buffer coalesces them while queued. `at` is the first one's time.
+   */
+  count?: number
 }
 
 const EVENT_TYPES: ReadonlySet<string> = new Set(ANALYTICS_EVENT_TYPES)
@@ -39,5 +44,6 @@ export function isAnalyticsEvent (value: unknown): value is AnalyticsEvent {
   return typeof e.event === 'string' && EVENT_TYPES.has(e.event) &&
     typeof e.key === 'string' && e.key.length > 0 &&
     typeof e.at === 'number' && Number.isFinite(e.at) &&
-    Array.isArray(e.systems)
+    Array.isArray(e.systems) &&
+    (e.count === undefined || (Number.isSafeInteger(e.count) && (e.count as number) >= 1))
 }

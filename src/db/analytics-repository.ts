@@ -41,6 +41,7 @@ function toRecord (e: AnalyticsEvent): Record<string, unknown> {
   return {
     at: Math.round(e.at),
     event: e.event,
+    count: optionalInt(e.count) ?? 1,
     key: cleanText(e.key, MAX_KEY),
     systems,
     duration_ms: optionalInt(e.durationMs) ?? undefined,
@@ -57,11 +58,11 @@ function toRecord (e: AnalyticsEvent): Record<string, unknown> {
 const INSERT_BATCH = `
 WITH ev AS (
   SELECT * FROM jsonb_to_recordset($1::jsonb) AS e(
-    at bigint, event text, key text, systems text[], duration_ms integer, prompt_tokens integer,
+    at bigint, event text, count integer, key text, systems text[], duration_ms integer, prompt_tokens integer,
     completion_tokens integer, model text, user_id text, profile jsonb, locale text)
 ), ins AS (
-  INSERT INTO analytics_events (at, event, key, systems, duration_ms, prompt_tokens, completion_tokens, model, user_id)
-  SELECT at, event, key, COALESCE(systems, '{}'), duration_ms, prompt_tokens, completion_tokens, model, user_id FROM ev
+  INSERT INTO analytics_events (at, event, count, key, systems, duration_ms, prompt_tokens, completion_tokens, model, user_id)
+  SELECT at, event, GREATEST(count, 1), key, COALESCE(systems, '{}'), duration_ms, prompt_tokens, completion_tokens, model, user_id FROM ev
   RETURNING 1
 ), uk AS (
   INSERT INTO user_keys AS u (user_id, key, first_seen, last_seen)
@@ -80,7 +81,7 @@ WITH ev AS (
   WHERE r.last_seen <= excluded.last_seen
   RETURNING 1
 )
-SELECT (SELECT count(*) FROM ins) AS events, (SELECT count(*) FROM uk) AS user_keys, (SELECT count(*) FROM rp) AS profiles`
+SELECT (SELECT count(*) FROM ins) AS rows, (SELECT count(*) FROM uk) AS user_keys, (SELECT count(*) FROM rp) AS profiles`
 
 /** Analytics events, the per-user key index and the profiles pre-warm rebuilds from. */
 export class AnalyticsRepository {
@@ -94,30 +95,31 @@ export class AnalyticsRepository {
    * Writes a batch in one statement (one jsonb parameter unpacked by
    * jsonb_to_recordset, so any batch size is one round trip and atomic): the
    * events, the user_keys of events with a userId, and the requested_profiles
-   * of events with a profile and a locale (the latest per key wins).
-   * Resolves with the number of events written.
+   * of events with a profile and a locale (the latest per key wins). An
+   * event with a `count` is one row standing for that many requests.
+   * Resolves with the number of rows written.
    */
   async insertBatch (events: readonly AnalyticsEvent[]): Promise<number> {
     if (events.length === 0) return 0
-    const rows = await this.#db.query<{ events: number | string }>(INSERT_BATCH, [JSON.stringify(events.map(toRecord))])
-    return Number(rows[0]?.events ?? 0)
+    const rows = await this.#db.query<{ rows: number | string }>(INSERT_BATCH, [JSON.stringify(events.map(toRecord))])
+    return Number(rows[0]?.rows ?? 0)
   }
 
-  /** Figures over the events at or after `sinceMs`. */
+  /** Figures over the events at or after `sinceMs` (each row counts for its `count`). */
   async summary (sinceMs: number): Promise<AnalyticsSummary> {
     const [totals] = await this.#db.query<Record<string, number | string | null>>(
       `SELECT
-         count(*) FILTER (WHERE event <> 'generation') AS total_requests,
-         count(*) FILTER (WHERE event IN ('hit', 'stale', 'durable')) AS cache_hits,
-         count(*) FILTER (WHERE event = 'miss') AS cache_misses,
-         count(*) FILTER (WHERE event = 'fallback') AS fallbacks,
-         count(*) FILTER (WHERE event = 'generation') AS generations,
+         COALESCE(sum(count) FILTER (WHERE event <> 'generation'), 0) AS total_requests,
+         COALESCE(sum(count) FILTER (WHERE event IN ('hit', 'stale', 'durable')), 0) AS cache_hits,
+         COALESCE(sum(count) FILTER (WHERE event = 'miss'), 0) AS cache_misses,
+         COALESCE(sum(count) FILTER (WHERE event = 'fallback'), 0) AS fallbacks,
+         COALESCE(sum(count) FILTER (WHERE event = 'generation'), 0) AS generations,
          avg(duration_ms) FILTER (WHERE event = 'generation') AS avg_generation_ms,
          COALESCE(sum(prompt_tokens) FILTER (WHERE event = 'generation'), 0) AS prompt_tokens,
          COALESCE(sum(completion_tokens) FILTER (WHERE event = 'generation'), 0) AS completion_tokens
        FROM analytics_events WHERE at >= $1`, [Math.floor(sinceMs)])
     const models = await this.#db.query<Record<string, number | string>>(
-      `SELECT COALESCE(model, 'unknown') AS model, count(*) AS generations,
+      `SELECT COALESCE(model, 'unknown') AS model, sum(count) AS generations,
          COALESCE(sum(prompt_tokens), 0) AS prompt_tokens, COALESCE(sum(completion_tokens), 0) AS completion_tokens
        FROM analytics_events WHERE at >= $1 AND event = 'generation'
        GROUP BY 1 ORDER BY generations DESC, model`, [Math.floor(sinceMs)])
@@ -145,7 +147,7 @@ export class AnalyticsRepository {
    */
   async topSystems (sinceMs: number, limit: number): Promise<SystemCount[]> {
     const rows = await this.#db.query<{ system: string, count: number | string }>(
-      `SELECT systems[1] AS system, count(*) AS count FROM analytics_events
+      `SELECT systems[1] AS system, sum(count) AS count FROM analytics_events
        WHERE at >= $1 AND event <> 'generation' AND cardinality(systems) > 0
        GROUP BY 1 ORDER BY count DESC, system LIMIT $2`, [Math.floor(sinceMs), clampLimit(limit)])
     return rows.map(r => ({ system: r.system, count: Number(r.count) }))
@@ -158,7 +160,7 @@ export class AnalyticsRepository {
   async topKeys (sinceMs: number, limit: number): Promise<KeyCount[]> {
     const rows = await this.#db.query<{ key: string, count: number | string, profile: object, locale: string }>(
       `SELECT e.key, e.count, r.profile, r.locale
-       FROM (SELECT key, count(*) AS count FROM analytics_events
+       FROM (SELECT key, sum(count) AS count FROM analytics_events
              WHERE at >= $1 AND event <> 'generation' GROUP BY key) e
        JOIN requested_profiles r ON r.key = e.key
        ORDER BY e.count DESC, e.key LIMIT $2`, [Math.floor(sinceMs), clampLimit(limit)])

@@ -69,6 +69,13 @@ CREATE TABLE audit_log (
 );
 CREATE INDEX audit_log_at_idx ON audit_log (at);
 `
+  },
+  {
+    version: 2,
+    name: 'analytics rows stand for count identical requests',
+    sql: `
+ALTER TABLE analytics_events ADD COLUMN count integer NOT NULL DEFAULT 1 CHECK (count >= 1);
+`
   }
 ]
 
