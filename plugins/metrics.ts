@@ -19,6 +19,9 @@ export function keyHash (key: string): string {
   return createHash('sha1').update(key).digest('hex').slice(0, 12)
 }
 
+/** The levels at which the per-request line (info) is written. */
+const LOGS_INFO: ReadonlySet<string> = new Set(['info', 'debug', 'trace'])
+
 /**
  * Prometheus metrics (prom-client) at GET /metrics, allowlisted like the admin
  * routes, and the one log line per request: request id, route, status, cache
@@ -36,19 +39,22 @@ export default fp(async (fastify) => {
   fastify.decorateRequest('cacheStatus', undefined)
   fastify.decorateRequest('cacheKey', undefined)
 
-  fastify.addHook('onResponse', async (request, reply) => {
+  // Callback style, and the log line built only when it is written: this runs on every hit.
+  fastify.addHook('onResponse', (request, reply, done) => {
     const route = request.routeOptions.url ?? 'unknown'
-    const seconds = reply.elapsedTime / 1000
     if (request.cacheStatus !== undefined) {
-      metrics.latency.observe({ route, status: request.cacheStatus }, seconds)
+      metrics.latency.observe({ route, status: request.cacheStatus }, reply.elapsedTime / 1000)
     }
-    request.log.info({
-      route: `${request.method} ${route}`,
-      statusCode: reply.statusCode,
-      cache: request.cacheStatus,
-      keyHash: request.cacheKey === undefined ? undefined : keyHash(request.cacheKey),
-      ms: Math.round(reply.elapsedTime * 10) / 10
-    }, 'request')
+    if (LOGS_INFO.has(request.log.level)) {
+      request.log.info({
+        route: `${request.method} ${route}`,
+        statusCode: reply.statusCode,
+        cache: request.cacheStatus,
+        keyHash: request.cacheKey === undefined ? undefined : keyHash(request.cacheKey),
+        ms: Math.round(reply.elapsedTime * 10) / 10
+      }, 'request')
+    }
+    done()
   })
 
   fastify.get('/metrics', { schema: { hide: true } }, async (request, reply) => {

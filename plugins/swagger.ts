@@ -3,7 +3,7 @@ import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import { packageInfo as pkg } from '../src/package-info.js'
 
-/** The OpenAPI document, built from the routes' TypeBox schemas, and Swagger UI at /documentation. */
+/** The OpenAPI document, built from the routes' TypeBox schemas. Registered before the routes, so it sees them all. */
 export default fp(async (fastify) => {
   await fastify.register(swagger, {
     openapi: {
@@ -19,6 +19,14 @@ export default fp(async (fastify) => {
       }
     }
   })
+}, { name: 'swagger', dependencies: ['config'] })
+
+/**
+ * Swagger UI at /documentation, for the pages scope of src/app.ts (beside
+ * helmet). staticCSP: its page gets a CSP with hashes of its own inline parts,
+ * instead of helmet's strict one.
+ */
+export const swaggerUiPlugin = fp(async (fastify) => {
   // staticCSP: Swagger UI's page gets a CSP with hashes of its own inline parts, instead of helmet's strict one.
   await fastify.register(swaggerUi, {
     routePrefix: '/documentation',
@@ -29,4 +37,4 @@ export default fp(async (fastify) => {
       .replace("style-src 'self' https:", "style-src 'self' https: 'sha256-RL3ie0nH+Lzz2YNqQN83mnU0J1ot4QL7b99vMdIX99w='")
       .replace(' upgrade-insecure-requests;', '')
   })
-}, { name: 'swagger', dependencies: ['config'] })
+}, { name: 'swagger-ui', dependencies: ['swagger'] })

@@ -9,7 +9,7 @@ import cachePlugin, { type CachePluginOptions } from '../plugins/cache.js'
 import dbPlugin, { type DbPluginOptions } from '../plugins/db.js'
 import authPlugin from '../plugins/auth.js'
 import rateLimitPlugin from '../plugins/rate-limit.js'
-import swaggerPlugin from '../plugins/swagger.js'
+import swaggerPlugin, { swaggerUiPlugin } from '../plugins/swagger.js'
 import metricsPlugin from '../plugins/metrics.js'
 import helmetPlugin from '../plugins/helmet.js'
 import dashboardRoutes from '../routes/dashboard/index.js'
@@ -74,7 +74,6 @@ export function serverOptions (config: Pick<Config, 'logLevel' | 'trustProxy'>, 
 export default async function app (fastify: FastifyInstance, opts: AppOptions): Promise<void> {
   const instance = fastify.withTypeProvider<TypeBoxTypeProvider>()
   registerJsonBodyParser(instance)
-  await instance.register(helmetPlugin)
   await instance.register(configPlugin, { config: opts.config })
   await instance.register(redisPlugin)
   await instance.register(breakerPlugin, opts.breaker ?? {})
@@ -91,9 +90,10 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
   let closing = false
   instance.decorate('isClosing', () => closing)
   instance.addHook('preClose', async () => { closing = true })
-  instance.addHook('onSend', async (_request, reply, payload) => {
+  // Callback style: an async hook costs every request a promise.
+  instance.addHook('onSend', (_request, reply, payload, done) => {
     if (closing) reply.header('Connection', 'close')
-    return payload
+    done(null, payload)
   })
 
   instance.setErrorHandler((error: FastifyError, request, reply) => {
@@ -118,5 +118,10 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
   await instance.register(healthRoutes)
   await instance.register(narrativeRoutes, opts.routes ?? {})
   await instance.register(adminRoutes)
-  await instance.register(dashboardRoutes)
+  // The HTML pages, in a scope of their own with the security headers.
+  await instance.register(async pages => {
+    await pages.register(helmetPlugin)
+    await pages.register(swaggerUiPlugin)
+    await pages.register(dashboardRoutes)
+  })
 }

@@ -1,6 +1,13 @@
 import type { FastifyInstance } from 'fastify'
 import sjson from 'secure-json-parse'
 
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The JSON text the body was parsed from (src/json-body.ts): the same text always parses the same. */
+    jsonBodyText?: string
+  }
+}
+
 class JsonBodyError extends Error {
   override readonly name: string = 'JsonBodyError'
   readonly statusCode = 400
@@ -13,9 +20,11 @@ class JsonBodyError extends Error {
  * `constructor.prototype` key, or the syntax error and where it is.
  */
 export function registerJsonBodyParser (fastify: FastifyInstance): void {
+  fastify.decorateRequest('jsonBodyText', undefined)
   fastify.removeContentTypeParser('application/json')
-  fastify.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
+  fastify.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
     const text = body as string
+    request.jsonBodyText = text
     if (text.trim() === '') {
       done(new JsonBodyError('Body is empty but content-type is application/json', 'NARR_EMPTY_BODY'), undefined)
       return

@@ -2,6 +2,7 @@ import { PermitDeniedError, type NarrativeEngine, type NarrativeJob, type Resolu
 import type { NegativeCache } from './cache/negative-cache.js'
 import { GenerationLimitExceeded, type GenerationLimiter } from './cache/generation-limiter.js'
 import type { AnalyticsEvent } from './analytics/event.js'
+import { BoundedMemo } from './bounded-memo.js'
 import { cacheKey } from './domain/cache-key.js'
 import { normalizeLocale, normalizeProfile, systemsByWeight, type NormalizedProfile, type Profile } from './domain/profile.js'
 import { ENGINE_VERSION } from './domain/prompt.js'
@@ -31,7 +32,31 @@ export interface NarrativeServiceDeps {
 export interface RequestContext {
   /** The client address, for the generation rate limit. */
   clientIp: string
+  /**
+   * The JSON text the request was parsed from, when the caller has it. The
+   * same text always gives the same key, profile and rule check, so those are
+   * remembered by it: a repeated body skips normalization and hashing.
+   */
+  bodyText?: string
 }
+
+/** A job as prepare() makes it: with the profile's systems, for the analytics event. */
+export interface PreparedJob extends NarrativeJob {
+  systems?: readonly string[]
+}
+
+/** What a request body alone decides: its key, normalized profile, system order, and rule violation. */
+interface BodyFacts {
+  key: string
+  profile: NormalizedProfile
+  locale: string
+  systems: readonly string[]
+  violation: string | null
+}
+
+/** Bodies remembered, and the longest remembered: 2,000 bodies of at most 2 KiB is at most about 8 MiB of strings and facts. */
+const MEMO_ENTRIES = 2000
+const MEMO_MAX_BODY_CHARS = 2048
 
 /** The 429 a rate-limited generation answers with, Retry-After included. */
 function rateLimited (err: GenerationLimitExceeded): Error {
@@ -46,15 +71,34 @@ function rateLimited (err: GenerationLimitExceeded): Error {
  */
 export class NarrativeService {
   private readonly clock: () => number
+  private readonly memo = new BoundedMemo<string, BodyFacts>(MEMO_ENTRIES)
 
   constructor (private readonly deps: NarrativeServiceDeps) {
     this.clock = deps.clock ?? Date.now
   }
 
   keyOf (request: NarrativeRequest): NarrativeJob {
+    const { key, profile, locale } = this.factsOf(request)
+    return { key, profile, locale }
+  }
+
+  private factsOf (request: NarrativeRequest): BodyFacts {
     const profile = normalizeProfile(request.profile as Profile)
     const locale = normalizeLocale(request.locale ?? 'en')
-    return { key: cacheKey(profile, locale, { prefix: this.deps.prefix }), profile, locale }
+    const rawTotal = Object.values(request.profile.percentages).reduce((sum, v) => sum + v, 0)
+    // Frozen: remembered facts are shared by every request with the same body.
+    return Object.freeze({
+      key: cacheKey(profile, locale, { prefix: this.deps.prefix }),
+      profile: deepFreeze(profile),
+      locale,
+      systems: Object.freeze(systemsOf(profile)),
+      violation: profileRuleViolation(profile, rawTotal)
+    })
+  }
+
+  private rememberedFactsOf (request: NarrativeRequest, bodyText: string | undefined): BodyFacts {
+    if (bodyText === undefined || bodyText.length > MEMO_MAX_BODY_CHARS) return this.factsOf(request)
+    return this.memo.get(bodyText, () => this.factsOf(request))
   }
 
   async serve (request: NarrativeRequest, context: RequestContext = { clientIp: 'unknown' }): Promise<ServedNarrative> {
@@ -65,16 +109,15 @@ export class NarrativeService {
    * Everything that can refuse a request before any answer starts: the key,
    * the negative cache, the domain rules (400), and the generation permit.
    */
-  prepare (request: NarrativeRequest, context: RequestContext = { clientIp: 'unknown' }): NarrativeJob {
-    const job = this.keyOf(request)
+  prepare (request: NarrativeRequest, context: RequestContext = { clientIp: 'unknown' }): PreparedJob {
+    const facts = this.rememberedFactsOf(request, context.bodyText)
+    const job: PreparedJob = { key: facts.key, profile: facts.profile, locale: facts.locale, systems: facts.systems }
     const known = this.deps.negative.recall(job.key)
     if (known !== undefined) throw new InvalidProfileError(known)
-    const rawTotal = Object.values(request.profile.percentages).reduce((sum, v) => sum + v, 0)
-    const violation = profileRuleViolation(job.profile, rawTotal)
-    if (violation !== null) {
-      this.deps.negative.remember(job.key, violation)
+    if (facts.violation !== null) {
+      this.deps.negative.remember(job.key, facts.violation)
       this.record('error', job, request.userId)
-      throw new InvalidProfileError(violation)
+      throw new InvalidProfileError(facts.violation)
     }
     const limiter = this.deps.limiter
     if (limiter?.enabled === true) job.permit = async ({ storeHealthy }) => { await limiter.take(context.clientIp, storeHealthy) }
@@ -82,7 +125,7 @@ export class NarrativeService {
   }
 
   /** Asks the engine for a prepared job and records what happened. */
-  async execute (job: NarrativeJob, userId?: string): Promise<ServedNarrative> {
+  async execute (job: PreparedJob, userId?: string): Promise<ServedNarrative> {
     let resolution: Resolution
     try {
       resolution = await this.deps.engine.resolve(job)
@@ -95,12 +138,12 @@ export class NarrativeService {
     return { body: this.toBody(resolution), resolution }
   }
 
-  private record (event: AnalyticsEvent['event'], job: { key: string, profile: NormalizedProfile, locale: string }, userId: string | undefined): void {
+  private record (event: AnalyticsEvent['event'], job: PreparedJob, userId: string | undefined): void {
     this.deps.recorder?.record({
       at: this.clock(),
       event,
       key: job.key,
-      systems: systemsOf(job.profile),
+      systems: (job.systems ?? systemsOf(job.profile)) as string[],
       userId: userId ?? null,
       profile: job.profile,
       locale: job.locale
@@ -122,4 +165,12 @@ export function systemsOf (profile: NormalizedProfile): string[] {
   const names = systemsByWeight(profile).map(s => s.name)
   if (profile.primary !== undefined) return [profile.primary, ...names.filter(n => n !== profile.primary)]
   return names
+}
+
+function deepFreeze<T> (value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    for (const v of Object.values(value)) deepFreeze(v)
+    Object.freeze(value)
+  }
+  return value
 }

@@ -1,0 +1,66 @@
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import { parseArgs } from 'node:util'
+import { startRedis } from '../test/support/redis-server.js'
+import { startPostgres } from '../test/support/postgres-server.js'
+import { startFakeOpenAI } from '../test/support/fake-openai.js'
+import { freePort } from '../test/support/ports.js'
+import { waitUntil } from '../test/support/wait.js'
+import { runLoad } from './load.js'
+import { treeCpuSeconds } from './process-cpu.js'
+
+/**
+ * npm run bench:profile [-- --seconds 10 --connections 50 --out prof]: one app
+ * instance under `node --cpu-prof`, the bench's hit-path load against it, then
+ * the functions that took the most self time. Open the .cpuprofile it writes
+ * in Chrome DevTools (Performance, Load profile) for the whole picture.
+ */
+const { values } = parseArgs({ options: { seconds: { type: 'string', default: '10' }, connections: { type: 'string', default: '50' }, out: { type: 'string', default: 'prof' }, plain: { type: 'boolean', default: false } } })
+const outDir = resolve(values.out)
+/** PROFILE_ENV='A=1 B=2' passes extra variables to the app. */
+const extraEnv = (): Record<string, string> => Object.fromEntries((process.env.PROFILE_ENV ?? '').split(/\s+/).filter(Boolean).map(kv => kv.split('=') as [string, string]))
+mkdirSync(outDir, { recursive: true })
+const redis = await startRedis()
+const pg = await startPostgres()
+const openai = await startFakeOpenAI({ latencyMs: 50 })
+const port = await freePort()
+const child = spawn(process.execPath, [...(values.plain ? [] : ['--cpu-prof', '--cpu-prof-dir', outDir]), '--import', 'tsx', 'src/server.ts'], {
+  env: { ...process.env, ...extraEnv(), PORT: String(port), REDIS_URL: redis.url, DATABASE_URL: pg.url, OPENAI_API_KEY: 'sk-profile', OPENAI_BASE_URL: openai.baseURL, GENERATION_RATE_LIMIT: '0', LOG_LEVEL: 'warn', NODE_ENV: 'production', JWT_SECRET: 'profile-secret-profile-secret-profile-0' },
+  stdio: ['ignore', 'ignore', 'inherit']
+})
+try {
+  await waitUntil(async () => (await fetch(`http://127.0.0.1:${port}/ready`).catch(() => undefined))?.ok === true, { timeoutMs: 60_000, what: 'the app' })
+  const url = `http://127.0.0.1:${port}/api/narrative`
+  const body = { profile: { classification: 'primary', primary: 'Vega', percentages: { Vega: 11, Sirius: 0, Pleiades: 0.5 } }, locale: 'en' }
+  await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
+  const pids: Record<string, number> = { app: child.pid ?? -1, postgres: pg.pid, redis: redis.pid }
+  const cpuBefore = Object.entries(pids).map(([name, pid]) => [name, treeCpuSeconds(pid)] as const)
+  const startedAt = Date.now()
+  const r = await runLoad({ url, body, connections: Number(values.connections), seconds: Number(values.seconds) })
+  const wall = (Date.now() - startedAt) / 1000
+  process.stdout.write(`${Math.round(r.rps)} req/s, p50 ${r.p50.toFixed(2)} ms, p95 ${r.p95.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, errors ${r.errors}\n`)
+  process.stdout.write(`CPU during the load: ${cpuBefore.map(([name, before]) => `${name} ${Math.round(100 * (treeCpuSeconds(pids[name]) - before) / wall)}%`).join(', ')}; app ${(1e6 * (treeCpuSeconds(pids.app) - cpuBefore[0][1]) / r.requests).toFixed(0)} µs of CPU per request\n`)
+} finally {
+  child.kill('SIGTERM')
+  await once(child, 'exit')
+  await openai.close()
+  await Promise.allSettled([redis.stop(), pg.stop()])
+}
+
+interface Node { id: number, callFrame: { functionName: string, url: string, lineNumber: number }, hitCount?: number }
+// tsx's loader thread writes a profile of its own: the main thread's is the largest.
+const file = readdirSync(outDir).filter(f => f.endsWith('.cpuprofile')).map(f => ({ f, size: statSync(join(outDir, f)).size })).sort((a, b) => b.size - a.size)[0]?.f
+if (file !== undefined) {
+  const profile = JSON.parse(readFileSync(join(outDir, file), 'utf8')) as { nodes: Node[] }
+  const self = new Map<string, number>()
+  let total = 0
+  for (const n of profile.nodes) {
+    const where = `${n.callFrame.functionName || '(anonymous)'} ${n.callFrame.url.replace(/^.*node_modules\//, '').replace(/^file:\/\/.*\/main\//, '')}:${n.callFrame.lineNumber + 1}`
+    self.set(where, (self.get(where) ?? 0) + (n.hitCount ?? 0))
+    total += n.hitCount ?? 0
+  }
+  process.stdout.write(`${join(outDir, file)}\nself time, top 40:\n`)
+  for (const [where, hits] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 40)) process.stdout.write(`${(100 * hits / total).toFixed(1).padStart(5)}%  ${where}\n`)
+}
