@@ -17,5 +17,6 @@ fastify.post('/api/narrative', async (_request, reply) => {
   if (redis !== undefined) await redis.get('floor:key')
   return await reply.type('application/json; charset=utf-8').send(payload)
 })
-await fastify.listen({ port: Number(port), host: '127.0.0.1' })
+// The same accept queue as the app (LISTEN_BACKLOG's default), so 1,000 connections meet the same kernel.
+await fastify.listen({ port: Number(port), host: '127.0.0.1', backlog: 4096 })
 process.on('SIGTERM', () => { redis?.disconnect(); process.exit(0) })

@@ -6,7 +6,10 @@ export interface LoadResult {
   p50: number
   p95: number
   p99: number
+  /** Requests that got no answer: timeouts included (autocannon counts them among its errors). */
   errors: number
+  /** The errors by kind: 'timeout', or the socket error's code (ECONNRESET, ...). */
+  errorKinds: Record<string, number>
   non2xx: number
 }
 
@@ -33,6 +36,11 @@ export async function runLoad (opts: { url: string, body: unknown, connections: 
     }, (err, result) => { if (err !== null && err !== undefined) reject(err); else resolve(result) })
   })
   instance.on('response', (_client: unknown, _status: number, _bytes: number, responseTime: number) => { latencies.push(responseTime) })
+  const errorKinds: Record<string, number> = {}
+  instance.on('reqError', (err: NodeJS.ErrnoException) => {
+    const kind = err.message === 'request timed out' ? 'timeout' : err.code ?? err.message
+    errorKinds[kind] = (errorKinds[kind] ?? 0) + 1
+  })
   const result = await done
   latencies.sort((a, b) => a - b)
   return {
@@ -41,7 +49,8 @@ export async function runLoad (opts: { url: string, body: unknown, connections: 
     p50: percentile(latencies, 50),
     p95: percentile(latencies, 95),
     p99: percentile(latencies, 99),
-    errors: result.errors + result.timeouts,
+    errors: result.errors,
+    errorKinds,
     non2xx: result.non2xx
   }
 }

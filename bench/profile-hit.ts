@@ -40,7 +40,7 @@ try {
   const startedAt = Date.now()
   const r = await runLoad({ url, body, connections: Number(values.connections), seconds: Number(values.seconds) })
   const wall = (Date.now() - startedAt) / 1000
-  process.stdout.write(`${Math.round(r.rps)} req/s, p50 ${r.p50.toFixed(2)} ms, p95 ${r.p95.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, errors ${r.errors}\n`)
+  process.stdout.write(`${Math.round(r.rps)} req/s, p50 ${r.p50.toFixed(2)} ms, p95 ${r.p95.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, errors ${r.errors} ${JSON.stringify(r.errorKinds)}\n`)
   process.stdout.write(`CPU during the load: ${cpuBefore.map(([name, before]) => `${name} ${Math.round(100 * (treeCpuSeconds(pids[name]) - before) / wall)}%`).join(', ')}; app ${(1e6 * (treeCpuSeconds(pids.app) - cpuBefore[0][1]) / r.requests).toFixed(0)} µs of CPU per request\n`)
 } finally {
   child.kill('SIGTERM')

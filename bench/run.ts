@@ -95,7 +95,8 @@ async function post (url: string, b: object): Promise<{ status: number, json: { 
 
 function loadRow (section: string, label: string, r: LoadResult, floor?: LoadResult): void {
   const ratio = floor === undefined ? '' : ` (${(r.rps / floor.rps).toFixed(2)} of the bare floor)`
-  record(section, label, `${Math.round(r.rps)} req/s${ratio}, p50 ${ms(r.p50)}, p95 ${ms(r.p95)}, p99 ${ms(r.p99)}, errors ${r.errors}, non-2xx ${r.non2xx}`)
+  const kinds = Object.entries(r.errorKinds).map(([kind, n]) => `${kind} ${n}`).join(', ')
+  record(section, label, `${Math.round(r.rps)} req/s${ratio}, p50 ${ms(r.p50)}, p95 ${ms(r.p95)}, p99 ${ms(r.p99)}, errors ${r.errors}${kinds === '' ? '' : ` (${kinds})`}, non-2xx ${r.non2xx}`)
 }
 
 try {

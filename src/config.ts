@@ -12,6 +12,7 @@ export const EnvSchema = Type.Object({
   NODE_ENV: Type.Optional(Type.String()),
   PORT: Type.Optional(Type.String({ pattern: '^[0-9]{1,5}$', description: 'a TCP port number (0-65535)' })),
   HOST: Type.Optional(Type.String({ minLength: 1, description: 'a host name or IP address' })),
+  LISTEN_BACKLOG: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'a whole number of pending connections, 1 to 65535' })),
   REDIS_URL: Type.Optional(Type.String({ description: 'a redis:// or rediss:// URL, or comma-separated host:port cluster seeds' })),
   DATABASE_URL: Type.Optional(Type.String({ description: 'a postgres:// URL' })),
   DATA_DIR: Type.Optional(Type.String({ minLength: 1 })),
@@ -46,6 +47,8 @@ export interface Config {
   production: boolean
   port: number
   host: string
+  /** Connections the kernel may queue before accept (capped by net.core.somaxconn). */
+  listenBacklog: number
   redis: RedisTarget
   databaseUrl: string | undefined
   dataDir: string
@@ -161,6 +164,8 @@ export function loadConfig (source: NodeJS.ProcessEnv = process.env): Config {
   for (const entry of allowlist) {
     try { new IpAllowlist([entry]).allows(entry) } catch { fail('ADMIN_IP_ALLOWLIST', `comma-separated IPs and CIDRs ("${entry}" is neither)`) }
   }
+  const listenBacklog = Number(e.LISTEN_BACKLOG ?? 4096)
+  if (listenBacklog < 1 || listenBacklog > 65_535) fail('LISTEN_BACKLOG', 'a whole number of pending connections, 1 to 65535')
   const localTtl = Number(e.LOCAL_CACHE_TTL_MS ?? 5000)
   if (localTtl < 1 || localTtl > 60_000) fail('LOCAL_CACHE_TTL_MS', 'milliseconds, 1 to 60000')
   const memoryMb = Number(e.MEMORY_STORE_MAX_MB ?? 256)
@@ -170,6 +175,7 @@ export function loadConfig (source: NodeJS.ProcessEnv = process.env): Config {
     production,
     port,
     host: e.HOST ?? '127.0.0.1',
+    listenBacklog,
     redis: parseRedis(e.REDIS_URL),
     databaseUrl: e.DATABASE_URL,
     dataDir: e.DATA_DIR ?? './data',

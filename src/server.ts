@@ -29,7 +29,9 @@ async function main (): Promise<void> {
     await fastify.close()
   })
 
-  await fastify.listen({ port: config.port, host: config.host })
+  // Node's default backlog (511) overflows when a thousand clients connect at
+  // once: the kernel drops their SYNs, and the retries cost them seconds.
+  await fastify.listen({ port: config.port, host: config.host, backlog: config.listenBacklog })
 }
 
 main().catch(err => {

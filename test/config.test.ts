@@ -1,10 +1,16 @@
 import t from 'tap'
-import { spawnSync } from 'node:child_process'
+import { execFileSync, spawn, spawnSync } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { freePort } from './support/ports.js'
+import { waitUntil } from './support/wait.js'
 import { ConfigError, loadConfig } from '../src/config.js'
 
 t.test('defaults: embedded everything', async t => {
   const c = loadConfig({})
-  t.match(c, { port: 3000, host: '127.0.0.1', redis: { kind: 'memory' }, databaseUrl: undefined, dataDir: './data', cachePrefix: 'narr', trustProxy: false, generationRateLimit: 120, logLevel: 'info' })
+  t.match(c, { port: 3000, host: '127.0.0.1', listenBacklog: 4096, redis: { kind: 'memory' }, databaseUrl: undefined, dataDir: './data', cachePrefix: 'narr', trustProxy: false, generationRateLimit: 120, logLevel: 'info' })
   t.same(c.adminIpAllowlist, ['127.0.0.1', '::1'])
   t.equal(c.openai.model, 'gpt-4o')
   t.equal(c.openai.apiKey, undefined)
@@ -23,6 +29,8 @@ t.test('REDIS_URL: a URL, or cluster seeds', async t => {
 const bad: Array<[Record<string, string>, RegExp]> = [
   [{ PORT: 'eighty' }, /^Invalid configuration: PORT must be a TCP port number/],
   [{ PORT: '70000' }, /PORT must be a TCP port number/],
+  [{ LISTEN_BACKLOG: '0' }, /LISTEN_BACKLOG must be a whole number of pending connections, 1 to 65535/],
+  [{ LISTEN_BACKLOG: 'lots' }, /LISTEN_BACKLOG must be a whole number of pending connections/],
   [{ REDIS_URL: 'http://x' }, /REDIS_URL must be a redis:\/\/ or rediss:\/\/ URL, or comma-separated host:port cluster seeds/],
   [{ DATABASE_URL: 'mysql://x' }, /DATABASE_URL must be a postgres:\/\/ URL/],
   [{ OPENAI_BASE_URL: 'ftp://x' }, /OPENAI_BASE_URL must be an http:\/\/ or https:\/\/ URL/],
@@ -53,4 +61,26 @@ t.test('the server exits 1 with that line on a bad value', async t => {
   })
   t.equal(run.status, 1)
   t.equal(run.stderr.trim(), 'Invalid configuration: PORT must be a TCP port number (0-65535)')
+})
+
+t.test('the server listens with LISTEN_BACKLOG as its accept queue (ss shows it as Send-Q)', async t => {
+  const port = await freePort()
+  const dataDir = await mkdtemp(join(tmpdir(), 'backlog-'))
+  t.teardown(() => rm(dataDir, { recursive: true, force: true }))
+  // Embedded defaults: no Redis, PostgreSQL or model needed.
+  const env: NodeJS.ProcessEnv = { ...process.env, PORT: String(port), LISTEN_BACKLOG: '1234', DATA_DIR: dataDir, LOG_LEVEL: 'silent' }
+  for (const name of ['REDIS_URL', 'DATABASE_URL', 'OPENAI_API_KEY', 'OPENAI_BASE_URL']) delete env[name]
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+    env,
+    stdio: 'ignore'
+  })
+  t.teardown(async () => {
+    if (child.exitCode === null) {
+      child.kill('SIGKILL')
+      await once(child, 'exit')
+    }
+  })
+  await waitUntil(async () => (await fetch(`http://127.0.0.1:${port}/health`).catch(() => undefined))?.ok === true, { timeoutMs: 30_000, what: 'the server' })
+  const listening = execFileSync('ss', ['-ltnH', `sport = :${port}`], { encoding: 'utf8' }).trim().split(/\s+/)
+  t.equal(listening[2], '1234', `Send-Q of the listening socket: ${listening.join(' ')}`)
 })
