@@ -129,17 +129,36 @@ try {
   {
     const [a] = await startApps(1, 'miss')
     const n = quick ? 20 : 100
+    // Each miss says how long it waited on the model (Server-Timing model;dur):
+    // what the client saw beyond that is the overhead. The stand-in's own
+    // overhead over its configured latency is measured apart, for reference.
     const overheads: number[] = []
+    const appDurations: number[] = []
+    const standIn: number[] = []
     for (let i = 0; i < n; i += 4) {
       await Promise.all([0, 1, 2, 3].map(async k => {
         const t0 = performance.now()
-        const r = await post(a.url, body(10_000 + i + k))
-        if (r.json.cache.status !== 'miss') throw new Error(`expected a miss, got ${r.json.cache.status}`)
-        overheads.push(performance.now() - t0 - modelMs)
+        const res = await fetch(a.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body(10_000 + i + k)) })
+        const json = await res.json() as { cache: { status: string } }
+        const total = performance.now() - t0
+        if (json.cache.status !== 'miss') throw new Error(`expected a miss, got ${json.cache.status}`)
+        const timing = res.headers.get('server-timing') ?? ''
+        const model = Number(/model;dur=([0-9.]+)/.exec(timing)?.[1])
+        if (!Number.isFinite(model)) throw new Error(`a miss without Server-Timing: ${timing}`)
+        overheads.push(total - model)
+        appDurations.push(Number(/app;dur=([0-9.]+)/.exec(timing)?.[1]))
+      }))
+      await Promise.all([0, 1, 2, 3].map(async () => {
+        const t0 = performance.now()
+        const res = await fetch(`${openai.baseURL}/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: 'Bearer sk-bench' }, body: JSON.stringify({ model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'x' }] }) })
+        await res.text()
+        standIn.push(performance.now() - t0 - modelMs)
       }))
     }
-    overheads.sort((x, y) => x - y)
-    record('2. miss overhead', `added to the model's ${modelMs} ms (${n} misses, 4 at a time)`, `p50 ${ms(percentile(overheads, 50))}, p95 ${ms(percentile(overheads, 95))}, p99 ${ms(percentile(overheads, 99))}`)
+    const spread = (xs: number[]): string => { xs.sort((x, y) => x - y); return `p50 ${ms(percentile(xs, 50))}, p95 ${ms(percentile(xs, 95))}, p99 ${ms(percentile(xs, 99))}` }
+    record('2. miss overhead', `seen by the client, beyond the model call (${n} misses, 4 at a time)`, spread(overheads))
+    record('2. miss overhead', 'in the server, beyond the model call (Server-Timing app;dur)', spread(appDurations))
+    record('2. miss overhead', `for reference: the stand-in called directly, beyond its ${modelMs} ms`, spread(standIn))
 
     // 5. Streaming: time to first delta.
     const firstDelta = async (b: object): Promise<number> => {

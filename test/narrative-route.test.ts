@@ -115,3 +115,21 @@ t.test('health, ready, documentation', async t => {
   t.equal(ui.statusCode, 200)
   t.match(ui.headers['content-type'], /html/)
 })
+
+t.test('Server-Timing: a miss says how long the model took and how long the rest took; a hit says nothing of the model', async t => {
+  const s = await stack(t)
+  s.openai.setLatency(300)
+  const app = await build(t, { env: s.env })
+  const started = Date.now()
+  const miss = await app.inject({ method: 'POST', url: '/api/narrative', payload: bodyFor(7) })
+  const took = Date.now() - started
+  t.equal(miss.json().cache.status, 'miss')
+  const timing = /^model;dur=([0-9.]+), app;dur=([0-9.]+)$/.exec(String(miss.headers['server-timing']))
+  t.ok(timing !== null, `the header: ${String(miss.headers['server-timing'])}`)
+  const [model, rest] = [Number(timing?.[1]), Number(timing?.[2])]
+  t.ok(model >= 295 && model <= took, `model;dur ${model} ms: the stand-in's 300 ms, within the ${took} ms the request took`)
+  t.ok(model + rest <= took + 1, `model + app (${model} + ${rest}) is no more than the whole request (${took} ms)`)
+  const hit = await app.inject({ method: 'POST', url: '/api/narrative', payload: bodyFor(7) })
+  t.equal(hit.json().cache.status, 'hit')
+  t.equal(hit.headers['server-timing'], undefined)
+})

@@ -7,6 +7,11 @@ export interface NarrativeRoutesOptions {
   heartbeatMs?: number
 }
 
+/** `model;dur=…, app;dur=…` in ms: the model call, and the rest of the time spent on the request so far. */
+export function serverTiming (modelMs: number, elapsedMs: number): string {
+  return `model;dur=${modelMs.toFixed(1)}, app;dur=${Math.max(0, elapsedMs - modelMs).toFixed(1)}`
+}
+
 const routes: FastifyPluginAsyncTypebox<NarrativeRoutesOptions> = async (fastify, opts) => {
   const streamOptions = { heartbeatMs: opts.heartbeatMs ?? 15_000 }
   fastify.post('/api/narrative', {
@@ -20,7 +25,10 @@ const routes: FastifyPluginAsyncTypebox<NarrativeRoutesOptions> = async (fastify
       response: {
         200: {
           description: 'The narrative, as JSON or (with Accept: text/event-stream) as Server-Sent Events',
-          headers: { 'X-Cache': { type: 'string', enum: ['HIT', 'STALE', 'DURABLE', 'MISS', 'FALLBACK'] } },
+          headers: {
+            'X-Cache': { type: 'string', enum: ['HIT', 'STALE', 'DURABLE', 'MISS', 'FALLBACK'] },
+            'Server-Timing': { type: 'string', description: 'On answers that waited for the model: `model;dur=<ms>, app;dur=<ms>`, the model call (all attempts) and the rest of the time spent on the request' }
+          },
           content: {
             'application/json': { schema: NarrativeResponseSchema },
             'text/event-stream': { schema: { type: 'string', description: 'event: meta | delta | done | error, each with a JSON data line' } }
@@ -34,9 +42,9 @@ const routes: FastifyPluginAsyncTypebox<NarrativeRoutesOptions> = async (fastify
     }
   }, async (request, reply) => {
     if (wantsEventStream(request)) return await streamNarrative(fastify, request, request.body, reply, streamOptions)
-    let body
+    let body, resolution
     try {
-      ({ body } = await fastify.narratives.serve(request.body, { clientIp: request.ip, bodyText: request.jsonBodyText }))
+      ({ body, resolution } = await fastify.narratives.serve(request.body, { clientIp: request.ip, bodyText: request.jsonBodyText }))
     } catch (err) {
       fastify.countAnswer('error')
       throw err
@@ -45,6 +53,8 @@ const routes: FastifyPluginAsyncTypebox<NarrativeRoutesOptions> = async (fastify
     request.cacheKey = body.cache.key
     fastify.countAnswer(body.cache.status)
     reply.header('X-Cache', body.cache.status.toUpperCase())
+    // When this request waited on the model: how long, and how long everything else took.
+    if (resolution.generationMs !== undefined) reply.header('Server-Timing', serverTiming(resolution.generationMs, reply.elapsedTime))
     return body
   })
 }
