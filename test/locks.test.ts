@@ -7,9 +7,10 @@ import { RedisStore } from '../src/cache/redis-store.js'
 import { CircuitBreaker } from '../src/cache/breaker.js'
 import { silentLogger } from '../src/cache/logger.js'
 import { normalizeProfile, type Profile } from '../src/domain/profile.js'
-import { cacheKey, lockKey } from '../src/domain/cache-key.js'
-import type { Generation, Narrator } from '../src/narrator/narrator.js'
-import { withVersion } from '../src/cache/store.js'
+import { MemoryStore } from '../src/cache/memory-store.js'
+import { cacheKey, failedBuildKey, lockKey } from '../src/domain/cache-key.js'
+import { NarratorError, type Generation, type Narrator } from '../src/narrator/narrator.js'
+import { withVersion, type CacheStore } from '../src/cache/store.js'
 import { sleep } from './support/wait.js'
 
 t.test('a lock holder that dies: the lock expires and another instance builds', async t => {
@@ -77,6 +78,69 @@ t.test('a holder paused past its lock TTL never overwrites the newer value', asy
   const stored = await b.resolve(job)
   t.equal(stored.status, 'hit')
   t.equal(stored.narrative.summary, 'written by the later builder', 'the newer value was not overwritten')
+})
+
+class FailingNarrator implements Narrator {
+  readonly engine = 'gpt-4o'
+  readonly isModel = true
+  calls = 0
+  constructor (private readonly ms: number) {}
+  async generate (): Promise<Generation> {
+    this.calls++
+    await sleep(this.ms)
+    throw new NarratorError('model answered 500', false, undefined, 500)
+  }
+}
+
+/** The same store, but every announcement reaches this subscriber `delayMs` late. */
+function lateAnnouncements (store: CacheStore, delayMs: number): CacheStore {
+  const late = Object.create(store) as CacheStore
+  late.subscribe = async (channel, onMessage) => await store.subscribe(channel, message => { setTimeout(() => onMessage(message), delayMs).unref() })
+  return late
+}
+
+t.test('a waiter whose poll takes the lock a failed builder just freed answers from the template, with no second model call (Redis and memory)', async t => {
+  const s = await stack(t)
+  const client = new Redis(s.redisUrl)
+  const redisStore = new RedisStore(client)
+  t.teardown(async () => { await redisStore.close(); client.quit().catch(() => {}) })
+  const stores: Record<string, CacheStore> = { redis: redisStore, memory: new MemoryStore({ maxBytes: 1 << 20 }) }
+  const policy = { attempts: 1, baseDelayMs: 10, maxDelayMs: 10, deadlineMs: 2000 }
+  const profile = normalizeProfile(exampleBody.profile as Profile)
+  for (const [kind, store] of Object.entries(stores)) {
+    const job = { key: cacheKey(profile, 'en', { prefix: `${s.prefix}-${kind}` }), profile, locale: 'en' }
+    const make = (narrator: Narrator, via: CacheStore): NarrativeEngine => new NarrativeEngine({
+      store: via,
+      breaker: new CircuitBreaker({ failureThreshold: 5, cooldownMs: 1000 }),
+      narrator,
+      logger: silentLogger,
+      options: { prefix: `${s.prefix}-${kind}`, ttlSeconds: 3600, staleSeconds: 600, generation: policy, refresh: policy, maxWaitMs: 5000, pollMinMs: 20, pollMaxMs: 50 }
+    })
+    const builderModel = new FailingNarrator(300)
+    const waiterModel = new FailingNarrator(0)
+    const builder = make(builderModel, store)
+    // The 'failed' announcement reaches the waiter long after its next poll: the race, every time.
+    const waiter = make(waiterModel, lateAnnouncements(store, 1000))
+    await builder.start()
+    await waiter.start()
+    t.teardown(async () => { await builder.close(); await waiter.close() })
+
+    const building = builder.resolve(job)
+    await sleep(50) // the builder holds the lock
+    const started = Date.now()
+    const waited = await waiter.resolve(job)
+    t.equal((await building).status, 'fallback', `${kind}: the builder answers from the template`)
+    t.equal(waited.status, 'fallback', `${kind}: so does the waiter`)
+    t.equal(waited.engine, 'template')
+    t.ok(Date.now() - started < 1000, `${kind}: on its first poll after the failure, not on the late announcement`)
+    t.equal(builderModel.calls + waiterModel.calls, 1, `${kind}: one model call, not a second build by the waiter`)
+    t.notOk(await store.get(lockKey(job.key)), `${kind}: the waiter gave back the lock it took`)
+    t.ok(await store.get(failedBuildKey(job.key)), `${kind}: the marker is short-lived, but still there`)
+
+    // Not a negative cache: a fresh request still asks the model.
+    t.equal((await waiter.resolve(job)).status, 'fallback')
+    t.equal(waiterModel.calls, 1, `${kind}: a later request tries the model again`)
+  }
 })
 
 t.test('corrupt entries of each kind are deleted and regenerated', async t => {

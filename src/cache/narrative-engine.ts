@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type { Narrative } from '../domain/narrative.js'
 import type { NormalizedProfile } from '../domain/profile.js'
-import { lockKey, readyChannel, refreshLockKey } from '../domain/cache-key.js'
+import { failedBuildKey, lockKey, readyChannel, refreshLockKey } from '../domain/cache-key.js'
 import { ENGINE_VERSION, PROMPT_HASH } from '../domain/prompt.js'
 import { templateNarrative, TEMPLATE_ENGINE } from '../domain/template-narrator.js'
 import type { Generation, Narrator } from '../narrator/narrator.js'
@@ -110,6 +110,9 @@ export interface EngineCounters {
 type Outcome = 'ready' | 'failed' | 'released'
 
 interface Waiter { key: string, wake: (outcome: Outcome) => void }
+
+/** Round trips of a poll that may be under way when a build fails; see markFailed. */
+const FAILED_MARKER_SLACK_MS = 2000
 
 /**
  * The cache engine: fresh and stale reads, one builder per key across every
@@ -295,7 +298,9 @@ export class NarrativeEngine {
       ({ generation, ms: generationMs } = await this.generate(job, this.deps.options.generation, 'request'))
     } catch (err) {
       this.deps.logger.warn({ key: job.key, err: describe(err) }, 'narrator failed; answering with the template')
-      await this.releaseAndAnnounce(job.key, lock, token, 'failed')
+      // Sent right before the release, with no await between, on the same connection (the
+      // lock's slot in a Cluster): it lands before the lock is free, at no extra round trip.
+      await Promise.all([this.markFailed(job.key), this.releaseAndAnnounce(job.key, lock, token, 'failed')])
       return this.templateFallback(job)
     }
     this.counters.misses++
@@ -437,10 +442,39 @@ export class NarrativeEngine {
       if (entry !== null) return { ...this.fromEntry(job, entry, false), status: 'miss' }
       const token = randomUUID()
       const acquired = (await this.tryLock(lockKey(job.key), token)) === true
-      if (acquired) return await this.buildAndStore(job, token)
+      if (!acquired) continue
+      // A poll can free-ride on the lock a failed builder just released, before
+      // its 'failed' announcement arrives: the marker, written before that
+      // release, answers as the announcement would have. Read after taking the
+      // lock, as a read before it would leave the same window open.
+      if (await this.buildJustFailed(job.key)) {
+        await this.release(lockKey(job.key), token)
+        return this.templateFallback(job)
+      }
+      return await this.buildAndStore(job, token)
     }
     this.deps.logger.warn({ key: job.key, waitedMs: this.deps.options.maxWaitMs }, 'gave up waiting for another builder')
     return this.templateFallback(job)
+  }
+
+  /**
+   * Lives one longest poll interval, so it covers every waiter whose poll is
+   * already scheduled even if the announcement never comes, plus time for that
+   * poll's own round trips (entry, lock, marker). It is not a negative cache: a
+   * fresh request arriving later still asks the model.
+   */
+  private async markFailed (key: string): Promise<void> {
+    const ttlMs = this.deps.options.pollMaxMs + FAILED_MARKER_SLACK_MS
+    await this.store(s => s.set(failedBuildKey(key), '1', ttlMs)).catch(() => {})
+  }
+
+  /** False when the store cannot tell: the waiter then builds, as it did before there was a marker. */
+  private async buildJustFailed (key: string): Promise<boolean> {
+    try {
+      return (await this.store(s => s.get(failedBuildKey(key)))) !== null
+    } catch {
+      return false
+    }
   }
 
   private async nextAnnouncement (key: string, timeoutMs: number): Promise<Outcome | 'timeout'> {

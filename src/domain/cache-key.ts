@@ -23,6 +23,17 @@ export function lockKey (key: string): string {
   return `lock:${key}`
 }
 
+/**
+ * Written by a builder whose model call failed, just before it frees the lock,
+ * for waiters that take the freed lock before the 'failed' announcement
+ * reaches them. The braces make Redis Cluster hash only the lock's name (cache
+ * keys hold no braces of their own), so the marker sits in the lock's slot: its
+ * write and the release go to one node on one connection, and keep their order.
+ */
+export function failedBuildKey (key: string): string {
+  return `failed:{${lockKey(key)}}`
+}
+
 export function refreshLockKey (key: string): string {
   return `refresh:${key}`
 }
