@@ -109,8 +109,10 @@ try {
   const size = (await sample.text()).length
   const barePort = await freePort()
   const redisPort = await freePort()
+  const configuredPort = await freePort()
   await spawnServer(['bench/floor-server.ts', String(barePort), 'bare', String(size)], {}, barePort)
   await spawnServer(['bench/floor-server.ts', String(redisPort), 'redis', String(size), redis.url], {}, redisPort)
+  await spawnServer(['bench/floor-server.ts', String(configuredPort), 'configured', String(size)], {}, configuredPort)
   log(`warmed (${warm.json.cache.status}); response ${size} bytes`)
   for (const connections of [50, 1000]) {
     const section = `1. hit path, ${connections} connections`
@@ -118,6 +120,8 @@ try {
     loadRow(section, 'floor: bare POST', bare)
     const withRedis = await runLoad({ url: `http://127.0.0.1:${redisPort}/api/narrative`, body: hitBody, connections, seconds: secs })
     loadRow(section, 'floor: POST + one Redis GET', withRedis, bare)
+    const configured = await runLoad({ url: `http://127.0.0.1:${configuredPort}/api/narrative`, body: hitBody, connections, seconds: secs })
+    loadRow(section, 'floor: Fastify configured like the app, no cache', configured, bare)
     const hits = await runLoad({ url: app.url, body: hitBody, connections, seconds: secs })
     loadRow(section, 'narrative hit', hits, bare)
   }
