@@ -78,8 +78,15 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
       model: generation.engine
     })
   }
+  // One labelled child per status, looked up once: prom-client hashes the labels on every inc() otherwise.
+  const answers = new Map<string, { inc: () => void }>()
   fastify.decorate('countAnswer', (status: string) => {
-    metrics.requests.inc({ status })
+    let counter = answers.get(status)
+    if (counter === undefined) {
+      counter = metrics.requests.labels(status)
+      answers.set(status, counter)
+    }
+    counter.inc()
     // An answer the model did not write this time saved one call at the average price so far.
     if (paidCalls > 0 && (status === 'hit' || status === 'stale' || status === 'durable')) metrics.saving.inc(spentUsd / paidCalls)
   })
