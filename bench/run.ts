@@ -280,6 +280,8 @@ const report = `# Benchmark results
 ${table}
 `
 const previous = await readFile(new URL('./RESULTS.md', import.meta.url), 'utf8').catch(() => '')
-const history = previous.includes('## Earlier runs') ? previous.slice(previous.indexOf('## Earlier runs')) : ''
+// What follows this marker (hand-written notes, earlier runs) is kept when the figures are rewritten.
+const KEPT = '<!-- kept across runs: notes and earlier figures -->'
+const history = previous.includes(KEPT) ? previous.slice(previous.indexOf(KEPT)) : ''
 await writeFile(new URL('./RESULTS.md', import.meta.url), report + (history === '' ? '' : `\n${history}`))
 process.stdout.write(`\n${table}\n\nwrote bench/RESULTS.md\n`)
