@@ -3,6 +3,7 @@ import rateLimit, { type FastifyRateLimitStoreCtor } from '@fastify/rate-limit'
 import RedisStore from '@fastify/rate-limit/store/RedisStore.js'
 import type { Cluster, Redis } from 'ioredis'
 import { RateLimitStoreDownError } from '../src/errors.js'
+import { rateLimitKey } from '../src/client-key.js'
 
 /** Admin routes: 10 requests a second on average, bursts of 20 (a 20-request window of 2 s). */
 export const ADMIN_RATE_LIMIT = { max: 20, timeWindow: 2000 }
@@ -44,7 +45,8 @@ export default fp(async (fastify) => {
   await fastify.register(rateLimit, {
     global: false,
     skipOnError: false,
-    keyGenerator: request => request.ip,
+    // By address, an IPv6 client by its /64 (src/client-key.ts).
+    keyGenerator: request => rateLimitKey(request.ip),
     ...(redis === undefined ? {} : { store: failClosedStore(redis, fastify.config.cachePrefix) }),
     errorResponseBuilder: (_request, context) => Object.assign(
       new Error(`Admin routes allow ${context.max} requests per ${context.after}; try again in ${Math.ceil(context.ttl / 1000)} s`),

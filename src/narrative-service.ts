@@ -3,6 +3,7 @@ import type { NegativeCache } from './cache/negative-cache.js'
 import { GenerationLimitExceeded, type GenerationLimiter } from './cache/generation-limiter.js'
 import type { AnalyticsEvent } from './analytics/event.js'
 import { BoundedMemo } from './bounded-memo.js'
+import { rateLimitKey } from './client-key.js'
 import { cacheKey } from './domain/cache-key.js'
 import { normalizeLocale, normalizeProfile, systemsByWeight, type NormalizedProfile, type Profile } from './domain/profile.js'
 import { ENGINE_VERSION } from './domain/prompt.js'
@@ -120,7 +121,8 @@ export class NarrativeService {
       throw new InvalidProfileError(facts.violation)
     }
     const limiter = this.deps.limiter
-    if (limiter?.enabled === true) job.permit = async ({ storeHealthy }) => { await limiter.take(context.clientIp, storeHealthy) }
+    // Counted by address; an IPv6 client by its /64, so rotating addresses does not multiply the budget.
+    if (limiter?.enabled === true) job.permit = async ({ storeHealthy }) => { await limiter.take(rateLimitKey(context.clientIp), storeHealthy) }
     return job
   }
 

@@ -170,6 +170,17 @@ t.test('the generation rate limit counts only requests that make the model write
   t.equal(s.openai.calls, 4)
 })
 
+t.test('the generation rate limit counts an IPv6 client by its /64: rotating addresses inside it does not help', async t => {
+  const s = await stack(t)
+  const app = await build(t, { env: { ...s.env, GENERATION_RATE_LIMIT: '2' } })
+  const from = async (remoteAddress: string, i: number): Promise<number> => (await app.inject({ method: 'POST', url: '/api/narrative', payload: bodyFor(i), remoteAddress })).statusCode
+  t.equal(await from('2001:db8:7:1::a', 60), 200)
+  t.equal(await from('2001:db8:7:1::b', 61), 200)
+  t.equal(await from('2001:db8:7:1:ffff:1:2:3', 62), 429, 'a third address of the same /64 shares its budget')
+  t.equal(await from('2001:db8:7:2::a', 63), 200, 'the next /64 has its own')
+  t.equal(s.openai.calls, 3)
+})
+
 t.test('waiting for someone else\'s generation never counts', async t => {
   const s = await stack(t)
   s.openai.setLatency(300)
