@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import { AnalyticsBuffer, type AnalyticsBufferOptions } from '../src/analytics/buffer.js'
+import { AnalyticsRetention } from '../src/analytics/retention.js'
 import { AnalyticsRepository } from '../src/db/analytics-repository.js'
 import { AuditRepository } from '../src/db/audit-repository.js'
 import { DeferredDatabase, openDatabase, type Database, type PostgresOptions } from '../src/db/database.js'
@@ -15,6 +16,8 @@ export interface Db {
   analytics: AnalyticsRepository
   audit: AuditRepository
   buffer: AnalyticsBuffer
+  /** Deletes analytics older than ANALYTICS_RETENTION_DAYS, hourly. */
+  retention: AnalyticsRetention
   /** 'embedded' (PGlite) or 'up' (PostgreSQL) when open, migrated and answering within pingTimeoutMs; else 'down'. */
   state(): Promise<DbState>
 }
@@ -42,6 +45,8 @@ export interface DbPluginOptions {
    * Fastify's plugin timeout is 10 s). Default 5000.
    */
   startupWaitMs?: number
+  /** When the retention pass first runs, and how often after. Default 10 s, then hourly. */
+  retention?: { firstDelayMs?: number, intervalMs?: number }
 }
 
 async function within<T> (p: Promise<T>, ms: number): Promise<T> {
@@ -137,6 +142,14 @@ export default fp<DbPluginOptions>(async (fastify, opts) => {
   const analytics = new AnalyticsRepository(database)
   const audit = new AuditRepository(database)
   const buffer = new AnalyticsBuffer({ ...opts.buffer, repository: analytics, logger: log })
+  const retention = new AnalyticsRetention({
+    retentionMs: fastify.config.analyticsRetentionMs,
+    intervalMs: opts.retention?.intervalMs,
+    // Before the schema is in place there is nothing to delete.
+    deleteBefore: async before => migrated ? await analytics.deleteBefore(before) : 0,
+    logger: log
+  })
+  retention.start(opts.retention?.firstDelayMs)
 
   const state = async (): Promise<DbState> => {
     if (!database.attached || !migrated || closed) return 'down'
@@ -148,12 +161,13 @@ export default fp<DbPluginOptions>(async (fastify, opts) => {
     }
   }
 
-  fastify.decorate('db', { database, narratives, analytics, audit, buffer, state })
+  fastify.decorate('db', { database, narratives, analytics, audit, buffer, retention, state })
 
   fastify.addHook('onClose', async () => {
     closed = true
     if (timer !== undefined) clearTimeout(timer)
     await attempt?.catch(() => {})
+    await retention.stop()
     await buffer.close()
     if (opts.database === undefined) await database.close()
   })

@@ -33,6 +33,7 @@ export const EnvSchema = Type.Object({
   GENERATION_RATE_LIMIT: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'a whole number of generations per minute, 0 for no limit' })),
   CORS_ORIGINS: Type.Optional(Type.String()),
   MODEL_PRICES: Type.Optional(Type.String({ description: 'a JSON object of model name to {"input": USD per 1M tokens, "output": USD per 1M tokens}' })),
+  ANALYTICS_RETENTION_DAYS: Type.Optional(Type.String({ pattern: '^[0-9]+(\\.[0-9]+)?$', description: 'a number of days, 0 to keep analytics for ever' })),
   REDIS_MONTHLY_COST_USD: Type.Optional(Type.String({ pattern: '^[0-9]+(\\.[0-9]+)?$', description: 'a non-negative number of US dollars' })),
   LOG_LEVEL: Type.Optional(Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map(l => Type.Literal(l)), { description: 'one of fatal, error, warn, info, debug, trace, silent' }))
 })
@@ -65,6 +66,8 @@ export interface Config {
   corsOrigins: string[]
   modelPrices: Record<string, ModelPrice>
   redisMonthlyUsd: number
+  /** Analytics rows older than this are deleted (hourly); 0 keeps them for ever. */
+  analyticsRetentionMs: number
   logLevel: string
 }
 
@@ -198,6 +201,7 @@ export function loadConfig (source: NodeJS.ProcessEnv = process.env): Config {
     corsOrigins: list(e.CORS_ORIGINS),
     modelPrices: { ...DEFAULT_MODEL_PRICES, ...parsePrices(e.MODEL_PRICES) },
     redisMonthlyUsd: Number(e.REDIS_MONTHLY_COST_USD ?? 10),
+    analyticsRetentionMs: Math.round(Number(e.ANALYTICS_RETENTION_DAYS ?? 90) * DAY * 1000),
     logLevel: e.LOG_LEVEL ?? 'info'
   }
 }

@@ -10,7 +10,7 @@ import { ConfigError, loadConfig } from '../src/config.js'
 
 t.test('defaults: embedded everything', async t => {
   const c = loadConfig({})
-  t.match(c, { port: 3000, host: '127.0.0.1', listenBacklog: 4096, redis: { kind: 'memory' }, databaseUrl: undefined, dataDir: './data', cachePrefix: 'narr', trustProxy: false, generationRateLimit: 120, logLevel: 'info' })
+  t.match(c, { port: 3000, host: '127.0.0.1', listenBacklog: 4096, analyticsRetentionMs: 90 * 86_400_000, redis: { kind: 'memory' }, databaseUrl: undefined, dataDir: './data', cachePrefix: 'narr', trustProxy: false, generationRateLimit: 120, logLevel: 'info' })
   t.same(c.adminIpAllowlist, ['127.0.0.1', '::1'])
   t.equal(c.openai.model, 'gpt-4o')
   t.equal(c.openai.apiKey, undefined)
@@ -31,6 +31,7 @@ const bad: Array<[Record<string, string>, RegExp]> = [
   [{ PORT: '70000' }, /PORT must be a TCP port number/],
   [{ LISTEN_BACKLOG: '0' }, /LISTEN_BACKLOG must be a whole number of pending connections, 1 to 65535/],
   [{ LISTEN_BACKLOG: 'lots' }, /LISTEN_BACKLOG must be a whole number of pending connections/],
+  [{ ANALYTICS_RETENTION_DAYS: 'forever' }, /ANALYTICS_RETENTION_DAYS must be a number of days, 0 to keep analytics for ever/],
   [{ REDIS_URL: 'http://x' }, /REDIS_URL must be a redis:\/\/ or rediss:\/\/ URL, or comma-separated host:port cluster seeds/],
   [{ DATABASE_URL: 'mysql://x' }, /DATABASE_URL must be a postgres:\/\/ URL/],
   [{ OPENAI_BASE_URL: 'ftp://x' }, /OPENAI_BASE_URL must be an http:\/\/ or https:\/\/ URL/],

@@ -105,6 +105,25 @@ export class AnalyticsRepository {
     return Number(rows[0]?.rows ?? 0)
   }
 
+  /**
+   * Deletes analytics rows older than `beforeMs`, at most `batchSize` per
+   * statement so no statement holds its locks long; returns how many went.
+   * Only analytics_events: user_keys (the per-user index, for deletion
+   * requests) and requested_profiles (pre-warm) are kept.
+   */
+  async deleteBefore (beforeMs: number, batchSize = 10_000): Promise<number> {
+    let total = 0
+    for (;;) {
+      const [row] = await this.#db.query<{ n: number | string }>(
+        `WITH d AS (DELETE FROM analytics_events WHERE id IN (
+           SELECT id FROM analytics_events WHERE at < $1 ORDER BY at LIMIT $2) RETURNING 1)
+         SELECT count(*) AS n FROM d`, [Math.floor(beforeMs), batchSize])
+      const n = Number(row?.n ?? 0)
+      total += n
+      if (n < batchSize) return total
+    }
+  }
+
   /** Figures over the events at or after `sinceMs` (each row counts for its `count`). */
   async summary (sinceMs: number): Promise<AnalyticsSummary> {
     const [totals] = await this.#db.query<Record<string, number | string | null>>(
