@@ -149,14 +149,23 @@ export class RedisStore implements CacheStore {
 
   /**
    * One extra connection carries every subscription. It keeps an offline queue
-   * (it only ever sends SUBSCRIBE) and ioredis re-subscribes after reconnects,
-   * so subscribers survive a Redis restart without help.
+   * (it only ever sends SUBSCRIBE) and re-subscribes after every reconnect, so
+   * subscribers survive a Redis restart without help. On a single node we
+   * re-subscribe ourselves rather than let ioredis do it: its own re-subscribe
+   * leaves the command's promise without a handler, so a SUBSCRIBE that times
+   * out on a flaky link became an unhandled rejection, which stops the process.
    */
   async subscribe (channel: string, onMessage: (message: string) => void): Promise<() => Promise<void>> {
     if (this.subscriber === undefined) {
       const sub: Redis | Cluster = this.client instanceof Cluster
         ? this.client.duplicate(undefined, { enableOfflineQueue: true, lazyConnect: false })
-        : (this.client as Redis).duplicate({ enableOfflineQueue: true, lazyConnect: false })
+        : (this.client as Redis).duplicate({ enableOfflineQueue: true, lazyConnect: false, autoResubscribe: false })
+      if (!(sub instanceof Cluster)) {
+        sub.on('ready', () => {
+          const channels = [...this.handlers.keys()]
+          if (channels.length > 0) sub.subscribe(...channels).catch(err => this.options.onError?.(err as Error))
+        })
+      }
       sub.on('error', err => this.options.onError?.(err))
       sub.on('message', (ch: string, message: string) => {
         for (const handler of this.handlers.get(ch) ?? []) handler(message)

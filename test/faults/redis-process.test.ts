@@ -63,7 +63,8 @@ t.test('Redis frozen (SIGSTOP) under load: 200s, within 1.5 s for requests start
   // New keys asked on each instance while frozen: their reads time out until the breakers open.
   const probes = []
   for (let j = 0; j < 12 && apps.some(a => a.breaker.state === 'closed'); j++) probes.push(...await Promise.all(apps.map(a => postNarrative(a, bodyFor(1000 + j)))))
-  const opened = apps.map(a => a.breaker.state)
+  // Snapshot of the histories now: one breaker may already be half-open (its cool-down over) when the other opens.
+  const openedWhileFrozen = states.map(seen => seen.includes('open'))
   await sleep(Math.max(0, frozenAt + 2500 - Date.now()))
   redis.thaw()
   const thawedAt = Date.now()
@@ -77,7 +78,7 @@ t.test('Redis frozen (SIGSTOP) under load: 200s, within 1.5 s for requests start
   t.ok(during.length > 10, 'requests were served while frozen')
   // Builds already under way at the freeze are not bounded yet: see the open issues in the reliability table.
   t.same(during.filter(r => r.ms > 1500).map(r => `${r.ms} ms ${r.status} started ${r.at - frozenAt} ms after the freeze`), [], 'none started while frozen took over 1.5 s')
-  t.same(opened, ['open', 'open'], 'both breakers opened')
+  t.same(openedWhileFrozen, [true, true], 'both breakers opened while frozen')
   for (const seen of states) t.match(seen.join(' > '), /closed > open.* > closed$/, `breaker: ${seen.join(' > ')}`)
 
   // Commands sent into the frozen socket ran when it thawed: none may have broken a value or left a key locked.
