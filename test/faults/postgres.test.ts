@@ -74,7 +74,8 @@ t.test('PostgreSQL down at start-up: the server starts and answers at full speed
   t.pass('migrated in the background, then durable rows and analytics written')
 })
 
-t.test('PostgreSQL killed mid-run under load: answers within a few hundred ms extra; rows written before survive the restart; the durable tier serves again', async t => {
+/** A private PostgreSQL and an app on it, with 10 narratives written to the durable tier (a 30 ms model). */
+async function withTenDurableRows (t: Test): Promise<{ pg: PostgresProc, url: string, s: Stack, app: FastifyInstance }> {
   const { pg, url } = await privatePostgres(t)
   const s = await stack(t)
   s.openai.setLatency(30)
@@ -82,6 +83,11 @@ t.test('PostgreSQL killed mid-run under load: answers within a few hundred ms ex
   for (let i = 0; i < 10; i++) await postNarrative(app, bodyFor(i))
   await app.durable.close()
   t.equal(await rowCount(url), 10, '10 durable rows before the outage')
+  return { pg, url, s, app }
+}
+
+t.test('PostgreSQL killed mid-run under load: answers within a few hundred ms extra; rows written before survive the restart; the durable tier serves again', async t => {
+  const { pg, url, s, app } = await withTenDurableRows(t)
   const before = await Promise.all(Array.from({ length: 10 }, (_, i) => postNarrative(app, bodyFor(i))))
   const baseline = Math.max(...before.map(r => r.ms))
 
@@ -107,13 +113,7 @@ t.test('PostgreSQL killed mid-run under load: answers within a few hundred ms ex
 })
 
 t.test('PostgreSQL frozen (SIGSTOP): no request pays more than the 300 ms read deadline; analytics dropped, bounded; thawed, nothing lost', async t => {
-  const { pg, url } = await privatePostgres(t)
-  const s = await stack(t)
-  s.openai.setLatency(30)
-  const app = await appOn(t, s, url)
-  for (let i = 0; i < 10; i++) await postNarrative(app, bodyFor(i))
-  await app.durable.close()
-  t.equal(await rowCount(url), 10)
+  const { pg, url, s, app } = await withTenDurableRows(t)
 
   let n = 10
   const load = startLoad([app], i => bodyFor(i % 3 === 0 ? n++ : i % 10), 4)
