@@ -2,7 +2,7 @@ import { PermitDeniedError, type NarrativeEngine, type NarrativeJob, type Resolu
 import type { NegativeCache } from './cache/negative-cache.js'
 import { GenerationLimitExceeded, type GenerationLimiter } from './cache/generation-limiter.js'
 import type { AnalyticsEvent } from './analytics/event.js'
-import { BoundedMemo } from './bounded-memo.js'
+import { LruMap } from './lru-map.js'
 import { rateLimitKey } from './client-key.js'
 import { cacheKey } from './domain/cache-key.js'
 import { normalizeLocale, normalizeProfile, systemsByWeight, type NormalizedProfile, type Profile } from './domain/profile.js'
@@ -72,7 +72,7 @@ function rateLimited (err: GenerationLimitExceeded): Error {
  */
 export class NarrativeService {
   private readonly clock: () => number
-  private readonly memo = new BoundedMemo<string, BodyFacts>(MEMO_ENTRIES)
+  private readonly memo = new LruMap<string, BodyFacts>(MEMO_ENTRIES)
 
   constructor (private readonly deps: NarrativeServiceDeps) {
     this.clock = deps.clock ?? Date.now
@@ -99,7 +99,12 @@ export class NarrativeService {
 
   private rememberedFactsOf (request: NarrativeRequest, bodyText: string | undefined): BodyFacts {
     if (bodyText === undefined || bodyText.length > MEMO_MAX_BODY_CHARS) return this.factsOf(request)
-    return this.memo.get(bodyText, () => this.factsOf(request))
+    let facts = this.memo.get(bodyText)
+    if (facts === undefined) {
+      facts = this.factsOf(request)
+      this.memo.set(bodyText, facts)
+    }
+    return facts
   }
 
   async serve (request: NarrativeRequest, context: RequestContext = { clientIp: 'unknown' }): Promise<ServedNarrative> {

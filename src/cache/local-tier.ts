@@ -1,5 +1,6 @@
 import type { CachedNarrative } from './codec.js'
 import { globToRegExp } from './memory-store.js'
+import { LruMap } from '../lru-map.js'
 
 export interface LocalTierOptions {
   /** Entries held at most; the least recently used go first. */
@@ -20,7 +21,7 @@ interface Slot { entry: CachedNarrative, expiresAt: number }
  * by count), each trusted for at most `ttlMs`. A hit here costs no round trip.
  */
 export class LocalTier {
-  private readonly slots = new Map<string, Slot>()
+  private readonly slots: LruMap<string, Slot>
   private readonly clock: () => number
   hits = 0
   invalidations = 0
@@ -28,6 +29,7 @@ export class LocalTier {
   constructor (private readonly options: LocalTierOptions) {
     if (!(options.maxEntries >= 1)) throw new Error('local tier maxEntries must be at least 1')
     if (!(options.ttlMs > 0)) throw new Error('local tier ttlMs must be positive')
+    this.slots = new LruMap(options.maxEntries)
     this.clock = options.clock ?? Date.now
   }
 
@@ -38,16 +40,11 @@ export class LocalTier {
       this.slots.delete(key)
       return undefined
     }
-    // Re-insert: a Map's first key is then the least recently used.
-    this.slots.delete(key)
-    this.slots.set(key, slot)
     this.hits++
     return slot.entry
   }
 
   set (key: string, entry: CachedNarrative): void {
-    this.slots.delete(key)
-    if (this.slots.size >= this.options.maxEntries) this.slots.delete(this.slots.keys().next().value as string)
     this.slots.set(key, { entry, expiresAt: this.clock() + this.options.ttlMs })
   }
 

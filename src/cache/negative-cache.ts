@@ -1,6 +1,7 @@
 import { negativeKey } from '../domain/cache-key.js'
 import type { CircuitBreaker } from './breaker.js'
 import type { CacheStore } from './store.js'
+import { LruMap } from '../lru-map.js'
 
 export interface NegativeCacheOptions {
   /** TTLs are drawn between these, so a burst of bad inputs does not expire at once. */
@@ -19,18 +20,20 @@ export interface NegativeCacheOptions {
  * other instances and operators can see what is being refused.
  */
 export class NegativeCache {
-  private readonly local = new Map<string, { reason: string, expiresAt: number }>()
+  /** Recalling does not make an entry recent: only remembering it again does. */
+  private readonly local: LruMap<string, { reason: string, expiresAt: number }>
   private readonly clock: () => number
   private readonly random: () => number
 
   constructor (private readonly store: CacheStore, private readonly breaker: CircuitBreaker, private readonly options: NegativeCacheOptions) {
     if (!(options.minTtlMs > 0 && options.maxTtlMs >= options.minTtlMs)) throw new Error('negative cache TTLs must be positive and ordered')
+    this.local = new LruMap(options.maxEntries)
     this.clock = options.clock ?? Date.now
     this.random = options.random ?? Math.random
   }
 
   recall (key: string): string | undefined {
-    const hit = this.local.get(key)
+    const hit = this.local.peek(key)
     if (hit === undefined) return undefined
     if (hit.expiresAt <= this.clock()) {
       this.local.delete(key)
@@ -41,8 +44,6 @@ export class NegativeCache {
 
   remember (key: string, reason: string): void {
     const ttl = Math.round(this.options.minTtlMs + this.random() * (this.options.maxTtlMs - this.options.minTtlMs))
-    // Re-inserting moves the key to the end; only a new key can push the oldest out.
-    if (!this.local.delete(key) && this.local.size >= this.options.maxEntries) this.local.delete(this.local.keys().next().value as string)
     this.local.set(key, { reason, expiresAt: this.clock() + ttl })
     this.breaker.run(() => this.store.set(negativeKey(key), reason, ttl)).catch(() => {})
   }

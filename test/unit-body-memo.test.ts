@@ -1,23 +1,27 @@
 import t from 'tap'
-import { BoundedMemo } from '../src/bounded-memo.js'
+import { LruMap } from '../src/lru-map.js'
 import { NarrativeService } from '../src/narrative-service.js'
 import type { NarrativeEngine } from '../src/cache/narrative-engine.js'
 import type { NegativeCache } from '../src/cache/negative-cache.js'
 import { InvalidProfileError } from '../src/errors.js'
 
-t.test('BoundedMemo computes once per key, keeps at most maxEntries, and evicts the least recently used', async t => {
-  const computed: string[] = []
-  const memo = new BoundedMemo<string, string>(2)
-  const upper = (k: string): string => { computed.push(k); return k.toUpperCase() }
-  t.equal(memo.get('a', upper), 'A')
-  t.equal(memo.get('b', upper), 'B')
-  t.equal(memo.get('a', upper), 'A', 'remembered')
-  t.equal(memo.get('c', upper), 'C', 'a third key evicts the least recently used: b')
-  t.equal(memo.size, 2)
-  t.equal(memo.get('a', upper), 'A')
-  t.equal(memo.get('b', upper), 'B')
-  t.same(computed, ['a', 'b', 'c', 'b'], 'b was computed again after its eviction; a never was')
-  t.throws(() => new BoundedMemo(0), /positive whole number/)
+t.test('LruMap keeps at most maxEntries and forgets the least recently used; peek does not make an entry recent', async t => {
+  const map = new LruMap<string, number>(2)
+  map.set('a', 1)
+  map.set('b', 2)
+  t.equal(map.get('a'), 1, 'a is now the most recently used')
+  map.set('c', 3)
+  t.same([...map.keys()], ['a', 'c'], 'a third key pushed out b, the least recently used')
+  t.equal(map.peek('a'), 1)
+  map.set('d', 4)
+  t.same([...map.keys()], ['c', 'd'], 'peeking at a did not keep it')
+  map.set('c', 30)
+  t.same([...map.keys()], ['d', 'c'], 'setting an existing key makes it recent without evicting')
+  t.equal(map.size, 2)
+  t.equal(map.delete('d'), true)
+  t.equal(map.delete('d'), false)
+  t.equal(map.get('missing'), undefined)
+  t.throws(() => new LruMap(0), /positive whole number/)
 })
 
 /** A service whose engine answers every job as a hit, noting the jobs it was given. */
