@@ -7,6 +7,7 @@ import type { Generation } from '../src/narrator/narrator.js'
 import { NegativeCache } from '../src/cache/negative-cache.js'
 import { LocalTier } from '../src/cache/local-tier.js'
 import { NarrativeService, systemsOf, type EventRecorder } from '../src/narrative-service.js'
+import { childrenBy } from '../src/metrics.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -78,15 +79,9 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
       model: generation.engine
     })
   }
-  // One labelled child per status, looked up once: prom-client hashes the labels on every inc() otherwise.
-  const answers = new Map<string, { inc: () => void }>()
+  const answersWith = childrenBy(status => metrics.requests.labels(status))
   fastify.decorate('countAnswer', (status: string) => {
-    let counter = answers.get(status)
-    if (counter === undefined) {
-      counter = metrics.requests.labels(status)
-      answers.set(status, counter)
-    }
-    counter.inc()
+    answersWith(status).inc()
     // An answer the model did not write this time saved one call at the average price so far.
     if (paidCalls > 0 && (status === 'hit' || status === 'stale' || status === 'durable')) metrics.saving.inc(spentUsd / paidCalls)
   })

@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import { createHash } from 'node:crypto'
-import { createMetrics, type Metrics } from '../src/metrics.js'
+import { childrenBy, createMetrics, type Metrics } from '../src/metrics.js'
 import { AdminIpForbiddenError } from '../src/errors.js'
 
 declare module 'fastify' {
@@ -39,19 +39,12 @@ export default fp(async (fastify) => {
   fastify.decorateRequest('cacheStatus', undefined)
   fastify.decorateRequest('cacheKey', undefined)
 
-  // One labelled child per route and status, looked up once: prom-client hashes the labels on every observe() otherwise.
-  const latencies = new Map<string, { observe: (seconds: number) => void }>()
+  const latencyOf = childrenBy((route, status) => metrics.latency.labels(route, status))
   // Callback style, and the log line built only when it is written: this runs on every hit.
   fastify.addHook('onResponse', (request, reply, done) => {
     const route = request.routeOptions.url ?? 'unknown'
     if (request.cacheStatus !== undefined) {
-      const labels = `${route} ${request.cacheStatus}`
-      let histogram = latencies.get(labels)
-      if (histogram === undefined) {
-        histogram = metrics.latency.labels(route, request.cacheStatus)
-        latencies.set(labels, histogram)
-      }
-      histogram.observe(reply.elapsedTime / 1000)
+      latencyOf(route, request.cacheStatus).observe(reply.elapsedTime / 1000)
     }
     if (LOGS_INFO.has(request.log.level)) {
       request.log.info({
