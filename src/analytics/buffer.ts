@@ -115,7 +115,12 @@ export class AnalyticsBuffer {
 
   /** Events held in memory: queued, awaiting their retry, or being written. */
   get buffered (): number {
-    return this.#queuedEvents + (this.#retry === null ? 0 : sumOf(this.#retry)) + this.#inFlightEvents
+    return this.#heldEvents + this.#inFlightEvents
+  }
+
+  /** Events queued or awaiting their retry (not those being written). */
+  get #heldEvents (): number {
+    return this.#queuedEvents + (this.#retry === null ? 0 : sumOf(this.#retry))
   }
 
   /** Rows held in memory (identical events share one). Never above maxBuffered. */
@@ -173,13 +178,13 @@ export class AnalyticsBuffer {
    */
   async discardUser (userId: string): Promise<number> {
     const keep = (e: AnalyticsEvent): boolean => e.userId !== userId
-    const before = this.#queuedEvents + (this.#retry === null ? 0 : sumOf(this.#retry))
+    const before = this.#heldEvents
     this.#setQueue(this.#queue.filter(keep))
     if (this.#retry !== null) {
       this.#retry = this.#retry.filter(keep)
       if (this.#retry.length === 0) this.#retry = null
     }
-    const removed = before - this.#queuedEvents - (this.#retry === null ? 0 : sumOf(this.#retry))
+    const removed = before - this.#heldEvents
     this.#counters.discarded += removed
     if (this.#flushing !== null) await this.#flushing
     return removed
@@ -203,7 +208,7 @@ export class AnalyticsBuffer {
       await Promise.race([writeAll, outOfTime])
       clearTimeout(timer)
       this.#abandoned = true
-      const left = this.#queuedEvents + (this.#retry === null ? 0 : sumOf(this.#retry))
+      const left = this.#heldEvents
       this.#setQueue([])
       this.#retry = null
       // a write still in flight counts itself when it ends (written, or dropped since abandoned)
