@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { ErrorSchema, NarrativeRequestSchema, NarrativeResponseSchema } from '../../src/schemas/narrative.js'
-import { streamNarrative, wantsEventStream } from './stream.js'
+import { noteAnswer, streamNarrative, wantsEventStream } from './stream.js'
 
 export interface NarrativeRoutesOptions {
   /** SSE heartbeat interval (default 15 s). */
@@ -49,9 +49,7 @@ const routes: FastifyPluginAsyncTypebox<NarrativeRoutesOptions> = async (fastify
       fastify.countAnswer('error')
       throw err
     }
-    request.cacheStatus = body.cache.status
-    request.cacheKey = body.cache.key
-    fastify.countAnswer(body.cache.status)
+    noteAnswer(fastify, request, body.cache)
     reply.header('X-Cache', body.cache.status.toUpperCase())
     // When this request waited on the model: how long, and how long everything else took.
     if (resolution.generationMs !== undefined) reply.header('Server-Timing', serverTiming(resolution.generationMs, reply.elapsedTime))

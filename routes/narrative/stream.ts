@@ -8,6 +8,16 @@ export interface StreamOptions {
   heartbeatMs: number
 }
 
+/**
+ * Notes what a request was answered with: the metrics counter, and the cache
+ * status and key that plugins/metrics.ts puts in the request's log line.
+ */
+export function noteAnswer (fastify: FastifyInstance, request: FastifyRequest, cache: { status: CacheStatus, key: string }): void {
+  request.cacheStatus = cache.status
+  request.cacheKey = cache.key
+  fastify.countAnswer(cache.status)
+}
+
 /** True when the client asked for Server-Sent Events. */
 export function wantsEventStream (request: FastifyRequest): boolean {
   const accept = request.headers.accept
@@ -77,9 +87,7 @@ export async function streamNarrative (fastify: FastifyInstance, request: Fastif
   try {
     const { body: answer } = await fastify.narratives.execute(job, body.userId)
     unwatch()
-    request.cacheStatus = answer.cache.status
-    request.cacheKey = answer.cache.key
-    fastify.countAnswer(answer.cache.status)
+    noteAnswer(fastify, request, answer.cache)
     const text = narrativeText(answer.narrative)
     if (answer.cache.status === 'fallback' && shown !== '') {
       // The model broke after its text began: say so; nothing was cached.
