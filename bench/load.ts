@@ -22,7 +22,7 @@ export function percentile (sorted: number[], p: number): number {
  * autocannon against one URL with one body. Every response time is kept, so
  * p95 is exact (autocannon's own table has p97.5 but no p95).
  */
-export async function runLoad (opts: { url: string, body: unknown, connections: number, seconds: number, headers?: Record<string, string> }): Promise<LoadResult> {
+export async function runLoad (opts: { url: string, body: unknown, connections: number, seconds: number, headers?: Record<string, string>, /** requests a second over all connections; unset: as fast as answered */ rate?: number }): Promise<LoadResult> {
   const latencies: number[] = []
   let instance!: autocannon.Instance
   const done = new Promise<autocannon.Result>((resolve, reject) => {
@@ -32,7 +32,8 @@ export async function runLoad (opts: { url: string, body: unknown, connections: 
       connections: opts.connections,
       duration: opts.seconds,
       headers: { 'content-type': 'application/json', ...opts.headers },
-      body: JSON.stringify(opts.body)
+      body: JSON.stringify(opts.body),
+      ...(opts.rate !== undefined ? { overallRate: opts.rate } : {})
     }, (err, result) => { if (err !== null && err !== undefined) reject(err); else resolve(result) })
   })
   instance.on('response', (_client: unknown, _status: number, _bytes: number, responseTime: number) => { latencies.push(responseTime) })

@@ -17,7 +17,18 @@ import { treeCpuSeconds } from './process-cpu.js'
  * the functions that took the most self time. Open the .cpuprofile it writes
  * in Chrome DevTools (Performance, Load profile) for the whole picture.
  */
-const { values } = parseArgs({ options: { seconds: { type: 'string', default: '10' }, connections: { type: 'string', default: '50' }, out: { type: 'string', default: 'prof' }, plain: { type: 'boolean', default: false } } })
+const { values } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: '10' },
+    connections: { type: 'string', default: '50' },
+    out: { type: 'string', default: 'prof' },
+    plain: { type: 'boolean', default: false },
+    /** app, or one of bench/floor-server.ts's floors (bare, redis, configured): the same load and the same CPU accounting. */
+    target: { type: 'string', default: 'app' },
+    /** A fixed rate (requests a second) instead of as fast as answered: CPU per request away from saturation. */
+    rate: { type: 'string' }
+  }
+})
 const outDir = resolve(values.out)
 /** PROFILE_ENV='A=1 B=2' passes extra variables to the app. */
 const extraEnv = (): Record<string, string> => Object.fromEntries((process.env.PROFILE_ENV ?? '').split(/\s+/).filter(Boolean).map(kv => kv.split('=') as [string, string]))
@@ -26,22 +37,32 @@ const redis = await startRedis()
 const pg = await startPostgres()
 const openai = await startFakeOpenAI({ latencyMs: 50 })
 const port = await freePort()
-const child = spawn(process.execPath, [...(values.plain ? [] : ['--cpu-prof', '--cpu-prof-dir', outDir]), '--import', 'tsx', 'src/server.ts'], {
+const profileFlags = values.plain ? [] : ['--cpu-prof', '--cpu-prof-dir', outDir]
+/** The floors answer a constant of the hit's size (650 bytes, close to the app's hit). */
+const script = values.target === 'app' ? [process.env.APP_SCRIPT ?? 'src/server.ts'] : ['bench/floor-server.ts', String(port), values.target, '650', redis.url]
+const child = spawn(process.execPath, [...profileFlags, '--import', 'tsx', ...script], {
   env: { ...process.env, ...extraEnv(), PORT: String(port), REDIS_URL: redis.url, DATABASE_URL: pg.url, OPENAI_API_KEY: 'sk-profile', OPENAI_BASE_URL: openai.baseURL, GENERATION_RATE_LIMIT: '0', LOG_LEVEL: 'warn', NODE_ENV: 'production', JWT_SECRET: 'profile-secret-profile-secret-profile-0' },
   stdio: ['ignore', 'ignore', 'inherit']
 })
 try {
-  await waitUntil(async () => (await fetch(`http://127.0.0.1:${port}/ready`).catch(() => undefined))?.ok === true, { timeoutMs: 60_000, what: 'the app' })
+  // The app is up when /ready says so; a floor when it answers anything.
+  const up = async (): Promise<boolean> => {
+    const res = await fetch(`http://127.0.0.1:${port}/ready`).catch(() => undefined)
+    return res !== undefined && (values.target !== 'app' || res.ok)
+  }
+  await waitUntil(up, { timeoutMs: 60_000, what: values.target })
   const url = `http://127.0.0.1:${port}/api/narrative`
   const body = { profile: { classification: 'primary', primary: 'Vega', percentages: { Vega: 11, Sirius: 0, Pleiades: 0.5 } }, locale: 'en' }
   await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
   const pids: Record<string, number> = { app: child.pid ?? -1, postgres: pg.pid, redis: redis.pid }
   const cpuBefore = Object.entries(pids).map(([name, pid]) => [name, treeCpuSeconds(pid)] as const)
   const startedAt = Date.now()
-  const r = await runLoad({ url, body, connections: Number(values.connections), seconds: Number(values.seconds) })
+  const loaderBefore = process.cpuUsage()
+  const r = await runLoad({ url, body, connections: Number(values.connections), seconds: Number(values.seconds), ...(values.rate !== undefined ? { rate: Number(values.rate) } : {}) })
   const wall = (Date.now() - startedAt) / 1000
+  const loader = process.cpuUsage(loaderBefore)
   process.stdout.write(`${Math.round(r.rps)} req/s, p50 ${r.p50.toFixed(2)} ms, p95 ${r.p95.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, errors ${r.errors} ${JSON.stringify(r.errorKinds)}\n`)
-  process.stdout.write(`CPU during the load: ${cpuBefore.map(([name, before]) => `${name} ${Math.round(100 * (treeCpuSeconds(pids[name]) - before) / wall)}%`).join(', ')}; app ${(1e6 * (treeCpuSeconds(pids.app) - cpuBefore[0][1]) / r.requests).toFixed(0)} µs of CPU per request\n`)
+  process.stdout.write(`CPU during the load: ${cpuBefore.map(([name, before]) => `${name} ${Math.round(100 * (treeCpuSeconds(pids[name]) - before) / wall)}%`).join(', ')}; ${values.target} ${(1e6 * (treeCpuSeconds(pids.app) - cpuBefore[0][1]) / r.requests).toFixed(0)} µs of CPU per request; the load generator ${Math.round((loader.user + loader.system) / 1e4 / wall)}%, ${((loader.user + loader.system) / r.requests).toFixed(0)} µs per request\n`)
 } finally {
   child.kill('SIGTERM')
   await once(child, 'exit')

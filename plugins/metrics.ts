@@ -1,7 +1,9 @@
 import fp from 'fastify-plugin'
+import cluster from 'node:cluster'
 import { createHash } from 'node:crypto'
 import { childrenBy, createMetrics, type Metrics } from '../src/metrics.js'
-import { AdminIpForbiddenError } from '../src/errors.js'
+import { AdminIpForbiddenError, MetricsUnavailableError } from '../src/errors.js'
+import { fleetMetrics, shareMetrics } from '../src/workers.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -36,6 +38,9 @@ export default fp(async (fastify) => {
     analytics: () => fastify.hasDecorator('db') ? fastify.db.buffer.counters : undefined
   })
   fastify.decorate('metrics', metrics)
+  // One of several workers (WORKERS > 1): a scrape must see them all, whichever worker it reaches.
+  const inCluster = cluster.isWorker
+  if (inCluster) shareMetrics(metrics.registry)
   fastify.decorateRequest('cacheStatus', undefined)
   fastify.decorateRequest('cacheKey', undefined)
 
@@ -61,6 +66,10 @@ export default fp(async (fastify) => {
   fastify.get('/metrics', { schema: { hide: true } }, async (request, reply) => {
     // The admin allowlist (plugins/auth.ts, registered after this plugin, decorated by request time).
     if (!fastify.adminAllowlist.allows(request.ip)) throw new AdminIpForbiddenError(request.ip)
+    if (inCluster) {
+      const fleet = await fleetMetrics().catch((err: Error) => { throw new MetricsUnavailableError(err.message) })
+      return await reply.type(fleet.contentType).send(fleet.text)
+    }
     return await reply.type(metrics.registry.contentType).send(await metrics.registry.metrics())
   })
 }, { name: 'metrics', dependencies: ['config', 'breaker'] })

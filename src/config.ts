@@ -13,6 +13,7 @@ export const EnvSchema = Type.Object({
   PORT: Type.Optional(Type.String({ pattern: '^[0-9]{1,5}$', description: 'a TCP port number (0-65535)' })),
   HOST: Type.Optional(Type.String({ minLength: 1, description: 'a host name or IP address' })),
   LISTEN_BACKLOG: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'a whole number of pending connections, 1 to 65535' })),
+  WORKERS: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'a whole number of worker processes, 1 to 64' })),
   REDIS_URL: Type.Optional(Type.String({ description: 'a redis:// or rediss:// URL, or comma-separated host:port cluster seeds' })),
   DATABASE_URL: Type.Optional(Type.String({ description: 'a postgres:// URL' })),
   DATA_DIR: Type.Optional(Type.String({ minLength: 1 })),
@@ -50,6 +51,8 @@ export interface Config {
   host: string
   /** Connections the kernel may queue before accept (capped by net.core.somaxconn). */
   listenBacklog: number
+  /** Worker processes sharing the port (node:cluster); 1 serves from this process alone. */
+  workers: number
   redis: RedisTarget
   databaseUrl: string | undefined
   dataDir: string
@@ -169,6 +172,11 @@ export function loadConfig (source: NodeJS.ProcessEnv = process.env): Config {
   }
   const listenBacklog = Number(e.LISTEN_BACKLOG ?? 4096)
   if (listenBacklog < 1 || listenBacklog > 65_535) fail('LISTEN_BACKLOG', 'a whole number of pending connections, 1 to 65535')
+  const workers = Number(e.WORKERS ?? 1)
+  if (workers < 1 || workers > 64) fail('WORKERS', 'a whole number of worker processes, 1 to 64')
+  // Workers are separate processes: they share the cache and the durable tier only through Redis and PostgreSQL.
+  if (workers > 1 && e.REDIS_URL === undefined) fail('REDIS_URL', `set when WORKERS is above 1 (workers share the cache and its locks through Redis; WORKERS=${workers})`)
+  if (workers > 1 && e.DATABASE_URL === undefined) fail('DATABASE_URL', `set when WORKERS is above 1 (the embedded database opens in one process only; WORKERS=${workers})`)
   const localTtl = Number(e.LOCAL_CACHE_TTL_MS ?? 5000)
   if (localTtl < 1 || localTtl > 60_000) fail('LOCAL_CACHE_TTL_MS', 'milliseconds, 1 to 60000')
   const memoryMb = Number(e.MEMORY_STORE_MAX_MB ?? 256)
@@ -179,6 +187,7 @@ export function loadConfig (source: NodeJS.ProcessEnv = process.env): Config {
     port,
     host: e.HOST ?? '127.0.0.1',
     listenBacklog,
+    workers,
     redis: parseRedis(e.REDIS_URL),
     databaseUrl: e.DATABASE_URL,
     dataDir: e.DATA_DIR ?? './data',

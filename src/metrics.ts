@@ -83,6 +83,8 @@ export function createMetrics (sources: MetricSources) {
   new Gauge({ // eslint-disable-line no-new
     name: 'narrative_breaker_state',
     help: 'Circuit breaker state: 0 closed, 1 half-open, 2 open',
+    // With several workers, the worst of them.
+    aggregator: 'max',
     labelNames: ['breaker'] as const,
     registers: [registry],
     collect () {

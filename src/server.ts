@@ -1,9 +1,12 @@
+import cluster from 'node:cluster'
 import Fastify from 'fastify'
 import closeWithGrace from 'close-with-grace'
+import { pino } from 'pino'
 import app, { serverOptions } from './app.js'
 import { ConfigError, loadConfig, type Config } from './config.js'
+import { runPrimary } from './workers.js'
 
-/** The only file that listens. */
+/** The only file that listens (in a worker, when WORKERS is above 1). */
 async function main (): Promise<void> {
   let config: Config
   try {
@@ -15,6 +18,12 @@ async function main (): Promise<void> {
     }
     throw err
   }
+  if (config.workers > 1 && cluster.isPrimary) {
+    const log = pino({ level: config.logLevel })
+    if (config.jwtSecret === undefined) log.warn('JWT_SECRET is not set: admin tokens are signed with a secret generated for this run only (shared by its workers)')
+    runPrimary({ cluster, workers: config.workers, log })
+    return
+  }
   const fastify = Fastify(serverOptions(config))
   if (config.jwtSecret === undefined) {
     fastify.log.warn('JWT_SECRET is not set: admin tokens are signed with a secret generated for this process only')
@@ -23,7 +32,10 @@ async function main (): Promise<void> {
 
   // SIGTERM/SIGINT: stop accepting, finish requests in flight and background
   // work, release locks, close Redis; exit 0. A second signal or 25 s forces it.
-  closeWithGrace({ delay: 25_000 }, async ({ signal, err }) => {
+  // A worker leaves SIGINT (Ctrl-C reaches the whole process group) to the
+  // primary, which asks each worker once with SIGTERM.
+  if (cluster.isWorker) process.on('SIGINT', () => {})
+  closeWithGrace({ delay: 25_000, skip: cluster.isWorker ? ['SIGINT'] : [] }, async ({ signal, err }) => {
     if (err !== undefined) fastify.log.error({ err }, 'closing after an uncaught error')
     else fastify.log.info({ signal }, 'closing')
     await fastify.close()
