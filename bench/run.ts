@@ -49,7 +49,8 @@ async function spawnServer (args: string[], env: Record<string, string>, port: n
   return child
 }
 
-async function startApps (n: number, prefix: string): Promise<Array<{ port: number, url: string, child: ChildProcess }>> {
+/** `n` app instances on one database; `workers` worker processes each (WORKERS). */
+async function startApps (n: number, prefix: string, workers = 1): Promise<Array<{ port: number, url: string, child: ChildProcess }>> {
   const dbName = `bench_${prefix}`
   execFileSync('psql', [pg.url, '-qc', `CREATE DATABASE ${dbName}`])
   const databaseUrl = pg.url.replace(/\/[^/]*$/, `/${dbName}`)
@@ -66,7 +67,8 @@ async function startApps (n: number, prefix: string): Promise<Array<{ port: numb
       GENERATION_RATE_LIMIT: '0',
       LOG_LEVEL: 'warn',
       NODE_ENV: 'production',
-      JWT_SECRET: 'bench-secret-bench-secret-bench-secret-0'
+      JWT_SECRET: 'bench-secret-bench-secret-bench-secret-0',
+      WORKERS: String(workers)
     }, port)
     apps.push({ port, url: `http://127.0.0.1:${port}/api/narrative`, child })
   }
@@ -101,10 +103,13 @@ function loadRow (section: string, label: string, r: LoadResult, floor?: LoadRes
 
 try {
   // 1. Hit path against its floors.
-  log('hit path: starting one app and the two floors')
+  log('hit path: starting the app (one process, and two workers) and the three floors')
   const [app] = await startApps(1, 'hit')
+  const [app2] = await startApps(1, 'hitworkers', 2)
   const hitBody = body(1)
   const warm = await post(app.url, hitBody)
+  // Each worker keeps its own in-process tier: warm both (connections go round robin).
+  for (let i = 0; i < 4; i++) await fetch(app2.url, { method: 'POST', headers: { 'content-type': 'application/json', connection: 'close' }, body: JSON.stringify(hitBody) })
   const sample = await fetch(app.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(hitBody) })
   const size = (await sample.text()).length
   const barePort = await freePort()
@@ -125,7 +130,9 @@ try {
     const configured = await runLoad({ url: `http://127.0.0.1:${configuredPort}/api/narrative`, body: hitBody, connections, seconds: secs })
     loadRow(section, 'floor: Fastify configured like the app, no cache', configured, bare)
     const hits = await runLoad({ url: app.url, body: hitBody, connections, seconds: secs })
-    loadRow(section, 'narrative hit', hits, bare)
+    loadRow(section, 'narrative hit, one process (WORKERS=1, the default)', hits, bare)
+    const hits2 = await runLoad({ url: app2.url, body: hitBody, connections, seconds: secs })
+    loadRow(section, 'narrative hit, two workers (WORKERS=2, one per core)', hits2, bare)
   }
   const rss = Number(/process_resident_memory_bytes (\d+)/.exec(await (await fetch(`http://127.0.0.1:${app.port}/metrics`)).text())?.[1])
   record('6. memory', 'resident memory of the hit-path instance after the runs', `${(rss / 1048576).toFixed(0)} MiB`)
@@ -134,6 +141,7 @@ try {
   // 2. Miss overhead: latency on top of the model's own.
   {
     const [a] = await startApps(1, 'miss')
+    const [a2] = await startApps(1, 'missworkers', 2)
     // Each miss says how long it waited on the model (Server-Timing model;dur):
     // what the client saw beyond that is the overhead. Misses one at a time,
     // then four at a time (their model calls end together, so their answers
@@ -141,13 +149,13 @@ try {
     // configured latency is measured apart, for reference.
     const spread = (xs: number[]): string => { xs.sort((x, y) => x - y); return `p50 ${ms(percentile(xs, 50))}, p95 ${ms(percentile(xs, 95))}, p99 ${ms(percentile(xs, 99))}` }
     let next = 10_000
-    const missOverheads = async (n: number, together: number): Promise<{ client: number[], server: number[] }> => {
+    const missOverheads = async (n: number, together: number, url = a.url): Promise<{ client: number[], server: number[] }> => {
       const client: number[] = []
       const server: number[] = []
       for (let i = 0; i < n; i += together) {
         await Promise.all(Array.from({ length: together }, async () => {
           const t0 = performance.now()
-          const res = await fetch(a.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body(next++)) })
+          const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body(next++)) })
           const json = await res.json() as { cache: { status: string } }
           const total = performance.now() - t0
           if (json.cache.status !== 'miss') throw new Error(`expected a miss, got ${json.cache.status}`)
@@ -166,6 +174,9 @@ try {
     const four = await missOverheads(quick ? 20 : 100, 4)
     record('2. miss overhead', `four misses at a time (${four.client.length}): seen by the client, beyond the model call`, spread(four.client))
     record('2. miss overhead', 'four misses at a time: in the server, beyond the model call (Server-Timing app;dur)', spread(four.server))
+    const fourOnTwo = await missOverheads(quick ? 20 : 100, 4, a2.url)
+    record('2. miss overhead', `four misses at a time, two workers (${fourOnTwo.client.length}): seen by the client, beyond the model call`, spread(fourOnTwo.client))
+    record('2. miss overhead', 'four misses at a time, two workers: in the server, beyond the model call (Server-Timing app;dur)', spread(fourOnTwo.server))
     const standIn: number[] = []
     for (let i = 0; i < (quick ? 5 : 25); i++) {
       await Promise.all([0, 1, 2, 3].map(async () => {
@@ -197,7 +208,7 @@ try {
     record('5. streaming', 'time to first delta, hit', `median ${ms(median(hitFirst))}`)
     openai.setStream({ chunks: 10, delayMs: 0 })
     openai.setLatency(modelMs)
-    await stopAll([a])
+    await stopAll([a, a2])
   }
 
   // 3. Stampede: 1000 concurrent identical misses across 3 instances.
