@@ -53,11 +53,13 @@ interface BodyFacts {
   locale: string
   systems: readonly string[]
   violation: string | null
+  /** For the analytics event of an answer given from memory (fromMemory). */
+  userId: string | undefined
 }
 
 /** Bodies remembered, and the longest remembered: 2,000 bodies of at most 2 KiB is at most about 8 MiB of strings and facts. */
 const MEMO_ENTRIES = 2000
-const MEMO_MAX_BODY_CHARS = 2048
+export const MEMO_MAX_BODY_CHARS = 2048
 
 /** The 429 a rate-limited generation answers with, Retry-After included. */
 function rateLimited (err: GenerationLimitExceeded): Error {
@@ -93,7 +95,8 @@ export class NarrativeService {
       profile: deepFreeze(profile),
       locale,
       systems: Object.freeze(systemsOf(profile)),
-      violation: profileRuleViolation(profile, rawTotal)
+      violation: profileRuleViolation(profile, rawTotal),
+      userId: request.userId
     })
   }
 
@@ -105,6 +108,22 @@ export class NarrativeService {
       this.memo.set(bodyText, facts)
     }
     return facts
+  }
+
+  /**
+   * The answer to a body text seen before, when this process alone can give
+   * it: the text's facts are remembered (so it was parsed and validated
+   * before: prepare() remembers only bodies that reached it), they break no
+   * rule, and the in-process tier holds a fresh entry. Undefined otherwise,
+   * and nothing is counted or recorded: the request then takes the whole path.
+   */
+  fromMemory (bodyText: string): ServedNarrative | undefined {
+    const facts = this.memo.get(bodyText)
+    if (facts === undefined || facts.violation !== null || this.deps.negative.recall(facts.key) !== undefined) return undefined
+    const resolution = this.deps.engine.localHit(facts.key)
+    if (resolution === undefined) return undefined
+    this.record('hit', facts, facts.userId)
+    return { body: this.toBody(resolution), resolution }
   }
 
   async serve (request: NarrativeRequest, context: RequestContext = { clientIp: 'unknown' }): Promise<ServedNarrative> {

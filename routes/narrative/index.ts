@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { ErrorSchema, NarrativeRequestSchema, NarrativeResponseSchema } from '../../src/schemas/narrative.js'
 import { noteAnswer, streamNarrative, wantsEventStream } from './stream.js'
+import { memoryHitHook } from './memory-hit.js'
 
 export interface NarrativeRoutesOptions {
   /** SSE heartbeat interval (default 15 s). */
@@ -15,6 +16,8 @@ export function serverTiming (modelMs: number, elapsedMs: number): string {
 const routes: FastifyPluginAsyncTypebox<NarrativeRoutesOptions> = async (fastify, opts) => {
   const streamOptions = { heartbeatMs: opts.heartbeatMs ?? 15_000 }
   fastify.post('/api/narrative', {
+    // A body seen before whose narrative this process holds is answered before parsing.
+    preParsing: memoryHitHook(fastify),
     schema: {
       tags: ['narrative'],
       summary: 'The narrative for a profile, from the cache when it can be',

@@ -169,12 +169,17 @@ export class NarrativeEngine {
    * Answers a request: concurrent identical calls in this process share one
    * promise before anything touches the store.
    */
+  /** A fresh entry of the in-process tier, counted as a hit; undefined when the answer needs anything more. */
+  localHit (key: string): Resolution | undefined {
+    const local = this.deps.local?.get(key)
+    if (local === undefined || this.clock() >= local.meta.stale_after) return undefined
+    this.counters.hits++
+    return { status: 'hit', key, narrative: local.narrative, engine: local.engine, writtenAt: local.meta.refreshed_at, generated: false }
+  }
+
   async resolve (job: NarrativeJob): Promise<Resolution> {
-    const local = this.deps.local?.get(job.key)
-    if (local !== undefined && this.clock() < local.meta.stale_after) {
-      this.counters.hits++
-      return { status: 'hit', key: job.key, narrative: local.narrative, engine: local.engine, writtenAt: local.meta.refreshed_at, generated: false }
-    }
+    const local = this.localHit(job.key)
+    if (local !== undefined) return local
     const shared = this.inflight.get(job.key)
     if (shared !== undefined) {
       try {
