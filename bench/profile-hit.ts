@@ -8,7 +8,7 @@ import { startPostgres } from '../test/support/postgres-server.js'
 import { startFakeOpenAI } from '../test/support/fake-openai.js'
 import { freePort } from '../test/support/ports.js'
 import { waitUntil } from '../test/support/wait.js'
-import { runLoad } from './load.js'
+import { percentile, runLoad, type LoadResult } from './load.js'
 import { treeCpuSeconds } from './process-cpu.js'
 
 /**
@@ -26,7 +26,9 @@ const { values } = parseArgs({
     /** app, or one of bench/floor-server.ts's floors (bare, redis, configured): the same load and the same CPU accounting. */
     target: { type: 'string', default: 'app' },
     /** A fixed rate (requests a second) instead of as fast as answered: CPU per request away from saturation. */
-    rate: { type: 'string' }
+    rate: { type: 'string' },
+    /** Misses instead of hits: a new profile every request, `connections` at a time (the stand-in answers in 50 ms). */
+    misses: { type: 'boolean', default: false }
   }
 })
 const outDir = resolve(values.out)
@@ -58,7 +60,9 @@ try {
   const cpuBefore = Object.entries(pids).map(([name, pid]) => [name, treeCpuSeconds(pid)] as const)
   const startedAt = Date.now()
   const loaderBefore = process.cpuUsage()
-  const r = await runLoad({ url, body, connections: Number(values.connections), seconds: Number(values.seconds), ...(values.rate !== undefined ? { rate: Number(values.rate) } : {}) })
+  const r = values.misses
+    ? await runMisses(url, Number(values.connections), Number(values.seconds))
+    : await runLoad({ url, body, connections: Number(values.connections), seconds: Number(values.seconds), ...(values.rate !== undefined ? { rate: Number(values.rate) } : {}) })
   const wall = (Date.now() - startedAt) / 1000
   const loader = process.cpuUsage(loaderBefore)
   process.stdout.write(`${Math.round(r.rps)} req/s, p50 ${r.p50.toFixed(2)} ms, p95 ${r.p95.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, errors ${r.errors} ${JSON.stringify(r.errorKinds)}\n`)
@@ -68,6 +72,26 @@ try {
   await once(child, 'exit')
   await openai.close()
   await Promise.allSettled([redis.stop(), pg.stop()])
+}
+
+/** `concurrency` loops posting a distinct profile each time; the latency kept is the server's own beyond the model (Server-Timing app;dur). */
+async function runMisses (url: string, concurrency: number, seconds: number): Promise<LoadResult> {
+  const appMs: number[] = []
+  const end = Date.now() + seconds * 1000
+  let next = 0
+  let errors = 0
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (Date.now() < end) {
+      const i = next++
+      const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ profile: { classification: 'primary', primary: 'Vega', percentages: { Vega: 10 + (i % 80), Sirius: Math.floor(i / 80) % 80 / 8, Pleiades: 1 } }, locale: 'en' }) })
+      await res.arrayBuffer()
+      const app = /app;dur=([0-9.]+)/.exec(res.headers.get('server-timing') ?? '')?.[1]
+      if (res.status !== 200 || app === undefined) errors++
+      else appMs.push(Number(app))
+    }
+  }))
+  appMs.sort((a, b) => a - b)
+  return { requests: next, rps: next / seconds, p50: percentile(appMs, 50), p95: percentile(appMs, 95), p99: percentile(appMs, 99), errors, errorKinds: {}, non2xx: 0 }
 }
 
 interface Node { id: number, callFrame: { functionName: string, url: string, lineNumber: number }, hitCount?: number }
