@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { join, resolve } from 'node:path'
@@ -41,8 +41,10 @@ const openai = await startFakeOpenAI({ latencyMs: 50 })
 const port = await freePort()
 const profileFlags = values.plain ? [] : ['--cpu-prof', '--cpu-prof-dir', outDir]
 /** The floors answer a constant of the hit's size (650 bytes, close to the app's hit). */
-const script = values.target === 'app' ? [process.env.APP_SCRIPT ?? 'src/server.ts'] : ['bench/floor-server.ts', String(port), values.target, '650', redis.url]
-const child = spawn(process.execPath, [...profileFlags, '--import', 'tsx', ...script], {
+// The app as `npm start` runs it: compiled, without tsx (whose loader thread and source maps cost time of their own).
+if (values.target === 'app') execFileSync('npm', ['run', '--silent', 'build'], { stdio: 'inherit' })
+const script = values.target === 'app' ? ['dist/src/server.js'] : ['--import', 'tsx', 'bench/floor-server.ts', String(port), values.target, '650', redis.url]
+const child = spawn(process.execPath, [...profileFlags, ...script], {
   env: { ...process.env, ...extraEnv(), PORT: String(port), REDIS_URL: redis.url, DATABASE_URL: pg.url, OPENAI_API_KEY: 'sk-profile', OPENAI_BASE_URL: openai.baseURL, GENERATION_RATE_LIMIT: '0', LOG_LEVEL: 'warn', NODE_ENV: 'production', JWT_SECRET: 'profile-secret-profile-secret-profile-0' },
   stdio: ['ignore', 'ignore', 'inherit']
 })
@@ -83,7 +85,9 @@ async function runMisses (url: string, concurrency: number, seconds: number): Pr
   await Promise.all(Array.from({ length: concurrency }, async () => {
     while (Date.now() < end) {
       const i = next++
-      const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ profile: { classification: 'primary', primary: 'Vega', percentages: { Vega: 10 + (i % 80), Sirius: Math.floor(i / 80) % 80 / 8, Pleiades: 1 } }, locale: 'en' }) })
+      // Distinct keys for 21,000 requests (the bench's own sequence).
+      const profile = { classification: 'primary', primary: 'Vega', percentages: { Vega: 10 + (i % 50), Sirius: (Math.floor(i / 50) % 60) / 2, Pleiades: (i % 7) / 2 } }
+      const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ profile, locale: 'en' }) })
       await res.arrayBuffer()
       const app = /app;dur=([0-9.]+)/.exec(res.headers.get('server-timing') ?? '')?.[1]
       if (res.status !== 200 || app === undefined) errors++

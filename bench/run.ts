@@ -29,6 +29,8 @@ const log = (msg: string): void => { process.stdout.write(`[${((Date.now() - sta
 const ms = (x: number): string => `${x.toFixed(2)} ms`
 const record = (section: string, name: string, value: string): void => { rows.push([section, name, value]); log(`${section} | ${name}: ${value}`) }
 
+const APP_SCRIPT = 'dist/src/server.js'
+execFileSync('npm', ['run', '--silent', 'build'], { stdio: 'inherit' })
 const redis = await startRedis({ args: ['--maxmemory', '2gb', '--maxmemory-policy', 'allkeys-lru'] })
 const pg = await startPostgres()
 const openai = await startFakeOpenAI({ latencyMs: modelMs, streamChunks: 10, streamDelayMs: 0 })
@@ -43,7 +45,9 @@ async function cleanup (): Promise<void> {
 process.on('SIGINT', () => { cleanup().then(() => process.exit(130), () => process.exit(130)) })
 
 async function spawnServer (args: string[], env: Record<string, string>, port: number): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', ...args], { env: { ...process.env, ...env, PORT: String(port) }, stdio: ['ignore', 'ignore', 'inherit'] })
+  // The app runs compiled, as `npm start` runs it; the floors (TypeScript) through tsx.
+  const nodeArgs = args[0] === APP_SCRIPT ? args : ['--import', 'tsx', ...args]
+  const child = spawn(process.execPath, nodeArgs, { env: { ...process.env, ...env, PORT: String(port) }, stdio: ['ignore', 'ignore', 'inherit'] })
   children.push(child)
   await waitUntil(async () => (await fetch(`http://127.0.0.1:${port}/health`, { method: args[0].includes('floor') ? 'POST' : 'GET' }).catch(() => undefined)) !== undefined, { timeoutMs: 60_000, what: `server on ${port}` })
   return child
@@ -57,7 +61,7 @@ async function startApps (n: number, prefix: string, workers = 1): Promise<Array
   const apps = []
   for (let i = 0; i < n; i++) {
     const port = await freePort()
-    const child = await spawnServer(['src/server.ts'], {
+    const child = await spawnServer([APP_SCRIPT], {
       REDIS_URL: redis.url,
       DATABASE_URL: databaseUrl,
       OPENAI_API_KEY: 'sk-bench',
@@ -285,7 +289,7 @@ const report = `# Benchmark results
 - Command: \`npm run bench${quick ? ' -- --quick' : ''}\`${quick ? ' (quick: 3 s runs, a smaller cost workload)' : ''}
 - Machine: ${cpus().length} × ${cpu}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB
 - Node ${process.version}; fastify ${v('fastify')}, ioredis ${v('ioredis')}, openai ${v('openai')}, pg ${v('pg')}, autocannon ${v('autocannon')}; Redis ${execFileSync('redis-server', ['--version']).toString().match(/v=([0-9.]+)/)?.[1] ?? '?'}
-- The model is the OpenAI stand-in (test/support/fake-openai.ts) answering in ${modelMs} ms. App instances run as separate processes (\`node --import tsx src/server.ts\`, NODE_ENV=production, LOG_LEVEL=warn, GENERATION_RATE_LIMIT=0) on the same 2-core machine as autocannon, Redis and PostgreSQL.
+- The model is the OpenAI stand-in (test/support/fake-openai.ts) answering in ${modelMs} ms. App instances run as separate processes (compiled first, then \`node dist/src/server.js\` as \`npm start\` runs it; the floors through tsx; NODE_ENV=production, LOG_LEVEL=warn, GENERATION_RATE_LIMIT=0) on the same 2-core machine as autocannon, Redis and PostgreSQL.
 - Took ${((Date.now() - started) / 1000).toFixed(0)} s.
 
 | scenario | measure | figure |

@@ -326,8 +326,11 @@ export class NarrativeEngine {
       // Too large: the answer is still good, only uncached.
       this.deps.logger.warn({ key: job.key, reason: describe(err) }, 'narrative served but not cached')
     }
-    // The write goes first on the connection, so waiters woken by the announcement find the value.
-    await Promise.all([write, this.releaseAndAnnounce(job.key, lock, token, 'ready')])
+    // The requester waits for its write only. The release and the announcement
+    // follow the write (so waiters woken by it find the value) off the
+    // request's path; close() waits for them.
+    await write
+    this.track(this.releaseAndAnnounce(job.key, lock, token, 'ready'))
     return { status: 'miss', key: job.key, narrative: generation.narrative, engine: generation.engine, writtenAt, generated: true, generation, generationMs }
   }
 
@@ -562,7 +565,8 @@ export class NarrativeEngine {
     } finally {
       if (share) this.progress.end(job.key)
     }
-    const ms = Math.round(performance.now() - started)
+    // To 0.1 ms: Server-Timing subtracts it from the request's time.
+    const ms = Math.round((performance.now() - started) * 10) / 10
     try {
       this.deps.events?.generation?.(job, generation, ms, reason)
     } catch (err) {
@@ -598,12 +602,16 @@ export class NarrativeEngine {
   private scheduleRefresh (job: NarrativeJob, entry: CachedNarrative): void {
     if (this.closing || this.refreshing.has(job.key)) return
     this.refreshing.add(job.key)
-    const task: Promise<void> = this.refresh(job, entry)
+    this.track(this.refresh(job, entry)
       .then(() => {}, err => this.deps.logger.error({ key: job.key, err: describe(err) }, 'refresh crashed'))
-      .finally(() => {
-        this.refreshing.delete(job.key)
-        this.background.delete(task)
-      })
+      .finally(() => { this.refreshing.delete(job.key) }))
+  }
+
+  /** Work that outlives the request that started it: close() waits for it. */
+  private track (work: Promise<void>): void {
+    const task: Promise<void> = work
+      .catch(err => { this.deps.logger.error({ err: describe(err) }, 'background work failed') })
+      .finally(() => { this.background.delete(task) })
     this.background.add(task)
   }
 
