@@ -42,9 +42,8 @@ const port = await freePort()
 const profileFlags = values.plain ? [] : ['--cpu-prof', '--cpu-prof-dir', outDir]
 /** The floors answer a constant of the hit's size (650 bytes, close to the app's hit). */
 // The app as `npm start` runs it, and the floors likewise: compiled, without tsx (which costs each request time of its own).
-if (values.target === 'app') execFileSync('npm', ['run', '--silent', 'build'], { stdio: 'inherit' })
-else execFileSync('npx', ['tsc', '-p', 'tsconfig.bench.json'], { stdio: 'inherit' })
-const script = values.target === 'app' ? ['dist/src/server.js'] : ['dist-bench/bench/floor-server.js', String(port), values.target, '650', redis.url]
+execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.bench.json'], { stdio: 'inherit' })
+const script = values.target === 'app' ? ['dist-bench/src/server.js'] : ['dist-bench/bench/floor-server.js', String(port), values.target, '650', redis.url]
 const child = spawn(process.execPath, [...profileFlags, ...script], {
   env: { ...process.env, ...extraEnv(), PORT: String(port), REDIS_URL: redis.url, DATABASE_URL: pg.url, OPENAI_API_KEY: 'sk-profile', OPENAI_BASE_URL: openai.baseURL, GENERATION_RATE_LIMIT: '0', LOG_LEVEL: 'warn', NODE_ENV: 'production', JWT_SECRET: 'profile-secret-profile-secret-profile-0' },
   stdio: ['ignore', 'ignore', 'inherit']
