@@ -3,8 +3,8 @@ import { randomBytes } from 'node:crypto'
 import { AggregatorRegistry, type Registry } from 'prom-client'
 
 /** The IPC messages between a worker and the primary (a worker asks, the primary answers). */
-export const METRICS_REQUEST = 'narrative:metrics-request'
-export const METRICS_RESPONSE = 'narrative:metrics-response'
+const METRICS_REQUEST = 'narrative:metrics-request'
+const METRICS_RESPONSE = 'narrative:metrics-response'
 
 export interface PrimaryLogger {
   info: (obj: object, msg: string) => void
@@ -16,17 +16,14 @@ export interface PrimaryOptions {
   cluster: Cluster
   workers: number
   log: PrimaryLogger
-  /** Variables every worker gets on top of the primary's environment. */
-  env?: Record<string, string>
-  /** A worker that dies is replaced after this delay, doubled for each death in a row (capped at 30 s). */
-  restartDelayMs?: number
-  /** After the first SIGTERM, workers still running after this long are killed. */
-  shutdownTimeoutMs?: number
-  exit?: (code: number) => void
 }
 
+/** A worker that dies is replaced after this delay, doubled for each death in a row (capped at 30 s). */
+const RESTART_DELAY_MS = 1000
 /** A worker that lived this long was healthy: its death does not count towards the restart backoff. */
 const HEALTHY_LIFETIME_MS = 30_000
+/** After the first signal, workers still running after this long are killed. */
+const SHUTDOWN_TIMEOUT_MS = 30_000
 
 /**
  * The cluster primary: forks the workers (each one the whole app, sharing the
@@ -38,10 +35,9 @@ const HEALTHY_LIFETIME_MS = 30_000
  */
 export function runPrimary (opts: PrimaryOptions): void {
   const { cluster, log } = opts
-  const exit = opts.exit ?? ((code: number) => process.exit(code))
-  const restartDelayMs = opts.restartDelayMs ?? 1000
+  const exit = (code: number): void => process.exit(code)
   // Without JWT_SECRET (development) every worker must still verify the tokens the others sign.
-  const env = { ...opts.env, ...(process.env.JWT_SECRET === undefined ? { JWT_SECRET: randomBytes(48).toString('base64url') } : {}) }
+  const env = process.env.JWT_SECRET === undefined ? { JWT_SECRET: randomBytes(48).toString('base64url') } : {}
   const aggregator = new AggregatorRegistry()
   let stopping = false
   let failures = 0
@@ -79,7 +75,7 @@ export function runPrimary (opts: PrimaryOptions): void {
       return
     }
     failures = lived >= HEALTHY_LIFETIME_MS ? 1 : failures + 1
-    const delay = Math.min(30_000, restartDelayMs * 2 ** (failures - 1))
+    const delay = Math.min(30_000, RESTART_DELAY_MS * 2 ** (failures - 1))
     log.error({ pid: worker.process.pid, code, signal, restartInMs: delay }, 'worker died; starting another')
     setTimeout(() => { if (!stopping) fork() }, delay).unref()
   })
@@ -98,7 +94,7 @@ export function runPrimary (opts: PrimaryOptions): void {
       log.error({ workers: startedAt.size }, 'workers still running at the shutdown deadline; killing them')
       exitCode = 1
       for (const worker of startedAt.keys()) worker.process.kill('SIGKILL')
-    }, opts.shutdownTimeoutMs ?? 30_000).unref()
+    }, SHUTDOWN_TIMEOUT_MS).unref()
   }
   process.on('SIGTERM', stop)
   process.on('SIGINT', stop)

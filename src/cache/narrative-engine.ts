@@ -165,10 +165,6 @@ export class NarrativeEngine {
     return this.heldLocks.size
   }
 
-  /**
-   * Answers a request: concurrent identical calls in this process share one
-   * promise before anything touches the store.
-   */
   /** A fresh entry of the in-process tier, counted as a hit; undefined when the answer needs anything more. */
   localHit (key: string): Resolution | undefined {
     const local = this.deps.local?.get(key)
@@ -177,6 +173,10 @@ export class NarrativeEngine {
     return { status: 'hit', key, narrative: local.narrative, engine: local.engine, writtenAt: local.meta.refreshed_at, generated: false }
   }
 
+  /**
+   * Answers a request: concurrent identical calls in this process share one
+   * promise before anything touches the store.
+   */
   async resolve (job: NarrativeJob): Promise<Resolution> {
     const local = this.localHit(job.key)
     if (local !== undefined) return local
