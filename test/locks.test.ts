@@ -11,7 +11,7 @@ import { MemoryStore } from '../src/cache/memory-store.js'
 import { cacheKey, failedBuildKey, lockKey } from '../src/domain/cache-key.js'
 import { NarratorError, type Generation, type Narrator } from '../src/narrator/narrator.js'
 import { withVersion, type CacheStore } from '../src/cache/store.js'
-import { sleep } from './support/wait.js'
+import { sleep, waitUntil } from './support/wait.js'
 
 t.test('a lock holder that dies: the lock expires and another instance builds', async t => {
   const s = await stack(t)
@@ -29,7 +29,9 @@ t.test('a lock holder that dies: the lock expires and another instance builds', 
   t.equal(res.json().engine, 'gpt-4o')
   t.ok(took >= 1300 && took < 4000, `waited for the expiry, not for ever (${took} ms)`)
   t.equal(s.openai.calls, 1)
-  t.equal(await redis.exists(lockKey(job.key)), 0, 'and released the lock it took')
+  // Released right after the answer (off the request's path), not left to expire (its TTL is the deadline plus 5 s).
+  await waitUntil(async () => await redis.exists(lockKey(job.key)) === 0, { timeoutMs: 1000, what: 'the lock to be released' })
+  t.pass('and released the lock it took')
 })
 
 class SlowNarrator implements Narrator {
@@ -186,4 +188,28 @@ t.test('corrupt entries of each kind are deleted and regenerated', async t => {
     await app.durable.close() // the regenerated entry's durable write has landed
   }
   t.equal(app.engine.counters.corruptEntries, 2 * Object.keys(corruptions).length)
+})
+
+t.test('a builder answers before its write lands; a request meanwhile waits for the write, then hits', async t => {
+  const s = await stack(t)
+  const app = await build(t, { env: { ...s.env, LOCAL_CACHE_MAX_ENTRIES: '100' } })
+  s.openai.setLatency(100)
+  const redis = new Redis(s.redisUrl)
+  t.teardown(() => redis.disconnect())
+  // The store write takes 400 ms to land.
+  const setIfNewer = app.store.setIfNewer.bind(app.store)
+  app.store.setIfNewer = async (...args) => { await sleep(400); return await setIfNewer(...args) }
+  const started = Date.now()
+  const miss = await app.inject({ method: 'POST', url: '/api/narrative', payload: exampleBody })
+  const answeredIn = Date.now() - started
+  t.equal(miss.json().cache.status, 'miss')
+  t.ok(answeredIn < 400, `answered without waiting for the write (${answeredIn} ms)`)
+  const key = miss.json().cache.key as string
+  t.equal(await redis.exists(lockKey(key)), 1, 'the lock is held until the write lands')
+  const next = await app.inject({ method: 'POST', url: '/api/narrative', payload: exampleBody })
+  t.equal(next.json().cache.status, 'hit', 'the next request waited for the write and hit')
+  t.equal(s.openai.calls, 1, 'one model call')
+  t.ok(await redis.exists(key) === 1, 'the value is in Redis')
+  await waitUntil(async () => await redis.exists(lockKey(key)) === 0, { timeoutMs: 1000, what: 'the lock to be released after the write' })
+  t.pass('then the lock is released')
 })

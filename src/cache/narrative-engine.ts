@@ -131,6 +131,8 @@ export class NarrativeEngine {
   readonly progress = new ProgressHub()
   private readonly refreshing = new Set<string>()
   private readonly background = new Set<Promise<void>>()
+  /** Keys whose builder has answered and whose write is still on its way to the store. */
+  private readonly landing = new Map<string, Promise<void>>()
   private readonly heldLocks = new Map<string, string>()
   private readonly pendingReleases = new Map<string, { token: string, until: number }>()
   private releaseTimer: NodeJS.Timeout | undefined
@@ -180,6 +182,12 @@ export class NarrativeEngine {
   async resolve (job: NarrativeJob): Promise<Resolution> {
     const local = this.localHit(job.key)
     if (local !== undefined) return local
+    // Just built here: the value is a write away; wait for it rather than read the store before it lands.
+    const landing = this.landing.get(job.key)
+    if (landing !== undefined) {
+      await landing
+      return await this.resolve(job)
+    }
     const shared = this.inflight.get(job.key)
     if (shared !== undefined) {
       try {
@@ -326,11 +334,13 @@ export class NarrativeEngine {
       // Too large: the answer is still good, only uncached.
       this.deps.logger.warn({ key: job.key, reason: describe(err) }, 'narrative served but not cached')
     }
-    // The requester waits for its write only. The release and the announcement
-    // follow the write (so waiters woken by it find the value) off the
-    // request's path; close() waits for them.
-    await write
-    this.track(this.releaseAndAnnounce(job.key, lock, token, 'ready'))
+    // The requester has its narrative: the write, then the release and the
+    // announcement (after the write, so waiters woken by it find the value),
+    // go on off its path. Requests for the key in this process meanwhile wait
+    // for the write; close() waits for all of it.
+    const landed = write.finally(() => { if (this.landing.get(job.key) === landed) this.landing.delete(job.key) })
+    this.landing.set(job.key, landed)
+    this.track(landed.then(async () => { await this.releaseAndAnnounce(job.key, lock, token, 'ready') }))
     return { status: 'miss', key: job.key, narrative: generation.narrative, engine: generation.engine, writtenAt, generated: true, generation, generationMs }
   }
 
