@@ -1,28 +1,15 @@
 import t from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { readdirSync, readFileSync } from 'node:fs'
 import { exampleBody, stack } from './helper.js'
 import { loadConfig } from '../src/config.js'
 import { freePort } from './support/ports.js'
 import { sleep, waitUntil } from './support/wait.js'
 import { uniqueDatabaseUrl } from './support/env.js'
+import { childPids, isProcessAlive } from './support/reaper.js'
 
-/** The live processes whose parent is `pid` (from /proc). */
-function childrenOf (pid: number): number[] {
-  const found: number[] = []
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, 'utf8')
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      if (Number(fields[1]) === pid && fields[0] !== 'Z') found.push(Number(name))
-    } catch { /* gone meanwhile */ }
-  }
-  return found.sort((a, b) => a - b)
-}
-
-const alive = (pid: number): boolean => { try { process.kill(pid, 0); return true } catch { return false } }
+/** The live (not zombie) children of `pid`. */
+const childrenOf = (pid: number): number[] => childPids(pid).filter(isProcessAlive).sort((x, y) => x - y)
 
 /** The counter's value summed over its label sets in a Prometheus text exposition. */
 function counterTotal (text: string, name: string): number {
@@ -113,6 +100,6 @@ t.test('WORKERS=2: two workers on one port share the cache, the metrics and the 
   t.equal(code, 0, 'the primary exits 0')
   if (code !== 0) t.comment(output.split('\n').filter(l => !l.includes('"msg":"request"')).join('\n'))
   t.notMatch(output, /second SIGTERM|second SIGINT|killed by timeout/, 'no worker was forced')
-  await waitUntil(() => all.every(pid => !alive(pid)), { timeoutMs: 5000, what: 'every process gone' })
+  await waitUntil(() => all.every(pid => !isProcessAlive(pid)), { timeoutMs: 5000, what: 'every process gone' })
   t.pass('no worker outlives the primary')
 })
