@@ -1,4 +1,4 @@
-import { execFileSync, spawn } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { join, resolve } from 'node:path'
@@ -10,11 +10,13 @@ import { freePort } from '../test/support/ports.js'
 import { waitUntil } from '../test/support/wait.js'
 import { percentile, runLoad, type LoadResult } from './load.js'
 import { treeCpuSeconds } from './process-cpu.js'
+import { APP_SCRIPT, FLOOR_SCRIPT, compileForBench } from './compiled.js'
 
 /**
  * npm run bench:profile [-- --seconds 10 --connections 50 --out prof]: one app
- * instance under `node --cpu-prof`, the bench's hit-path load against it, then
- * the functions that took the most self time. Open the .cpuprofile it writes
+ * instance (or a floor: --target) under `node --cpu-prof`, the bench's hit-path
+ * load (or misses: --misses) against it, its CPU per request, then the
+ * functions that took the most self time. Open the .cpuprofile it writes
  * in Chrome DevTools (Performance, Load profile) for the whole picture.
  */
 const { values } = parseArgs({
@@ -40,10 +42,9 @@ const pg = await startPostgres()
 const openai = await startFakeOpenAI({ latencyMs: 50 })
 const port = await freePort()
 const profileFlags = values.plain ? [] : ['--cpu-prof', '--cpu-prof-dir', outDir]
-/** The floors answer a constant of the hit's size (650 bytes, close to the app's hit). */
-// The app as `npm start` runs it, and the floors likewise: compiled, without tsx (which costs each request time of its own).
-execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.bench.json'], { stdio: 'inherit' })
-const script = values.target === 'app' ? ['dist-bench/src/server.js'] : ['dist-bench/bench/floor-server.js', String(port), values.target, '650', redis.url]
+compileForBench()
+// The floors answer a constant of the hit's size (650 bytes, close to the app's hit).
+const script = values.target === 'app' ? [APP_SCRIPT] : [FLOOR_SCRIPT, String(port), values.target, '650', redis.url]
 const child = spawn(process.execPath, [...profileFlags, ...script], {
   env: { ...process.env, ...extraEnv(), PORT: String(port), REDIS_URL: redis.url, DATABASE_URL: pg.url, OPENAI_API_KEY: 'sk-profile', OPENAI_BASE_URL: openai.baseURL, GENERATION_RATE_LIMIT: '0', LOG_LEVEL: 'warn', NODE_ENV: 'production', JWT_SECRET: 'profile-secret-profile-secret-profile-0' },
   stdio: ['ignore', 'ignore', 'inherit']
@@ -99,7 +100,7 @@ async function runMisses (url: string, concurrency: number, seconds: number): Pr
 }
 
 interface Node { id: number, callFrame: { functionName: string, url: string, lineNumber: number }, hitCount?: number }
-// tsx's loader thread writes a profile of its own: the main thread's is the largest.
+// Each thread with JavaScript writes a profile of its own: the main thread's is the largest.
 const file = readdirSync(outDir).filter(f => f.endsWith('.cpuprofile')).map(f => ({ f, size: statSync(join(outDir, f)).size })).sort((a, b) => b.size - a.size)[0]?.f
 if (file !== undefined) {
   const profile = JSON.parse(readFileSync(join(outDir, file), 'utf8')) as { nodes: Node[] }

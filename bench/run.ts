@@ -12,6 +12,7 @@ import { waitUntil } from '../test/support/wait.js'
 import { postSse } from '../test/support/sse-client.js'
 import { percentile, runLoad, type LoadResult } from './load.js'
 import { zipfSampler } from './zipf.js'
+import { APP_SCRIPT, FLOOR_SCRIPT, compileForBench } from './compiled.js'
 
 /**
  * npm run bench [-- --quick]: starts its own Redis, PostgreSQL, the OpenAI
@@ -30,9 +31,7 @@ const log = (msg: string): void => { process.stdout.write(`[${((Date.now() - sta
 const ms = (x: number): string => `${x.toFixed(2)} ms`
 const record = (section: string, name: string, value: string): void => { rows.push([section, name, value]); log(`${section} | ${name}: ${value}`) }
 
-// One compile of the app and the floors (tsconfig.bench.json: the build's options, into dist-bench/).
-const APP_SCRIPT = 'dist-bench/src/server.js'
-execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.bench.json'], { stdio: 'inherit' })
+compileForBench()
 const redis = await startRedis({ args: ['--maxmemory', '2gb', '--maxmemory-policy', 'allkeys-lru'] })
 const pg = await startPostgres()
 const openai = await startFakeOpenAI({ latencyMs: modelMs, streamChunks: 10, streamDelayMs: 0 })
@@ -47,11 +46,9 @@ async function cleanup (): Promise<void> {
 process.on('SIGINT', () => { cleanup().then(() => process.exit(130), () => process.exit(130)) })
 
 async function spawnServer (args: string[], env: Record<string, string>, port: number): Promise<ChildProcess> {
-  // Everything runs compiled, as `npm start` runs the app: tsx costs each request time of its own.
-  const nodeArgs = args[0] === APP_SCRIPT ? args : [args[0].replace(/^bench\/(.*)\.ts$/, 'dist-bench/bench/$1.js'), ...args.slice(1)]
-  const child = spawn(process.execPath, nodeArgs, { env: { ...process.env, ...env, PORT: String(port) }, stdio: ['ignore', 'ignore', 'inherit'] })
+  const child = spawn(process.execPath, args, { env: { ...process.env, ...env, PORT: String(port) }, stdio: ['ignore', 'ignore', 'inherit'] })
   children.push(child)
-  await waitUntil(async () => (await fetch(`http://127.0.0.1:${port}/health`, { method: args[0].includes('floor') ? 'POST' : 'GET' }).catch(() => undefined)) !== undefined, { timeoutMs: 60_000, what: `server on ${port}` })
+  await waitUntil(async () => (await fetch(`http://127.0.0.1:${port}/health`, { method: args[0] === FLOOR_SCRIPT ? 'POST' : 'GET' }).catch(() => undefined)) !== undefined, { timeoutMs: 60_000, what: `server on ${port}` })
   return child
 }
 
@@ -121,9 +118,9 @@ try {
   const barePort = await freePort()
   const redisPort = await freePort()
   const configuredPort = await freePort()
-  await spawnServer(['bench/floor-server.ts', String(barePort), 'bare', String(size)], {}, barePort)
-  await spawnServer(['bench/floor-server.ts', String(redisPort), 'redis', String(size), redis.url], {}, redisPort)
-  await spawnServer(['bench/floor-server.ts', String(configuredPort), 'configured', String(size)], {}, configuredPort)
+  await spawnServer([FLOOR_SCRIPT, String(barePort), 'bare', String(size)], {}, barePort)
+  await spawnServer([FLOOR_SCRIPT, String(redisPort), 'redis', String(size), redis.url], {}, redisPort)
+  await spawnServer([FLOOR_SCRIPT, String(configuredPort), 'configured', String(size)], {}, configuredPort)
   log(`warmed (${warm.json.cache.status}); response ${size} bytes`)
   // At 1,000 connections every target is run twice: a process's first run at
   // that many connections has shown timeouts that the second does not.
