@@ -281,3 +281,48 @@ t.test('an event recorded while its row is being written starts a new row: what 
   const [row] = await db.query<{ rows: number, requests: number }>('SELECT count(*) AS rows, sum(count) AS requests FROM analytics_events WHERE key = $1', [key])
   t.same(row, { rows: 2, requests: 7 })
 })
+
+t.test('a drain writes the rows queued when it began: a hot key\'s hits recorded meanwhile wait and coalesce, however long the writes take', async t => {
+  const db = await openPostgres(await uniqueDatabaseUrl(t))
+  t.teardown(() => db.close())
+  await migrate(db)
+  const repository = new AnalyticsRepository(db)
+  const counts: number[][] = []
+  const insertBatch = repository.insertBatch.bind(repository)
+  let release!: () => void
+  let gate = new Promise<void>(resolve => { release = resolve })
+  repository.insertBatch = async (events) => {
+    counts.push(events.map(e => e.count ?? 1))
+    await gate
+    return await insertBatch(events)
+  }
+  const buffer = new AnalyticsBuffer({ repository, flushIntervalMs: 60_000 })
+  t.teardown(() => buffer.close())
+  const key = uniquePrefix('drain')
+  const hit = { at: Date.now(), event: 'hit' as const, key, systems: ['Vega'] }
+  for (let i = 0; i < 3; i++) buffer.record(hit)
+  const first = buffer.flush()
+  // A slow write: hits keep coming while it lasts.
+  for (let i = 0; i < 400; i++) {
+    buffer.record(hit)
+    if (i % 100 === 0) await sleep(5)
+  }
+  release()
+  await first
+  t.same(counts, [[3]], 'the drain wrote the one row it began with, and stopped')
+  t.equal(buffer.bufferedRows, 1, 'the 400 hits recorded meanwhile wait in one row')
+  t.equal(buffer.buffered, 400)
+
+  // A flush asked for while a drain is in flight also writes what was queued after that drain began.
+  gate = new Promise<void>(resolve => { release = resolve })
+  const third = buffer.flush()
+  for (let i = 0; i < 5; i++) buffer.record(hit)
+  const fourth = buffer.flush()
+  release()
+  await fourth
+  t.same(counts, [[3], [400], [5]], 'then the 400 in one row, then the 5 recorded during that write')
+  await third
+  t.equal(buffer.buffered, 0)
+  const [row] = await db.query<{ rows: number, requests: number }>('SELECT count(*) AS rows, sum(count) AS requests FROM analytics_events WHERE key = $1', [key])
+  t.same(row, { rows: 3, requests: 408 })
+})

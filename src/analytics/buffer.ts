@@ -166,8 +166,16 @@ export class AnalyticsBuffer {
    * Concurrent calls share the write in flight.
    */
   flush (): Promise<void> {
-    this.#flushing ??= this.#drain().finally(() => { this.#flushing = null })
-    return this.#flushing
+    if (this.#flushing === null) {
+      this.#flushing = this.#drain().finally(() => {
+        this.#flushing = null
+        // Filled up while that drain wrote: the next one starts at once.
+        if (this.#queue.length >= this.#batchSize) this.#scheduleFlush()
+      })
+      return this.#flushing
+    }
+    // A drain writes what was queued when it began; rows queued since need the next one.
+    return this.#queue.length === 0 && this.#retry === null ? this.#flushing : this.#flushing.then(async () => { await this.flush() })
   }
 
   /**
@@ -222,7 +230,7 @@ export class AnalyticsBuffer {
   }
 
   #scheduleFlush (): void {
-    if (this.#scheduled || this.#flushing !== null) return // a running drain takes the new events too
+    if (this.#scheduled || this.#flushing !== null) return // the running drain schedules the next when it ends
     this.#scheduled = true
     setImmediate(() => {
       this.#scheduled = false
@@ -236,15 +244,20 @@ export class AnalyticsBuffer {
       this.#retry = null
       if (!await this.#write(batch, true)) return
     }
-    while (this.#queue.length > 0 && !this.#abandoned) {
-      const batch = this.#takeBatch()
+    // Only the rows queued now. Rows queued during the writes wait for the
+    // next drain, so they coalesce: a drain that went on while anything was
+    // queued would write a row of one hot key's hits for every write's length.
+    let rows = this.#queue.length
+    while (rows > 0 && this.#queue.length > 0 && !this.#abandoned) {
+      const batch = this.#takeBatch(Math.min(rows, this.#batchSize))
+      rows -= batch.length
       if (!await this.#write(batch, false)) return
     }
   }
 
   /** The next batch off the queue; identical events recorded from now on start new rows. */
-  #takeBatch (): AnalyticsEvent[] {
-    const batch = this.#queue.splice(0, this.#batchSize)
+  #takeBatch (size: number): AnalyticsEvent[] {
+    const batch = this.#queue.splice(0, size)
     for (const row of batch) {
       const group = groupOf(row)
       if (group !== undefined && this.#groups.get(group) === row) this.#groups.delete(group)
