@@ -24,6 +24,27 @@ t.test('LruMap keeps at most maxEntries and forgets the least recently used; pee
   t.throws(() => new LruMap(0), /positive whole number/)
 })
 
+t.test('LruMap in a larger map: a key used once every maxEntries / 2 insertions is never evicted; unused keys are, in order; never above maxEntries', async t => {
+  const map = new LruMap<string, number>(10)
+  map.set('hot', 0)
+  for (let i = 1; i <= 200; i++) {
+    map.set(`k${i}`, i)
+    t.ok(map.size <= 10, 'never above maxEntries')
+    if (i % 5 === 0) t.equal(map.get('hot'), 0, `hot is still there after ${i} insertions`)
+  }
+  t.same([...map.keys()].filter(k => k !== 'hot'), ['k192', 'k193', 'k194', 'k195', 'k196', 'k197', 'k198', 'k199', 'k200'].slice(-9), 'the others are the most recent, oldest first')
+  // Unused for maxEntries insertions, a key goes, even one used often before.
+  for (let i = 201; i <= 210; i++) map.set(`k${i}`, i)
+  t.equal(map.peek('hot'), undefined, 'hot, unused for 10 insertions, was evicted')
+  // Used in the older half, a key is moved to the end: it outlives the keys inserted before the use.
+  const small = new LruMap<string, number>(4)
+  for (const k of ['a', 'b', 'c', 'd']) small.set(k, 0)
+  small.get('a')
+  small.set('e', 0)
+  small.set('f', 0)
+  t.same([...small.keys()], ['d', 'a', 'e', 'f'], 'a, used after 3 later insertions, outlived b and c')
+})
+
 /** A service whose engine answers every job as a hit, noting the jobs it was given. */
 function service (): { narratives: NarrativeService, jobs: Array<{ key: string, profile: unknown }>, remembered: string[] } {
   const jobs: Array<{ key: string, profile: unknown }> = []
