@@ -1,4 +1,5 @@
 import fp from 'fastify-plugin'
+import type { onResponseHookHandler } from 'fastify'
 import cluster from 'node:cluster'
 import { createHash } from 'node:crypto'
 import { childrenBy, createMetrics, type Metrics } from '../src/metrics.js'
@@ -45,13 +46,20 @@ export default fp(async (fastify) => {
   fastify.decorateRequest('cacheKey', undefined)
 
   const latencyOf = childrenBy((route, status) => metrics.latency.labels(route, status))
-  // Callback style, and the log line built only when it is written: this runs on every hit.
-  fastify.addHook('onResponse', (request, reply, done) => {
-    const route = request.routeOptions.url ?? 'unknown'
-    if (request.cacheStatus !== undefined) {
-      latencyOf(route, request.cacheStatus).observe(reply.elapsedTime / 1000)
+  // The latency of answers with a cache status, by route: a hook on each route,
+  // which knows its URL (request.routeOptions builds an object on every read).
+  fastify.addHook('onRoute', route => {
+    const url = route.url
+    const timed: onResponseHookHandler = (request, reply, done) => {
+      if (request.cacheStatus !== undefined) latencyOf(url, request.cacheStatus).observe(reply.elapsedTime / 1000)
+      done()
     }
+    route.onResponse = route.onResponse === undefined ? [timed] : [...[route.onResponse].flat(), timed]
+  })
+  // Callback style, and the log line built only when it is written: this runs on every request.
+  fastify.addHook('onResponse', (request, reply, done) => {
     if (LOGS_INFO.has(request.log.level)) {
+      const route = request.routeOptions.url ?? 'unknown'
       request.log.info({
         route: `${request.method} ${route}`,
         statusCode: reply.statusCode,
