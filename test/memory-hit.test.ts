@@ -34,6 +34,8 @@ t.test('a body seen before is answered from memory, exactly as the whole path an
   t.equal(fast.headers['x-cache'], 'HIT')
   t.equal(fast.headers['content-type'], 'application/json; charset=utf-8')
   t.same(fast.json(), whole.json(), 'the same body as an answer through the handler')
+  const ageless = (text: string): string => text.replace(/"ageSeconds":\d+/, '')
+  t.equal(ageless(fast.body), ageless(whole.body), 'byte for byte (but for the age, which may have ticked): the route\'s own serializer')
   t.equal(fast.json().cache.status, 'hit')
   t.equal(app.db.buffer.counters.recorded, recordedBefore + 1, 'the hit is recorded for analytics')
   const metrics = await (await app.inject({ method: 'GET', url: '/metrics' })).body
@@ -79,6 +81,25 @@ t.test('what memory cannot answer takes the whole path, unchanged', async t => {
   const plain = await app.inject({ ...post, payload: JSON.stringify(body), headers: { 'content-type': 'text/plain' } })
   t.equal(plain.statusCode, 400)
   t.match(plain.json().message, /body must be of type object/)
+})
+
+t.test('a memory hit sends what the in-process tier holds now: its current age, and a replaced narrative', async t => {
+  const app = await localApp(t)
+  const body = bodyFor(5)
+  const miss = (await app.inject({ ...post, payload: body })).json()
+  await app.inject({ ...post, payload: body }) // once the write has landed, the tier holds it
+  const path = countWholePath(app)
+  const first = (await app.inject({ ...post, payload: body })).json()
+  await sleep(1100)
+  const later = (await app.inject({ ...post, payload: body })).json()
+  t.equal(path.calls, 0, 'both from memory')
+  t.ok(later.cache.ageSeconds >= first.cache.ageSeconds + 1, `the age went on: ${first.cache.ageSeconds} s, then ${later.cache.ageSeconds} s`)
+  // Another instance's newer narrative lands in this instance's tier: the next memory hit sends it.
+  const entry = app.localTier!.get(miss.cache.key)!
+  app.localTier!.set(miss.cache.key, { ...entry, narrative: { summary: 'A newer narrative.', bullets: ['newer'] } })
+  const replaced = await app.inject({ ...post, payload: body })
+  t.equal(path.calls, 0)
+  t.same(replaced.json().narrative, { summary: 'A newer narrative.', bullets: ['newer'] }, 'the replaced narrative, not the text sent before')
 })
 
 t.test('an entry deleted or stale is not answered from memory', async t => {
