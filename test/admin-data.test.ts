@@ -14,6 +14,7 @@ async function narrative (app: FastifyInstance, body: object): Promise<{ cache: 
 }
 
 async function settled (app: FastifyInstance): Promise<void> {
+  await app.engine.idle() // the builds' writes have started (the durable ones) and landed
   await app.db.buffer.flush()
   await app.durable.close()
 }

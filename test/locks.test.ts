@@ -152,7 +152,8 @@ t.test('corrupt entries of each kind are deleted and regenerated', async t => {
   t.teardown(() => redis.quit())
   const first = (await app.inject({ method: 'POST', url: '/api/narrative', payload: exampleBody })).json()
   const key: string = first.cache.key
-  await app.durable.close() // the durable write of the first generation has landed
+  await app.engine.idle() // the first generation's store write has landed
+  await app.durable.close() // and its durable write
   const good = (await redis.getBuffer(key))!
   const json = JSON.parse(good.subarray(14).toString())
   const now = Date.now()
@@ -190,9 +191,10 @@ t.test('corrupt entries of each kind are deleted and regenerated', async t => {
   t.equal(app.engine.counters.corruptEntries, 2 * Object.keys(corruptions).length)
 })
 
-t.test('a builder answers before its write lands; a request meanwhile waits for the write, then hits', async t => {
+t.test('a builder answers before its write lands; a request meanwhile hits the entry in hand; other instances wait for the lock', async t => {
   const s = await stack(t)
   const app = await build(t, { env: { ...s.env, LOCAL_CACHE_MAX_ENTRIES: '100' } })
+  const other = await build(t, { env: { ...s.env, LOCAL_CACHE_MAX_ENTRIES: '100' } })
   s.openai.setLatency(100)
   const redis = new Redis(s.redisUrl)
   t.teardown(() => redis.disconnect())
@@ -206,8 +208,17 @@ t.test('a builder answers before its write lands; a request meanwhile waits for 
   t.ok(answeredIn < 400, `answered without waiting for the write (${answeredIn} ms)`)
   const key = miss.json().cache.key as string
   t.equal(await redis.exists(lockKey(key)), 1, 'the lock is held until the write lands')
+  t.equal(await redis.exists(key), 0, 'the value has not landed yet')
+  const nextStarted = Date.now()
   const next = await app.inject({ method: 'POST', url: '/api/narrative', payload: exampleBody })
-  t.equal(next.json().cache.status, 'hit', 'the next request waited for the write and hit')
+  const nextIn = Date.now() - nextStarted
+  t.equal(next.json().cache.status, 'hit', 'the next request in this process hit')
+  t.same(next.json().narrative, miss.json().narrative)
+  t.ok(nextIn < 200, `without waiting for the write (${nextIn} ms)`)
+  // Another instance meets the held lock and waits for the announcement: no second model call.
+  const elsewhere = await other.inject({ method: 'POST', url: '/api/narrative', payload: exampleBody })
+  t.equal(elsewhere.json().cache.status, 'miss', 'another instance waited for the builder (answered as a miss it did not cause)')
+  t.same(elsewhere.json().narrative, miss.json().narrative)
   t.equal(s.openai.calls, 1, 'one model call')
   t.ok(await redis.exists(key) === 1, 'the value is in Redis')
   await waitUntil(async () => await redis.exists(lockKey(key)) === 0, { timeoutMs: 1000, what: 'the lock to be released after the write' })

@@ -25,6 +25,7 @@ t.test('a body seen before is answered from memory, exactly as the whole path an
   const body = { ...bodyFor(1), userId: 'u-memory' }
   const miss = await app.inject({ ...post, payload: body })
   t.equal(miss.json().cache.status, 'miss')
+  await app.engine.idle() // once the write has landed, the tier holds it
   const whole = await app.inject({ ...post, payload: body, headers: { 'content-type': 'application/json; charset=utf-8', 'x-pad': '1' } })
   const recordedBefore = app.db.buffer.counters.recorded
   const path = countWholePath(app)
@@ -87,7 +88,7 @@ t.test('a memory hit sends what the in-process tier holds now: its current age, 
   const app = await localApp(t)
   const body = bodyFor(5)
   const miss = (await app.inject({ ...post, payload: body })).json()
-  await app.inject({ ...post, payload: body }) // once the write has landed, the tier holds it
+  await app.engine.idle() // once the write has landed, the tier holds it
   const path = countWholePath(app)
   const first = (await app.inject({ ...post, payload: body })).json()
   await sleep(1100)
@@ -106,6 +107,7 @@ t.test('an entry deleted or stale is not answered from memory', async t => {
   const app = await localApp(t, { JWT_SECRET: 'test-secret-that-is-long-enough-0123456789' })
   const body = bodyFor(3)
   await app.inject({ ...post, payload: body })
+  await app.engine.idle()
   t.equal((await app.inject({ ...post, payload: body })).json().cache.status, 'hit')
   app.localTier!.deleteMatching('*')
   const path = countWholePath(app)
@@ -120,6 +122,7 @@ t.test('over a real socket: a body in two pieces, and a client that leaves midwa
   const { port } = app.server.address() as { port: number }
   const text = JSON.stringify(bodyFor(4))
   await app.inject({ ...post, payload: text, headers: { 'content-type': 'application/json' } })
+  await app.engine.idle()
   const path = countWholePath(app)
   const head = `POST /api/narrative HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n`
 

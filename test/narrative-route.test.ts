@@ -46,6 +46,7 @@ t.test('the cached value in Redis has the CachedNarrative shape and the TTL', as
   const { Redis } = await import('ioredis')
   const redis = new Redis(s.redisUrl)
   t.teardown(() => redis.quit())
+  await app.engine.idle() // the write lands after the answer
   const raw = await redis.getBuffer(key)
   t.ok(raw)
   const entry = JSON.parse(raw!.subarray(14).toString())

@@ -131,8 +131,8 @@ export class NarrativeEngine {
   readonly progress = new ProgressHub()
   private readonly refreshing = new Set<string>()
   private readonly background = new Set<Promise<void>>()
-  /** Keys whose builder has answered and whose write is still on its way to the store. */
-  private readonly landing = new Map<string, Promise<void>>()
+  /** Entries built here that have been answered with, on their way to the store. */
+  private readonly landing = new Map<string, CachedNarrative>()
   private readonly heldLocks = new Map<string, string>()
   private readonly pendingReleases = new Map<string, { token: string, until: number }>()
   private releaseTimer: NodeJS.Timeout | undefined
@@ -182,11 +182,13 @@ export class NarrativeEngine {
   async resolve (job: NarrativeJob): Promise<Resolution> {
     const local = this.localHit(job.key)
     if (local !== undefined) return local
-    // Just built here: the value is a write away; wait for it rather than read the store before it lands.
+    // Just built here and on its way to the store: a hit from the entry in
+    // hand, rather than a read of the store before the write lands (or, with
+    // Redis slow, a wait on it).
     const landing = this.landing.get(job.key)
-    if (landing !== undefined) {
-      await landing
-      return await this.resolve(job)
+    if (landing !== undefined && this.clock() < landing.meta.stale_after) {
+      this.counters.hits++
+      return { status: 'hit', key: job.key, narrative: landing.narrative, engine: landing.engine, writtenAt: landing.meta.refreshed_at, generated: false }
     }
     const shared = this.inflight.get(job.key)
     if (shared !== undefined) {
@@ -283,16 +285,21 @@ export class NarrativeEngine {
   /** A miss: become the one builder for this key, or wait for the one there is. */
   private async build (job: NarrativeJob): Promise<Resolution> {
     const token = randomUUID()
+    // The builder's first step is the durable read: it goes out with the lock
+    // request rather than after it (a round trip less before the model). Only
+    // one request per key in this process gets here, the others share its
+    // promise, so losing the lock wastes at most one read per instance.
+    const durableRead = this.deps.durable?.get(job.key)
     const acquired = await this.tryLock(lockKey(job.key), token)
     if (acquired === undefined) return await this.direct(job)
-    if (acquired) return await this.buildAndStore(job, token)
+    if (acquired) return await this.buildAndStore(job, token, durableRead)
     return await this.waitForBuilder(job)
   }
 
-  private async buildAndStore (job: NarrativeJob, token: string): Promise<Resolution> {
+  private async buildAndStore (job: NarrativeJob, token: string, durableRead?: ReturnType<DurableTier['get']>): Promise<Resolution> {
     const lock = lockKey(job.key)
     this.heldLocks.set(lock, token)
-    const fromDurable = await this.fromDurable(job)
+    const fromDurable = await this.fromDurable(job, true, durableRead)
     if (fromDurable !== null) {
       await this.releaseAndAnnounce(job.key, lock, token, 'ready')
       return fromDurable
@@ -319,27 +326,15 @@ export class NarrativeEngine {
     this.counters.misses++
     const writtenAt = this.clock()
     const entry = this.entryFor(job, generation, writtenAt, writtenAt)
-    let write: Promise<void> = Promise.resolve()
-    try {
-      const encoded = encodeEntry(entry, version)
-      const ttlMs = this.deps.options.ttlSeconds * 1000
-      this.deps.durable?.put(job.key, entry, version, job.profile, job.locale)
-      write = this.store(s => s.setIfNewer(job.key, encoded, version, ttlMs)).then(written => {
-        if (written) this.deps.local?.set(job.key, entry)
-        this.deps.events?.stored?.(encoded.length)
-      }, err => {
-        this.deps.logger.warn({ key: job.key, err: describe(err) }, 'could not store a generated narrative')
-      })
-    } catch (err) {
-      // Too large: the answer is still good, only uncached.
-      this.deps.logger.warn({ key: job.key, reason: describe(err) }, 'narrative served but not cached')
-    }
     // The requester has its narrative: the write, then the release and the
     // announcement (after the write, so waiters woken by it find the value),
-    // go on off its path. Requests for the key in this process meanwhile wait
-    // for the write; close() waits for all of it.
-    const landed = write.finally(() => { if (this.landing.get(job.key) === landed) this.landing.delete(job.key) })
-    this.landing.set(job.key, landed)
+    // go on off its path. The write starts once the answer is out (setImmediate
+    // runs after the microtasks that send it). Requests for the key in this
+    // process meanwhile are answered from the entry; other instances wait
+    // for the lock. close() waits for all of it.
+    this.landing.set(job.key, entry)
+    const landed = new Promise<void>(resolve => { setImmediate(() => { resolve(this.land(job, entry, version)) }) })
+      .finally(() => { if (this.landing.get(job.key) === entry) this.landing.delete(job.key) })
     this.track(landed.then(async () => { await this.releaseAndAnnounce(job.key, lock, token, 'ready') }))
     return { status: 'miss', key: job.key, narrative: generation.narrative, engine: generation.engine, writtenAt, generated: true, generation, generationMs }
   }
@@ -348,8 +343,28 @@ export class NarrativeEngine {
    * The durable tier, asked before the model: a row there re-populates the
    * store and answers with no model call. A stale row is answered and refreshed.
    */
-  private async fromDurable (job: NarrativeJob, repopulate = true): Promise<Resolution | null> {
-    const row = await this.deps.durable?.get(job.key)
+  /** Writes a built entry to the durable tier (in the background) and to the store, then to the local tier. Never rejects. */
+  private async land (job: NarrativeJob, entry: CachedNarrative, version: number): Promise<void> {
+    let encoded: Buffer
+    try {
+      encoded = encodeEntry(entry, version)
+    } catch (err) {
+      // Too large: the answer was still good, only uncached.
+      this.deps.logger.warn({ key: job.key, reason: describe(err) }, 'narrative served but not cached')
+      return
+    }
+    this.deps.durable?.put(job.key, entry, version, job.profile, job.locale)
+    try {
+      if (await this.store(s => s.setIfNewer(job.key, encoded, version, this.deps.options.ttlSeconds * 1000))) this.deps.local?.set(job.key, entry)
+      this.deps.events?.stored?.(encoded.length)
+    } catch (err) {
+      this.deps.logger.warn({ key: job.key, err: describe(err) }, 'could not store a generated narrative')
+    }
+  }
+
+  /** The durable tier's entry as an answer (`read`: its read, when already sent); null when it has none. */
+  private async fromDurable (job: NarrativeJob, repopulate = true, read = this.deps.durable?.get(job.key)): Promise<Resolution | null> {
+    const row = await read
     if (row === undefined || row === null || row.entry.version !== ENGINE_VERSION) return null
     if (repopulate) {
       try {
@@ -664,6 +679,15 @@ export class NarrativeEngine {
       if (/timed out/i.test((err as Error).message)) this.counters.storeTimeouts++
       throw err
     }
+  }
+
+  /**
+   * Resolves once the background work started so far has ended: builds'
+   * writes (durable and store) and lock releases, refreshes. For callers that
+   * need what was answered to be stored (tests, tools); requests never wait on it.
+   */
+  async idle (): Promise<void> {
+    while (this.background.size > 0) await Promise.allSettled([...this.background])
   }
 
   /**
