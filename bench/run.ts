@@ -172,13 +172,25 @@ try {
       }
       return { client, server }
     }
-    const alone = await missOverheads(quick ? 8 : 40, 1)
+    // A fresh process's first misses also pay for compiling their code and
+    // opening its PostgreSQL pool's connections: warm it first, as the hit
+    // path's instances are warmed, and measure the steady state.
+    await missOverheads(quick ? 4 : 12, 4)
+    const alone = await missOverheads(quick ? 8 : 60, 1)
     record('2. miss overhead', `one miss at a time (${alone.client.length}): seen by the client, beyond the model call`, spread(alone.client))
     record('2. miss overhead', 'one miss at a time: in the server, beyond the model call (Server-Timing app;dur)', spread(alone.server))
+    // What the client side costs on its own: the same fetch, one at a time, to a route with nothing behind it.
+    const roundTrips: number[] = []
+    for (let i = 0; i < alone.client.length; i++) {
+      const t0 = performance.now()
+      await (await fetch(`http://127.0.0.1:${a.port}/health`)).json()
+      roundTrips.push(performance.now() - t0)
+    }
+    record('2. miss overhead', 'for reference: the same client\'s whole round trip to GET /health, one at a time', spread(roundTrips))
     const four = await missOverheads(quick ? 12 : 100, 4)
     record('2. miss overhead', `four misses at a time (${four.client.length}): seen by the client, beyond the model call`, spread(four.client))
     record('2. miss overhead', 'four misses at a time: in the server, beyond the model call (Server-Timing app;dur)', spread(four.server))
-    // Both workers warm first, as the one-process instance is by its runs above.
+    // Both workers warm first, as the one-process instance was.
     await missOverheads(quick ? 4 : 40, 2, a2.url)
     const fourOnTwo = await missOverheads(quick ? 12 : 100, 4, a2.url)
     record('2. miss overhead', `four misses at a time, two workers (${fourOnTwo.client.length}): seen by the client, beyond the model call`, spread(fourOnTwo.client))
