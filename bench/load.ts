@@ -11,6 +11,8 @@ export interface LoadResult {
   /** The errors by kind: 'timeout', or the socket error's code (ECONNRESET, ...). */
   errorKinds: Record<string, number>
   non2xx: number
+  /** Every response time (ms), sorted. */
+  latencies: number[]
 }
 
 export function percentile (sorted: number[], p: number): number {
@@ -52,6 +54,31 @@ export async function runLoad (opts: { url: string, body: unknown, connections: 
     p99: percentile(latencies, 99),
     errors: result.errors,
     errorKinds,
-    non2xx: result.non2xx
+    non2xx: result.non2xx,
+    latencies
+  }
+}
+
+/**
+ * Runs of one target, taken in turn with other targets' runs, as one result:
+ * throughput is the median run's (one run in a slow spell of the machine does
+ * not decide it), percentiles are over every response of every run.
+ */
+export function combineRuns (runs: LoadResult[]): LoadResult & { runsRps: number[] } {
+  const latencies = runs.flatMap(r => r.latencies).sort((a, b) => a - b)
+  const runsRps = runs.map(r => r.rps)
+  const errorKinds: Record<string, number> = {}
+  for (const r of runs) for (const [kind, n] of Object.entries(r.errorKinds)) errorKinds[kind] = (errorKinds[kind] ?? 0) + n
+  return {
+    requests: runs.reduce((n, r) => n + r.requests, 0),
+    rps: percentile([...runsRps].sort((a, b) => a - b), 50),
+    p50: percentile(latencies, 50),
+    p95: percentile(latencies, 95),
+    p99: percentile(latencies, 99),
+    errors: runs.reduce((n, r) => n + r.errors, 0),
+    errorKinds,
+    non2xx: runs.reduce((n, r) => n + r.non2xx, 0),
+    latencies,
+    runsRps
   }
 }

@@ -96,7 +96,7 @@ async function runMisses (url: string, concurrency: number, seconds: number): Pr
     }
   }))
   appMs.sort((a, b) => a - b)
-  return { requests: next, rps: next / seconds, p50: percentile(appMs, 50), p95: percentile(appMs, 95), p99: percentile(appMs, 99), errors, errorKinds: {}, non2xx: 0 }
+  return { requests: next, rps: next / seconds, p50: percentile(appMs, 50), p95: percentile(appMs, 95), p99: percentile(appMs, 99), errors, errorKinds: {}, non2xx: 0, latencies: appMs }
 }
 
 interface Node { id: number, callFrame: { functionName: string, url: string, lineNumber: number }, hitCount?: number }
