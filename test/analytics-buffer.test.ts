@@ -1,4 +1,4 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { AnalyticsBuffer, type AnalyticsBufferCounters } from '../src/analytics/buffer.js'
 import type { AnalyticsEvent } from '../src/analytics/event.js'
 import { AnalyticsRepository } from '../src/db/analytics-repository.js'
@@ -253,15 +253,19 @@ t.test('identical requests coalesce into one row with a count; model calls never
   t.ok(balanced(buffer.counters, buffer.buffered), 'recorded = written + dropped + discarded + buffered')
 })
 
-t.test('an event recorded while its row is being written starts a new row: what is in flight is never changed', async t => {
+/**
+ * A buffer writing to a real database, each write held at a gate until the
+ * test releases it; the counts of each batch's rows are noted as it starts.
+ */
+async function gatedBuffer (t: Test, name: string) {
   const db = await openPostgres(await uniqueDatabaseUrl(t))
   t.teardown(() => db.close())
   await migrate(db)
   const repository = new AnalyticsRepository(db)
   const counts: number[][] = []
   const insertBatch = repository.insertBatch.bind(repository)
-  let release!: () => void
-  const gate = new Promise<void>(resolve => { release = resolve })
+  let open!: () => void
+  let gate = new Promise<void>(resolve => { open = resolve })
   repository.insertBatch = async (events) => {
     counts.push(events.map(e => e.count ?? 1))
     await gate
@@ -269,8 +273,21 @@ t.test('an event recorded while its row is being written starts a new row: what 
   }
   const buffer = new AnalyticsBuffer({ repository, flushIntervalMs: 60_000 })
   t.teardown(() => buffer.close())
-  const key = uniquePrefix('inflight')
-  const hit = { at: Date.now(), event: 'hit' as const, key, systems: ['Vega'] }
+  const key = uniquePrefix(name)
+  return {
+    buffer,
+    counts,
+    hit: { at: Date.now(), event: 'hit' as const, key, systems: ['Vega'] },
+    /** Lets the writes held at the gate go on. */
+    release: () => { open() },
+    /** Holds the writes from now on at a new gate. */
+    closeGate: () => { gate = new Promise<void>(resolve => { open = resolve }) },
+    written: async () => (await db.query<{ rows: number, requests: number }>('SELECT count(*) AS rows, sum(count) AS requests FROM analytics_events WHERE key = $1', [key]))[0]
+  }
+}
+
+t.test('an event recorded while its row is being written starts a new row: what is in flight is never changed', async t => {
+  const { buffer, counts, hit, release, written } = await gatedBuffer(t, 'inflight')
   for (let i = 0; i < 3; i++) buffer.record(hit)
   const first = buffer.flush()
   for (let i = 0; i < 4; i++) buffer.record(hit)
@@ -278,28 +295,11 @@ t.test('an event recorded while its row is being written starts a new row: what 
   await first
   await buffer.flush()
   t.same(counts, [[3], [4]], 'the row in flight kept its 3; the next 4 went in a new row')
-  const [row] = await db.query<{ rows: number, requests: number }>('SELECT count(*) AS rows, sum(count) AS requests FROM analytics_events WHERE key = $1', [key])
-  t.same(row, { rows: 2, requests: 7 })
+  t.same(await written(), { rows: 2, requests: 7 })
 })
 
 t.test('a drain writes the rows queued when it began: a hot key\'s hits recorded meanwhile wait and coalesce, however long the writes take', async t => {
-  const db = await openPostgres(await uniqueDatabaseUrl(t))
-  t.teardown(() => db.close())
-  await migrate(db)
-  const repository = new AnalyticsRepository(db)
-  const counts: number[][] = []
-  const insertBatch = repository.insertBatch.bind(repository)
-  let release!: () => void
-  let gate = new Promise<void>(resolve => { release = resolve })
-  repository.insertBatch = async (events) => {
-    counts.push(events.map(e => e.count ?? 1))
-    await gate
-    return await insertBatch(events)
-  }
-  const buffer = new AnalyticsBuffer({ repository, flushIntervalMs: 60_000 })
-  t.teardown(() => buffer.close())
-  const key = uniquePrefix('drain')
-  const hit = { at: Date.now(), event: 'hit' as const, key, systems: ['Vega'] }
+  const { buffer, counts, hit, release, closeGate, written } = await gatedBuffer(t, 'drain')
   for (let i = 0; i < 3; i++) buffer.record(hit)
   const first = buffer.flush()
   // A slow write: hits keep coming while it lasts.
@@ -314,7 +314,7 @@ t.test('a drain writes the rows queued when it began: a hot key\'s hits recorded
   t.equal(buffer.buffered, 400)
 
   // A flush asked for while a drain is in flight also writes what was queued after that drain began.
-  gate = new Promise<void>(resolve => { release = resolve })
+  closeGate()
   const third = buffer.flush()
   for (let i = 0; i < 5; i++) buffer.record(hit)
   const fourth = buffer.flush()
@@ -323,6 +323,5 @@ t.test('a drain writes the rows queued when it began: a hot key\'s hits recorded
   t.same(counts, [[3], [400], [5]], 'then the 400 in one row, then the 5 recorded during that write')
   await third
   t.equal(buffer.buffered, 0)
-  const [row] = await db.query<{ rows: number, requests: number }>('SELECT count(*) AS rows, sum(count) AS requests FROM analytics_events WHERE key = $1', [key])
-  t.same(row, { rows: 3, requests: 408 })
+  t.same(await written(), { rows: 3, requests: 408 })
 })
