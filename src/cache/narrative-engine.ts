@@ -339,10 +339,6 @@ export class NarrativeEngine {
     return { status: 'miss', key: job.key, narrative: generation.narrative, engine: generation.engine, writtenAt, generated: true, generation, generationMs }
   }
 
-  /**
-   * The durable tier, asked before the model: a row there re-populates the
-   * store and answers with no model call. A stale row is answered and refreshed.
-   */
   /** Writes a built entry to the durable tier (in the background) and to the store, then to the local tier. Never rejects. */
   private async land (job: NarrativeJob, entry: CachedNarrative, version: number): Promise<void> {
     let encoded: Buffer
@@ -362,7 +358,11 @@ export class NarrativeEngine {
     }
   }
 
-  /** The durable tier's entry as an answer (`read`: its read, when already sent); null when it has none. */
+  /**
+   * The durable tier, asked before the model: a row there re-populates the
+   * store and answers with no model call. A stale row is answered and
+   * refreshed. `read` is the tier's read, when it was already sent.
+   */
   private async fromDurable (job: NarrativeJob, repopulate = true, read = this.deps.durable?.get(job.key)): Promise<Resolution | null> {
     const row = await read
     if (row === undefined || row === null || row.entry.version !== ENGINE_VERSION) return null
