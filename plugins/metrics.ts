@@ -25,6 +25,22 @@ export function keyHash (key: string): string {
 /** The levels at which the per-request line (info) is written. */
 const LOGS_INFO: ReadonlySet<string> = new Set(['info', 'debug', 'trace'])
 
+/** True when a logger at this level writes the per-request line: callers build the line only then. */
+export function writesRequestLines (level: string): boolean {
+  return LOGS_INFO.has(level)
+}
+
+/** The fields of the one line logged per request (besides the request id the logger binds). */
+export function requestLine (method: string, route: string, statusCode: number, cache: string | undefined, key: string | undefined, elapsedMs: number): object {
+  return {
+    route: `${method} ${route}`,
+    statusCode,
+    cache,
+    keyHash: key === undefined ? undefined : keyHash(key),
+    ms: Math.round(elapsedMs * 10) / 10
+  }
+}
+
 /**
  * Prometheus metrics (prom-client) at GET /metrics, allowlisted like the admin
  * routes, and the one log line per request: request id, route, status, cache
@@ -57,16 +73,9 @@ export default fp(async (fastify) => {
     route.onResponse = route.onResponse === undefined ? [timed] : [...[route.onResponse].flat(), timed]
   })
   // Callback style, and the log line built only when it is written: this runs on every request.
-  fastify.addHook('onResponse', (request, reply, done) => {
-    if (LOGS_INFO.has(request.log.level)) {
-      const route = request.routeOptions.url ?? 'unknown'
-      request.log.info({
-        route: `${request.method} ${route}`,
-        statusCode: reply.statusCode,
-        cache: request.cacheStatus,
-        keyHash: request.cacheKey === undefined ? undefined : keyHash(request.cacheKey),
-        ms: Math.round(reply.elapsedTime * 10) / 10
-      }, 'request')
+  fastify.addHook('onResponse', function logRequestLine (request, reply, done) {
+    if (writesRequestLines(request.log.level)) {
+      request.log.info(requestLine(request.method, request.routeOptions.url ?? 'unknown', reply.statusCode, request.cacheStatus, request.cacheKey, reply.elapsedTime), 'request')
     }
     done()
   })

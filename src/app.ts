@@ -21,6 +21,8 @@ import type { Narrator } from './narrator/narrator.js'
 import { NotFoundError } from './errors.js'
 import { formatValidationError } from './schemas/validation-message.js'
 import { registerJsonBodyParser } from './json-body.js'
+import { frontedListener } from './front-door.js'
+import { nextRequestId } from './request-id.js'
 
 export interface AppOptions {
   config?: Config
@@ -53,13 +55,16 @@ export function serverOptions (config: Pick<Config, 'logLevel' | 'trustProxy'>, 
     bodyLimit: BODY_LIMIT,
     trustProxy: config.trustProxy as boolean | string,
     requestIdHeader: false,
+    genReqId: nextRequestId,
     // One line per request instead of Fastify's two: plugins/metrics.ts writes it.
     logController: new LogController({ disableRequestLogging: true }),
     // A slow client cannot hold a connection open for ever: headers within 10 s,
     // the whole request within 30 s, checked every second (Node's default check
     // runs every 30 s), and a socket idle for 60 s is closed.
     serverFactory: handler => {
-      const server = createServer({ headersTimeout: 10_000, requestTimeout: 30_000, connectionsCheckingInterval: 1000, keepAliveTimeout: 72_000 }, handler)
+      const server = createServer({ headersTimeout: 10_000, requestTimeout: 30_000, connectionsCheckingInterval: 1000, keepAliveTimeout: 72_000 })
+      // A request may be answered before Fastify routes it (src/front-door.ts, routes/narrative/memory-hit.ts).
+      server.on('request', frontedListener(server, handler))
       server.setTimeout(60_000)
       return server
     },
@@ -91,7 +96,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
   instance.decorate('isClosing', () => closing)
   instance.addHook('preClose', async () => { closing = true })
   // Callback style: an async hook costs every request a promise.
-  instance.addHook('onSend', (_request, reply, payload, done) => {
+  instance.addHook('onSend', function hangUpWhenClosing (_request, reply, payload, done) {
     if (closing) reply.header('Connection', 'close')
     done(null, payload)
   })

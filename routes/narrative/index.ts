@@ -1,7 +1,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { ErrorSchema, NarrativeRequestSchema, NarrativeResponseSchema } from '../../src/schemas/narrative.js'
 import { noteAnswer, streamNarrative, wantsEventStream } from './stream.js'
-import { memoryHitHook } from './memory-hit.js'
+import { HitTexts, NARRATIVE_ROUTE, memoryHitFront, memoryHitHook } from './memory-hit.js'
+import { installFront } from '../../src/front-door.js'
 
 export interface NarrativeRoutesOptions {
   /** SSE heartbeat interval (default 15 s). */
@@ -15,9 +16,12 @@ export function serverTiming (modelMs: number, elapsedMs: number): string {
 
 const routes: FastifyPluginAsyncTypebox<NarrativeRoutesOptions> = async (fastify, opts) => {
   const streamOptions = { heartbeatMs: opts.heartbeatMs ?? 15_000 }
-  fastify.post('/api/narrative', {
-    // A body seen before whose narrative this process holds is answered before parsing.
-    preParsing: memoryHitHook(fastify),
+  const texts = new HitTexts()
+  // A body seen before whose narrative this process holds is answered before
+  // Fastify routes it, on a server made by serverOptions; else before parsing.
+  installFront(fastify.server, memoryHitFront(fastify, texts))
+  fastify.post(NARRATIVE_ROUTE, {
+    preParsing: memoryHitHook(fastify, texts),
     schema: {
       tags: ['narrative'],
       summary: 'The narrative for a profile, from the cache when it can be',

@@ -20,7 +20,11 @@ export function noteAnswer (fastify: FastifyInstance, request: FastifyRequest, c
 
 /** True when the client asked for Server-Sent Events. */
 export function wantsEventStream (request: FastifyRequest): boolean {
-  const accept = request.headers.accept
+  return acceptsEventStream(request.headers.accept)
+}
+
+/** True when an Accept header asks for Server-Sent Events. */
+export function acceptsEventStream (accept: string | undefined): boolean {
   // Most requests never mention it: one regular expression, no split (this runs on every hit).
   if (accept === undefined || !/event-stream/i.test(accept)) return false
   return accept.split(',').some(part => part.trim().toLowerCase().startsWith('text/event-stream'))
