@@ -91,6 +91,33 @@ t.test('a failed batch is retried once, then dropped and counted; the buffer goe
   t.ok(balanced(c, buffer.buffered), 'recorded = written + dropped + discarded + buffered')
 })
 
+t.test('while writes fail, a full queue waits for the timer: the database is tried once a tick, the backlog is not burnt in a loop', async t => {
+  // A real, fresh database without the tables: every insert fails, at once.
+  const db = await openPostgres(await uniqueDatabaseUrl(t))
+  t.teardown(() => db.close())
+  const { repo, batches } = observed(new AnalyticsRepository(db))
+  const buffer = new AnalyticsBuffer({ repository: repo, flushIntervalMs: 400, batchSize: 50, maxBuffered: 5000 })
+  t.teardown(() => buffer.close())
+  const key = uniquePrefix('backoff')
+  for (let i = 0; i < 2000; i++) buffer.record(event(key, i))
+  await waitUntil(() => buffer.counters.failedWrites >= 1, { timeoutMs: 3000, what: 'the first write to fail' })
+  // Requests go on recording, each filling the queue past a batch, while the database refuses.
+  const until = Date.now() + 900
+  let i = 2000
+  while (Date.now() < until) {
+    for (let j = 0; j < 5; j++) buffer.record(event(key, i++))
+    await sleep(5)
+  }
+  const c = buffer.counters
+  // Two or three ticks in 900 ms, each one write (a drain stops at its first failure), plus the first write.
+  t.ok(batches.length <= 5, `${batches.length} writes tried in about 900 ms`)
+  t.ok(c.dropped <= 3 * 50, `the backlog is kept for when the database is back: ${c.dropped} dropped of ${c.recorded}`)
+  t.ok(balanced(c, buffer.buffered), 'recorded = written + dropped + discarded + buffered')
+  await migrate(db)
+  await waitUntil(() => buffer.buffered === 0, { timeoutMs: 5000, what: 'the backlog to drain once the table exists' })
+  t.ok(await rowsFor(db, key) >= c.recorded - c.dropped, 'what was held is written')
+})
+
 t.test('PostgreSQL killed: the buffer stays bounded, record stays fast; restarted: events are written again', async t => {
   const pg = await startPostgres()
   t.teardown(() => pg.stop())

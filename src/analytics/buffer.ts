@@ -89,6 +89,13 @@ export class AnalyticsBuffer {
   #inFlightEvents = 0
   #flushing: Promise<void> | null = null
   #scheduled = false
+  /**
+   * Set when a write fails, cleared by the next tick (or a write that
+   * succeeds): until then a full queue waits for the timer instead of
+   * starting a drain at once, so a database that is down is tried once a tick
+   * rather than in a loop that would burn the backlog in milliseconds.
+   */
+  #backingOff = false
   #closed = false
   /** Set when close() ran out of time: nothing is retried any more. */
   #abandoned = false
@@ -169,7 +176,7 @@ export class AnalyticsBuffer {
     if (this.#flushing === null) {
       this.#flushing = this.#drain().finally(() => {
         this.#flushing = null
-        // Filled up while that drain wrote: the next one starts at once.
+        // Filled up while that drain wrote: the next one starts at once (after a failure, at the next tick).
         if (this.#queue.length >= this.#batchSize) this.#scheduleFlush()
       })
       return this.#flushing
@@ -226,11 +233,12 @@ export class AnalyticsBuffer {
   }
 
   #tick (): void {
+    this.#backingOff = false
     if (this.#flushing === null && (this.#queue.length > 0 || this.#retry !== null)) this.flush().catch(() => {})
   }
 
   #scheduleFlush (): void {
-    if (this.#scheduled || this.#flushing !== null) return // the running drain schedules the next when it ends
+    if (this.#scheduled || this.#flushing !== null || this.#backingOff) return // the running drain schedules the next when it ends
     this.#scheduled = true
     setImmediate(() => {
       this.#scheduled = false
@@ -284,9 +292,11 @@ export class AnalyticsBuffer {
     try {
       await this.#repository.insertBatch(batch)
       this.#counters.written += events
+      this.#backingOff = false
       return true
     } catch (err) {
       this.#counters.failedWrites++
+      this.#backingOff = true
       const reason = (err as Error)?.message
       if (isRetry || this.#abandoned || this.#retry !== null) {
         this.#drop(events, 'write', 'analytics batch failed twice: dropped', reason)
