@@ -54,6 +54,23 @@ async function rawExchange (port: number, ...pieces: string[]): Promise<string> 
   return answer
 }
 
+/**
+ * A body whose narrative the app holds in memory, and whose first hit went
+ * through Fastify (the front door answers once it has learnt the route's serializer).
+ */
+async function rememberedBody (l: Listening, n: number): Promise<string> {
+  const text = JSON.stringify(bodyFor(n))
+  await post(l.url, text)
+  await l.app.engine.idle()
+  await post(l.url, text)
+  return text
+}
+
+/** POST /api/narrative as raw HTTP/1.1, with a Connection header when one is given. */
+function rawPost (body: string, connection?: string): string {
+  return `POST /api/narrative HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${connection === undefined ? '' : `Connection: ${connection}\r\n`}\r\n${body}`
+}
+
 t.test('a hit from memory is answered before Fastify routes it, exactly as Fastify answers it', async t => {
   const l = await listening(t)
   const text = JSON.stringify({ ...bodyFor(1), userId: 'u-front' })
@@ -91,10 +108,7 @@ t.test('a hit from memory is answered before Fastify routes it, exactly as Fasti
 t.test('what the front door cannot answer reaches Fastify with its body, unchanged', async t => {
   const l = await listening(t)
   const body = bodyFor(2)
-  const text = JSON.stringify(body)
-  await post(l.url, text)
-  await l.app.engine.idle()
-  await post(l.url, text) // learns the serializer
+  const text = await rememberedBody(l, 2)
   const routed = l.routedByFastify()
   // A body never seen: read by the front door, then parsed, validated and answered by Fastify.
   const fresh = await post(l.url, JSON.stringify(bodyFor(3)))
@@ -127,21 +141,17 @@ t.test('what the front door cannot answer reaches Fastify with its body, unchang
 
 t.test('over raw sockets: a body in pieces, pipelined requests, and a client that leaves midway', async t => {
   const l = await listening(t)
-  const text = JSON.stringify(bodyFor(4))
-  await post(l.url, text)
-  await l.app.engine.idle()
-  await post(l.url, text)
+  const text = await rememberedBody(l, 4)
   const routed = l.routedByFastify()
-  const head = (connection: string, body = text): string => `POST /api/narrative HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: ${connection}\r\n\r\n`
-
-  const split = await rawExchange(l.port, head('close') + text.slice(0, 20), text.slice(20))
+  const whole = rawPost(text, 'close')
+  const split = await rawExchange(l.port, whole.slice(0, -20), whole.slice(-20))
   t.match(split, /^HTTP\/1\.1 200 OK\r\n/)
   t.match(split, /\r\nconnection: close\r\n/i, 'the client\'s Connection: close is honoured')
   t.match(split, /"status":"hit"/)
 
   // Two requests in one write: two answers, in order; the second a miss handed on to Fastify.
   const other = JSON.stringify(bodyFor(5))
-  const both = await rawExchange(l.port, head('keep-alive') + text + head('close', other) + other)
+  const both = await rawExchange(l.port, rawPost(text, 'keep-alive') + rawPost(other, 'close'))
   const answers = both.split(/(?=HTTP\/1\.1 )/)
   t.equal(answers.length, 2)
   t.match(answers[0], /x-cache: HIT/)
@@ -150,7 +160,7 @@ t.test('over raw sockets: a body in pieces, pipelined requests, and a client tha
 
   const leaver = connect(l.port, '127.0.0.1')
   await once(leaver, 'connect')
-  leaver.write(head('close') + text.slice(0, 10))
+  leaver.write(rawPost(text, 'close').slice(0, -10))
   await sleep(50)
   leaver.destroy()
   await sleep(100)
@@ -159,27 +169,23 @@ t.test('over raw sockets: a body in pieces, pipelined requests, and a client tha
 
 t.test('once closing begins the front door steps aside: Fastify takes the request, and answers say Connection: close', async t => {
   const l = await listening(t)
-  const text = JSON.stringify(bodyFor(6))
-  await post(l.url, text)
-  await l.app.engine.idle()
-  await post(l.url, text)
+  const text = await rememberedBody(l, 6)
   // A slow miss keeps the connection busy, so closing does not hang it up as idle;
   // the hit is written on it once closing has begun.
   l.openai.setLatency(400)
   const slow = JSON.stringify(bodyFor(7))
-  const request = (body: string): string => `POST /api/narrative HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
   const socket = connect(l.port, '127.0.0.1')
   await once(socket, 'connect')
   let answer = ''
   socket.on('data', d => { answer += d.toString() })
   const ended = once(socket, 'close')
   const routed = l.routedByFastify()
-  socket.write(request(slow))
+  socket.write(rawPost(slow))
   await l.openai.waitForCalls(2)
   const closed = l.app.close()
   await sleep(20)
   t.ok(l.app.isClosing(), 'closing has begun')
-  socket.write(request(text))
+  socket.write(rawPost(text))
   await ended
   await closed
   t.equal(l.routedByFastify(), routed + 2, 'the hit written while closing was routed by Fastify, not answered by the front door')
@@ -190,10 +196,7 @@ t.test('once closing begins the front door steps aside: Fastify takes the reques
 
 t.test('at info level a hit from the front door writes the same request line as any other', async t => {
   const l = await listening(t, { LOG_LEVEL: 'info' })
-  const text = JSON.stringify(bodyFor(8))
-  await post(l.url, text)
-  await l.app.engine.idle()
-  await post(l.url, text)
+  const text = await rememberedBody(l, 8)
   const routed = l.routedByFastify()
   await post(l.url, text)
   t.equal(l.routedByFastify(), routed, 'answered by the front door')
