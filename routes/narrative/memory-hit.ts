@@ -105,7 +105,7 @@ export class HitTexts {
  * `Connection: close` as the app's onSend hook has it.
  *
  * It answers only requests no other hook of the route would change: the
- * route's hooks are checked by test/memory-hit.test.ts.
+ * route's hooks are checked by test/front-door.test.ts.
  */
 export function memoryHitFront (fastify: FastifyInstance, texts: HitTexts): FrontHandler {
   const latency = fastify.metrics.latency.labels(NARRATIVE_ROUTE, 'hit')
