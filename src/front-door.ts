@@ -30,7 +30,7 @@ export function frontedListener (server: Server, fastifyHandler: RequestListener
  * Puts `front` before Fastify on a server made with a front door. False (and
  * nothing changes) for any other server: Fastify then sees every request.
  */
-export function installFront (server: Server, front: FrontHandler | undefined): boolean {
+export function installFront (server: Server, front: FrontHandler): boolean {
   const slot = fronted.get(server)
   if (slot === undefined) return false
   slot.front = front
