@@ -19,17 +19,31 @@ import { APP_SCRIPT, FLOOR_SCRIPT, compileForBench } from './compiled.js'
  * stand-in and the app instances, drives load with autocannon, prints a table
  * and writes bench/RESULTS.md. Not part of npm test.
  */
-const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, 'model-ms': { type: 'string' } } })
+const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, 'model-ms': { type: 'string' }, node: { type: 'string', multiple: true } } })
+// --node PATH (repeatable): run every scenario with the app and the floors on each of these
+// Node.js binaries in turn, in one run, and report them side by side. Default: this Node.
+const nodes = values.node ?? [process.execPath]
+const versionOf = (bin: string): string => execFileSync(bin, ['--version']).toString().trim()
+const nodeVersions = nodes.map(versionOf)
 const quick = values.quick
 // Quick: a 300 ms model (the overhead is measured beyond it), 2 s runs, one pass at 1,000 connections.
 const modelMs = Number(values['model-ms'] ?? (quick ? 300 : 1100))
 const secs = quick ? 2 : 10
 const started = Date.now()
 const children: ChildProcess[] = []
-const rows: Array<[string, string, string]> = []
+/** Figures by section and measure, one per Node binary (the index in `nodes`). */
+const rows = new Map<string, { section: string, name: string, values: string[] }>()
+let nodeIndex = 0
+let nodeBin = nodes[0]
 const log = (msg: string): void => { process.stdout.write(`[${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${msg}\n`) }
 const ms = (x: number): string => `${x.toFixed(2)} ms`
-const record = (section: string, name: string, value: string): void => { rows.push([section, name, value]); log(`${section} | ${name}: ${value}`) }
+const record = (section: string, name: string, value: string): void => {
+  const id = `${section}\u0000${name}`
+  const row = rows.get(id) ?? { section, name, values: nodes.map(() => '') }
+  row.values[nodeIndex] = value
+  rows.set(id, row)
+  log(`${nodes.length > 1 ? `[${nodeVersions[nodeIndex]}] ` : ''}${section} | ${name}: ${value}`)
+}
 
 compileForBench()
 const redis = await startRedis({ args: ['--maxmemory', '2gb', '--maxmemory-policy', 'allkeys-lru'] })
@@ -46,7 +60,7 @@ async function cleanup (): Promise<void> {
 process.on('SIGINT', () => { cleanup().then(() => process.exit(130), () => process.exit(130)) })
 
 async function spawnServer (args: string[], env: Record<string, string>, port: number): Promise<ChildProcess> {
-  const child = spawn(process.execPath, args, { env: { ...process.env, ...env, PORT: String(port) }, stdio: ['ignore', 'ignore', 'inherit'] })
+  const child = spawn(nodeBin, args, { env: { ...process.env, ...env, PORT: String(port) }, stdio: ['ignore', 'ignore', 'inherit'] })
   children.push(child)
   await waitUntil(async () => (await fetch(`http://127.0.0.1:${port}/health`, { method: args[0] === FLOOR_SCRIPT ? 'POST' : 'GET' }).catch(() => undefined)) !== undefined, { timeoutMs: 60_000, what: `server on ${port}` })
   return child
@@ -54,7 +68,7 @@ async function spawnServer (args: string[], env: Record<string, string>, port: n
 
 /** `n` app instances on one database; `workers` worker processes each (WORKERS). */
 async function startApps (n: number, prefix: string, workers = 1): Promise<Array<{ port: number, url: string, child: ChildProcess }>> {
-  const dbName = `bench_${prefix}`
+  const dbName = `bench_${prefix}_node${nodeIndex}`
   execFileSync('psql', [pg.url, '-qc', `CREATE DATABASE ${dbName}`])
   const databaseUrl = pg.url.replace(/\/[^/]*$/, `/${dbName}`)
   const apps = []
@@ -104,7 +118,7 @@ function loadRow (section: string, label: string, r: LoadResult, floor?: LoadRes
   record(section, label, `${Math.round(r.rps)} req/s${ratio}, p50 ${ms(r.p50)}, p95 ${ms(r.p95)}, p99 ${ms(r.p99)}, errors ${r.errors}${kinds === '' ? '' : ` (${kinds})`}, non-2xx ${r.non2xx}`)
 }
 
-try {
+async function scenarios (): Promise<void> {
   // 1. Hit path against its floors.
   log('hit path: starting the app (one process, and two workers) and the three floors')
   const [app] = await startApps(1, 'hit')
@@ -300,6 +314,16 @@ try {
     record('6. memory', `Redis memory per 10,000 cached narratives (${keys} keys, ${(used / 1048576).toFixed(1)} MiB used)`, `${(used / keys * 10_000 / 1048576).toFixed(1)} MiB`)
     await stopAll(apps)
   }
+}
+
+try {
+  for (const [i, bin] of nodes.entries()) {
+    nodeIndex = i
+    nodeBin = bin
+    if (nodes.length > 1) log(`all scenarios on Node ${nodeVersions[i]} (${bin})`)
+    await redisClient.flushall()
+    await scenarios()
+  }
 } finally {
   await cleanup()
 }
@@ -307,18 +331,19 @@ try {
 const versions = JSON.parse(await readFile(new URL('../package-lock.json', import.meta.url), 'utf8')) as { packages: Record<string, { version: string }> }
 const v = (name: string): string => versions.packages[`node_modules/${name}`]?.version ?? '?'
 const cpu = cpus()[0]?.model ?? 'unknown'
-const table = rows.map(([s, n, value]) => `| ${s} | ${n} | ${value} |`).join('\n')
+const table = [...rows.values()].map(r => `| ${r.section} | ${r.name} | ${r.values.join(' | ')} |`).join('\n')
+const figureColumns = nodes.length > 1 ? nodeVersions.map(v => `Node ${v}`) : ['figure']
 const report = `# Benchmark results
 
 - Date: ${new Date().toISOString()}
 - Command: \`npm run bench${quick ? ' -- --quick' : ''}\`${quick ? ' (quick: 2 s runs, one pass at 1,000 connections, a 300 ms model, fewer misses, a smaller cost workload)' : ''}
 - Machine: ${cpus().length} × ${cpu}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB
-- Node ${process.version}; fastify ${v('fastify')}, ioredis ${v('ioredis')}, openai ${v('openai')}, pg ${v('pg')}, autocannon ${v('autocannon')}; Redis ${execFileSync('redis-server', ['--version']).toString().match(/v=([0-9.]+)/)?.[1] ?? '?'}
+- Node ${nodeVersions.join(' and ')}${nodes.length > 1 ? ' (every scenario on each, one after the other, in this run: `--node`)' : ''}; fastify ${v('fastify')}, ioredis ${v('ioredis')}, openai ${v('openai')}, pg ${v('pg')}, autocannon ${v('autocannon')}; Redis ${execFileSync('redis-server', ['--version']).toString().match(/v=([0-9.]+)/)?.[1] ?? '?'}
 - The model is the OpenAI stand-in (test/support/fake-openai.ts) answering in ${modelMs} ms. App instances run as separate processes (compiled with the build's options into dist-bench/, then \`node dist-bench/src/server.js\`, as \`npm start\` runs dist/src/server.js; the floors compiled likewise; NODE_ENV=production, LOG_LEVEL=warn, GENERATION_RATE_LIMIT=0) on the same 2-core machine as autocannon, Redis and PostgreSQL.
 - Took ${((Date.now() - started) / 1000).toFixed(0)} s.
 
-| scenario | measure | figure |
-| --- | --- | --- |
+| scenario | measure | ${figureColumns.join(' | ')} |
+| --- | --- | ${figureColumns.map(() => '---').join(' | ')} |
 ${table}
 `
 const previous = await readFile(new URL('./RESULTS.md', import.meta.url), 'utf8').catch(() => '')
