@@ -23,6 +23,7 @@ import { formatValidationError } from './schemas/validation-message.js'
 import { registerJsonBodyParser } from './json-body.js'
 import { frontedListener } from './front-door.js'
 import { nextRequestId } from './request-id.js'
+import { fastifyTrustProxy } from './proxy-trust.js'
 
 export interface AppOptions {
   config?: Config
@@ -53,7 +54,7 @@ export function serverOptions (config: Pick<Config, 'logLevel' | 'trustProxy'>, 
   return {
     logger,
     bodyLimit: BODY_LIMIT,
-    trustProxy: config.trustProxy as boolean | string,
+    trustProxy: fastifyTrustProxy(config.trustProxy),
     requestIdHeader: false,
     genReqId: nextRequestId,
     // One line per request instead of Fastify's two: plugins/metrics.ts writes it.
