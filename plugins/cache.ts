@@ -41,9 +41,10 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
   const recorder: EventRecorder = db.buffer
 
   const durable = new DurableTier(db.narratives, new CircuitBreaker({
+    name: 'database',
     failureThreshold: 3,
     cooldownMs: 5000,
-    onStateChange: state => fastify.log.warn({ breaker: state }, `database circuit breaker ${state}`)
+    onStateChange: state => fastify.log.warn({ breaker: 'database', state }, `database circuit breaker ${state}`)
   }), fastify.log, { readTimeoutMs: 300 })
 
   const { metrics } = fastify
