@@ -45,7 +45,7 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
     failureThreshold: 3,
     cooldownMs: 5000,
     onStateChange: state => fastify.log.warn({ breaker: 'database', state }, `database circuit breaker ${state}`)
-  }), fastify.log, { readTimeoutMs: 300 })
+  }), fastify.log, { readTimeoutMs: 300, available: db.isOpen })
 
   const { metrics } = fastify
   let spentUsd = 0
