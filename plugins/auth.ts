@@ -3,12 +3,13 @@ import fp from 'fastify-plugin'
 import fastifyJwt from '@fastify/jwt'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { IpAllowlist } from '../src/admin/ip-allowlist.js'
+import { claimsProblem } from '../src/admin/token.js'
 import { AdminIpForbiddenError, AdminRoleForbiddenError, AdminTokenError } from '../src/errors.js'
 
 declare module '@fastify/jwt' {
   interface FastifyJWT {
     payload: { sub?: string, role?: string }
-    user: { sub?: string, role?: string, exp?: number }
+    user: { sub?: string, role?: string, exp?: number, iat?: number, iss?: string, aud?: string | string[] }
   }
 }
 
@@ -36,10 +37,14 @@ function tokenProblem (err: unknown): string {
 }
 
 /**
- * Admin authentication: @fastify/jwt pinned to HS256 with `exp` required (it
- * accepts every algorithm and no exp unless told), the admin role, and the IP
- * allowlist. The client address is the socket's unless TRUST_PROXY says
- * otherwise (Fastify's trustProxy decides request.ip).
+ * Admin authentication, in this order: the IP allowlist first, so a caller
+ * outside it gets 403 whatever its token and cannot use the routes to learn
+ * whether a token is valid; then the token: @fastify/jwt pinned to HS256 with
+ * `exp` required (it accepts every algorithm and no exp unless told), an
+ * `iat` not in the future, a lifetime within ADMIN_TOKEN_MAX_TTL, `iss` and
+ * `aud` when configured (src/admin/token.ts); then the admin role. The
+ * client address is the socket's unless TRUST_PROXY names the proxies
+ * (src/proxy-trust.ts decides request.ip).
  */
 export default fp(async (fastify) => {
   const { config } = fastify
@@ -53,12 +58,14 @@ export default fp(async (fastify) => {
   fastify.decorate('adminAllowlist', allowlist)
 
   fastify.decorate('requireAdmin', async (request: FastifyRequest) => {
+    if (!allowlist.allows(request.ip)) throw new AdminIpForbiddenError(request.ip)
     try {
       await request.jwtVerify()
     } catch (err) {
       throw new AdminTokenError(tokenProblem(err))
     }
-    if (!allowlist.allows(request.ip)) throw new AdminIpForbiddenError(request.ip)
+    const problem = claimsProblem(request.user, config.adminToken, Math.floor(Date.now() / 1000))
+    if (problem !== undefined) throw new AdminTokenError(problem)
     if (request.user.role !== 'admin') throw new AdminRoleForbiddenError()
   })
 }, { name: 'auth', dependencies: ['config'] })

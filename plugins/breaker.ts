@@ -15,9 +15,10 @@ export interface BreakerPluginOptions {
 
 export default fp<BreakerPluginOptions>(async (fastify, opts) => {
   const breaker = new CircuitBreaker({
+    name: 'redis',
     failureThreshold: opts.failureThreshold ?? 5,
     cooldownMs: opts.cooldownMs ?? 5000,
-    onStateChange: state => fastify.log.warn({ breaker: state }, `redis circuit breaker ${state}`)
+    onStateChange: state => fastify.log.warn({ breaker: 'redis', state }, `redis circuit breaker ${state}`)
   })
   fastify.decorate('breaker', breaker)
 }, { name: 'breaker', dependencies: ['config'] })

@@ -41,10 +41,11 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
   const recorder: EventRecorder = db.buffer
 
   const durable = new DurableTier(db.narratives, new CircuitBreaker({
+    name: 'database',
     failureThreshold: 3,
     cooldownMs: 5000,
-    onStateChange: state => fastify.log.warn({ breaker: state }, `database circuit breaker ${state}`)
-  }), fastify.log, { readTimeoutMs: 300 })
+    onStateChange: state => fastify.log.warn({ breaker: 'database', state }, `database circuit breaker ${state}`)
+  }), fastify.log, { readTimeoutMs: 300, available: db.isOpen })
 
   const { metrics } = fastify
   let spentUsd = 0

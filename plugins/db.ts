@@ -7,7 +7,8 @@ import { DeferredDatabase, openDatabase, type Database, type PostgresOptions } f
 import { migrate } from '../src/db/migrations.js'
 import { NarrativesRepository } from '../src/db/narratives-repository.js'
 
-export type DbState = 'up' | 'down' | 'embedded'
+/** 'starting' while the first open + migrate is under way; 'down' once an attempt failed (retried in the background). */
+export type DbState = 'up' | 'down' | 'embedded' | 'starting'
 
 export interface Db {
   /** Rejects with DatabaseUnavailableError (at once) while the database could not be opened yet. */
@@ -18,8 +19,12 @@ export interface Db {
   buffer: AnalyticsBuffer
   /** Deletes analytics older than ANALYTICS_RETENTION_DAYS, hourly. */
   retention: AnalyticsRetention
-  /** 'embedded' (PGlite) or 'up' (PostgreSQL) when open, migrated and answering within pingTimeoutMs; else 'down'. */
+  /** 'embedded' (PGlite) or 'up' (PostgreSQL) when open, migrated and answering within pingTimeoutMs; 'starting' during the first attempt; else 'down'. */
   state(): Promise<DbState>
+  /** True once the database is open and migrated (and not closed): until then the durable tier is skipped and analytics wait in the buffer. */
+  isOpen(): boolean
+  /** Settles when the first open + migrate attempt ends, whatever its outcome (tests wait on it; start-up never does). */
+  firstAttempt: Promise<void>
 }
 
 declare module 'fastify' {
@@ -39,12 +44,6 @@ export interface DbPluginOptions {
   retry?: { minMs?: number, maxMs?: number }
   /** state() gives a ping this long. Default 1000. */
   pingTimeoutMs?: number
-  /**
-   * Start-up waits this long for the first open + migrate, then goes on and
-   * lets it finish in the background (a first PGlite open takes seconds, and
-   * Fastify's plugin timeout is 10 s). Default 5000.
-   */
-  startupWaitMs?: number
   /** When the retention pass first runs, and how often after. Default 10 s, then hourly. */
   retention?: { firstDelayMs?: number, intervalMs?: number }
 }
@@ -60,10 +59,15 @@ async function within<T> (p: Promise<T>, ms: number): Promise<T> {
 }
 
 /**
- * Opens the database and migrates it. A database that is down at start-up
- * does not stop the server: the plugin logs a warning, decorates anyway
- * (queries reject at once until it is open) and keeps trying in the
- * background, with backoff, until open + migrate succeed.
+ * Opens the database and migrates it in the background: start-up never waits
+ * for it. A first PGlite open takes seconds (11 s of migrations under load
+ * once failed the boot against Fastify's 10 s plugin timeout), and a
+ * PostgreSQL that is down would hold it too. The plugin decorates at once;
+ * queries reject at once (DatabaseUnavailableError) until the database is open
+ * *and* migrated; meanwhile the durable tier is skipped, analytics wait in
+ * their bounded buffer, and /ready says `database: starting` (then `down` if
+ * an attempt failed). Failed attempts are retried with backoff until open +
+ * migrate succeed.
  */
 export default fp<DbPluginOptions>(async (fastify, opts) => {
   const { databaseUrl, dataDir } = fastify.config
@@ -76,6 +80,9 @@ export default fp<DbPluginOptions>(async (fastify, opts) => {
 
   let migrated = false
   let closed = false
+  let firstDone = false
+  /** Opened but not yet migrated: attached (visible to queries) only once migrated. */
+  let opened: Database | undefined
   let failures = 0
   let timer: NodeJS.Timeout | undefined
   let attempt: Promise<boolean> | undefined
@@ -90,21 +97,20 @@ export default fp<DbPluginOptions>(async (fastify, opts) => {
 
   const connect = async (): Promise<boolean> => {
     try {
-      if (!database.attached) {
-        const opened = opts.database ?? await openDatabase({
-          databaseUrl,
-          dataDir,
-          postgres: { ...opts.postgres, onError: opts.postgres?.onError ?? onError }
-        })
-        if (closed) {
-          if (opts.database === undefined) await opened.close()
-          return false
-        }
-        database.attach(opened)
-      }
-      const { applied, current } = await migrate(database)
+      opened ??= opts.database ?? await openDatabase({
+        databaseUrl,
+        dataDir,
+        postgres: { ...opts.postgres, onError: opts.postgres?.onError ?? onError }
+      })
+      if (closed) return false
+      // Migrated before it is attached: no request reads a table that is not there yet.
+      const { applied, current } = await migrate(opened)
+      if (closed) return false
+      database.attach(opened)
       migrated = true
       log.info({ database: kind, schemaVersion: current, applied }, applied.length > 0 ? 'database migrated' : 'database schema up to date')
+      // What was buffered while it opened is written now, not at the next tick.
+      buffer.flush().catch(() => {})
       return true
     } catch (err) {
       log.warn({ database: kind, err: { message: (err as Error).message, code: (err as { code?: string }).code } },
@@ -130,18 +136,12 @@ export default fp<DbPluginOptions>(async (fastify, opts) => {
     timer.unref()
   }
 
-  const first = run().then(ok => { if (!ok) retryLater() })
-  let startupTimer: NodeJS.Timeout | undefined
-  const stillOpening = new Promise<boolean>(resolve => { startupTimer = setTimeout(() => resolve(true), opts.startupWaitMs ?? 5000) })
-  if (await Promise.race([first.then(() => false), stillOpening])) {
-    log.info({ database: kind }, 'database still opening: going on, it finishes in the background')
-  }
-  clearTimeout(startupTimer)
-
+  const isOpen = (): boolean => migrated && !closed
   const narratives = new NarrativesRepository(database)
   const analytics = new AnalyticsRepository(database)
   const audit = new AuditRepository(database)
-  const buffer = new AnalyticsBuffer({ ...opts.buffer, repository: analytics, logger: log })
+  // Until the database is open, events are held (bounded), not written and dropped.
+  const buffer = new AnalyticsBuffer({ ...opts.buffer, repository: analytics, logger: log, writable: isOpen })
   const retention = new AnalyticsRetention({
     retentionMs: fastify.config.analyticsRetentionMs,
     intervalMs: opts.retention?.intervalMs,
@@ -151,8 +151,15 @@ export default fp<DbPluginOptions>(async (fastify, opts) => {
   })
   retention.start(opts.retention?.firstDelayMs)
 
+  log.info({ database: kind }, 'database opening in the background')
+  const firstAttempt = run().then(ok => {
+    firstDone = true
+    if (!ok) retryLater()
+  })
+
   const state = async (): Promise<DbState> => {
-    if (!database.attached || !migrated || closed) return 'down'
+    if (closed) return 'down'
+    if (!migrated) return firstDone ? 'down' : 'starting'
     try {
       await within(database.ping(), pingTimeoutMs)
       return kind === 'pglite' ? 'embedded' : 'up'
@@ -161,7 +168,7 @@ export default fp<DbPluginOptions>(async (fastify, opts) => {
     }
   }
 
-  fastify.decorate('db', { database, narratives, analytics, audit, buffer, retention, state })
+  fastify.decorate('db', { database, narratives, analytics, audit, buffer, retention, state, isOpen, firstAttempt })
 
   fastify.addHook('onClose', async () => {
     closed = true
@@ -169,6 +176,7 @@ export default fp<DbPluginOptions>(async (fastify, opts) => {
     await attempt?.catch(() => {})
     await retention.stop()
     await buffer.close()
-    if (opts.database === undefined) await database.close()
+    // Ours, attached or not (opened but never migrated); an injected one is the caller's.
+    if (opts.database === undefined) await opened?.close()
   })
 }, { name: 'db', dependencies: ['config'] })

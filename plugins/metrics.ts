@@ -51,7 +51,8 @@ export default fp(async (fastify) => {
   const metrics = createMetrics({
     counters: () => fastify.hasDecorator('engine') ? fastify.engine.counters : undefined,
     locksHeld: () => fastify.hasDecorator('engine') ? fastify.engine.locksHeld : 0,
-    breakers: () => ({ redis: fastify.breaker.state, ...(fastify.hasDecorator('durable') ? { database: fastify.durable.breaker.state } : {}) }),
+    // Each breaker under its own name (the label of narrative_breaker_state).
+    breakers: () => ({ [fastify.breaker.name]: fastify.breaker.state, ...(fastify.hasDecorator('durable') ? { [fastify.durable.breaker.name]: fastify.durable.breaker.state } : {}) }),
     analytics: () => fastify.hasDecorator('db') ? fastify.db.buffer.counters : undefined
   })
   fastify.decorate('metrics', metrics)

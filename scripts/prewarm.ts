@@ -24,6 +24,9 @@ async function main (): Promise<void> {
   await fastify.register(fp(app), { config })
   await fastify.ready()
   try {
+    // The server starts without waiting for its database; this job needs it (the most requested profiles).
+    await fastify.db.firstAttempt
+    if (!fastify.db.isOpen()) throw new Error('the database could not be opened (see the warning above)')
     const result = await prewarmTop({ engine: fastify.engine, analytics: fastify.db.analytics, prefix: config.cachePrefix }, { top, period: values.period as Period, concurrency })
     process.stdout.write(JSON.stringify(result) + '\n')
   } finally {

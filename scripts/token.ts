@@ -1,17 +1,22 @@
 import { parseArgs } from 'node:util'
 import { mintAdminToken, parseTtl } from '../src/admin/token.js'
+import { loadConfig } from '../src/config.js'
 
 /**
  * npm run token -- --sub alice --ttl 1h
- * Prints an admin token signed with JWT_SECRET. The secret is read from the
- * environment only, and never printed.
+ * Prints an admin token signed with JWT_SECRET, with `iss` and `aud` from
+ * ADMIN_TOKEN_ISSUER and ADMIN_TOKEN_AUDIENCE when set, refusing a --ttl the
+ * server would refuse (ADMIN_TOKEN_MAX_TTL). Everything is read from the same
+ * environment as the server's; the secret is never printed.
  */
 try {
   const { values } = parseArgs({ options: { sub: { type: 'string' }, ttl: { type: 'string', default: '1h' }, role: { type: 'string', default: 'admin' } } })
   const secret = process.env.JWT_SECRET
   if (secret === undefined || secret === '') throw new Error('JWT_SECRET is not set: export the same secret the server uses')
   if (values.sub === undefined) throw new Error('--sub is required: who the token is for (it appears in the audit log)')
-  process.stdout.write(mintAdminToken(secret, values.sub, parseTtl(values.ttl), values.role) + '\n')
+  const { adminToken } = loadConfig()
+  const ttl = parseTtl(values.ttl, adminToken.maxTtlSeconds)
+  process.stdout.write(mintAdminToken(secret, values.sub, ttl, { role: values.role, issuer: adminToken.issuer, audience: adminToken.audience }) + '\n')
 } catch (err) {
   process.stderr.write(`token: ${(err as Error).message}\n`)
   process.exit(1)

@@ -23,6 +23,7 @@ import { formatValidationError } from './schemas/validation-message.js'
 import { registerJsonBodyParser } from './json-body.js'
 import { frontedListener } from './front-door.js'
 import { nextRequestId } from './request-id.js'
+import { fastifyTrustProxy } from './proxy-trust.js'
 
 export interface AppOptions {
   config?: Config
@@ -41,6 +42,11 @@ declare module 'fastify' {
   }
 }
 
+/** An idle keep-alive connection is closed this long after its last answer (plus Node's own 1 s). */
+export const KEEP_ALIVE_IDLE_MS = 65_000
+/** A connection silent this long while its request is being answered is closed. */
+export const SILENT_ANSWER_MS = 60_000
+
 /** Body limit of the public route: 16 KiB, as the contract says. */
 export const BODY_LIMIT = 16 * 1024
 
@@ -53,19 +59,26 @@ export function serverOptions (config: Pick<Config, 'logLevel' | 'trustProxy'>, 
   return {
     logger,
     bodyLimit: BODY_LIMIT,
-    trustProxy: config.trustProxy as boolean | string,
+    trustProxy: fastifyTrustProxy(config.trustProxy),
     requestIdHeader: false,
     genReqId: nextRequestId,
     // One line per request instead of Fastify's two: plugins/metrics.ts writes it.
     logController: new LogController({ disableRequestLogging: true }),
     // A slow client cannot hold a connection open for ever: headers within 10 s,
     // the whole request within 30 s, checked every second (Node's default check
-    // runs every 30 s), and a socket idle for 60 s is closed.
+    // runs every 30 s); a connection silent for 60 s while its request is being
+    // answered (a stuck handler or stream) is closed.
+    // Keep-alive: a connection idle after its last answer is closed after
+    // KEEP_ALIVE_IDLE_MS (65 s), advertised as `Keep-Alive: timeout=65`; Node
+    // destroys the socket 1 s later still, so a client that honours the header
+    // hangs up first. 65 s is above common balancers' idle timeout (AWS ALB and
+    // nginx's upstream keep-alive: 60 s), so the balancer, not this server, ends
+    // an idle connection and never sends a request on one being closed (a 502).
     serverFactory: handler => {
-      const server = createServer({ headersTimeout: 10_000, requestTimeout: 30_000, connectionsCheckingInterval: 1000, keepAliveTimeout: 72_000 })
+      const server = createServer({ headersTimeout: 10_000, requestTimeout: 30_000, connectionsCheckingInterval: 1000, keepAliveTimeout: KEEP_ALIVE_IDLE_MS })
       // A request may be answered before Fastify routes it (src/front-door.ts, routes/narrative/memory-hit.ts).
       server.on('request', frontedListener(server, handler))
-      server.setTimeout(60_000)
+      server.setTimeout(SILENT_ANSWER_MS)
       return server
     },
     ajv: {

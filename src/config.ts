@@ -1,6 +1,7 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { IpAllowlist } from './admin/ip-allowlist.js'
+import { parseDuration, type AdminTokenPolicy } from './admin/token.js'
 import { DEFAULT_MODEL_PRICES, type ModelPrice } from './domain/cost.js'
 
 /**
@@ -29,8 +30,11 @@ export const EnvSchema = Type.Object({
   LOCAL_CACHE_TTL_MS: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'milliseconds, 1 to 60000' })),
   MEMORY_STORE_MAX_MB: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'a whole number of MiB, at least 1' })),
   JWT_SECRET: Type.Optional(Type.String({ minLength: 32, description: 'at least 32 characters' })),
+  ADMIN_TOKEN_MAX_TTL: Type.Optional(Type.String({ description: 'seconds, or a duration such as 90s, 30m, 24h or 7d, from 1 second to 30 days' })),
+  ADMIN_TOKEN_ISSUER: Type.Optional(Type.String({ minLength: 1, maxLength: 200, description: 'the iss claim admin tokens must carry, 1 to 200 characters' })),
+  ADMIN_TOKEN_AUDIENCE: Type.Optional(Type.String({ minLength: 1, maxLength: 200, description: 'the aud claim admin tokens must carry, 1 to 200 characters' })),
   ADMIN_IP_ALLOWLIST: Type.Optional(Type.String({ description: 'comma-separated IPs and CIDRs' })),
-  TRUST_PROXY: Type.Optional(Type.String({ description: 'off, true, a hop count, or comma-separated IPs/CIDRs' })),
+  TRUST_PROXY: Type.Optional(Type.String({ description: "off, a hop count, or the proxies' IPs/CIDRs (comma-separated)" })),
   GENERATION_RATE_LIMIT: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'a whole number of generations per minute, 0 for no limit' })),
   CORS_ORIGINS: Type.Optional(Type.String()),
   MODEL_PRICES: Type.Optional(Type.String({ description: 'a JSON object of model name to {"input": USD per 1M tokens, "output": USD per 1M tokens}' })),
@@ -63,8 +67,10 @@ export interface Config {
   memoryStoreMaxBytes: number
   localCache: { maxEntries: number, ttlMs: number }
   jwtSecret: string | undefined
+  /** What an admin token must carry besides its signature: lifetime cap, and iss/aud when set. */
+  adminToken: AdminTokenPolicy
   adminIpAllowlist: string[]
-  trustProxy: boolean | number | string
+  trustProxy: TrustProxy
   generationRateLimit: number
   corsOrigins: string[]
   modelPrices: Record<string, ModelPrice>
@@ -73,6 +79,15 @@ export interface Config {
   analyticsRetentionMs: number
   logLevel: string
 }
+
+/**
+ * Whom X-Forwarded-For is taken from: nobody (false), the last `hops`
+ * proxies, or the proxies at these addresses. Never everybody: with
+ * `trustProxy: true` the left-most entry, which the client writes, would be
+ * request.ip, and the allowlist and every rate limit would count what the
+ * client says.
+ */
+export type TrustProxy = false | { hops: number } | { proxies: string[] }
 
 export class ConfigError extends Error {
   override readonly name: string = 'ConfigError'
@@ -104,12 +119,28 @@ function parseRedis (raw: string | undefined): RedisTarget {
   return { kind: 'cluster', seeds }
 }
 
-function parseTrustProxy (raw: string | undefined): boolean | number | string {
-  const v = (raw ?? '').trim().toLowerCase()
-  if (v === '' || v === 'off' || v === 'false' || v === '0') return false
-  if (v === 'true' || v === 'on') return true
-  if (/^[0-9]+$/.test(v)) return Number(v)
-  return raw as string
+const TRUST_PROXY_EXPECTED = "off, a hop count, or the proxies' IPs/CIDRs (comma-separated)"
+const MAX_PROXY_HOPS = 10
+
+function parseTrustProxy (raw: string | undefined): TrustProxy {
+  const value = (raw ?? '').trim()
+  const word = value.toLowerCase()
+  if (value === '' || word === 'off' || word === 'false' || word === 'no' || value === '0') return false
+  if (/^[0-9]+$/.test(value)) {
+    const hops = Number(value)
+    if (hops > MAX_PROXY_HOPS) fail('TRUST_PROXY', `${TRUST_PROXY_EXPECTED}; a hop count is at most ${MAX_PROXY_HOPS} (got ${hops})`)
+    return { hops }
+  }
+  if (word === 'true' || word === 'on' || word === 'yes') {
+    fail('TRUST_PROXY', `${TRUST_PROXY_EXPECTED}; \`${value}\` would trust any client's X-Forwarded-For — write the balancer's address, e.g. TRUST_PROXY=10.0.0.5`)
+  }
+  const proxies = list(value)
+  if (proxies.length === 0) fail('TRUST_PROXY', TRUST_PROXY_EXPECTED)
+  // The same parser as the admin allowlist: what passes here is what the trust check understands.
+  for (const entry of proxies) {
+    try { new IpAllowlist([entry]).allows(entry) } catch { fail('TRUST_PROXY', `${TRUST_PROXY_EXPECTED} ("${entry}" is not an IP address or CIDR) — write the balancer's address, e.g. TRUST_PROXY=10.0.0.5`) }
+  }
+  return { proxies }
 }
 
 /** The first schema error, phrased as "VARIABLE must be …". */
@@ -164,6 +195,9 @@ export function loadConfig (source: NodeJS.ProcessEnv = process.env): Config {
   const timeoutMs = Number(e.OPENAI_TIMEOUT_MS ?? 20_000)
   if (timeoutMs < 1000 || timeoutMs > 120_000) fail('OPENAI_TIMEOUT_MS', 'milliseconds, 1000 to 120000')
 
+  const maxTokenTtl = parseDuration(e.ADMIN_TOKEN_MAX_TTL ?? '24h')
+  if (maxTokenTtl === undefined || maxTokenTtl < 1 || maxTokenTtl > 30 * DAY) fail('ADMIN_TOKEN_MAX_TTL', 'seconds, or a duration such as 90s, 30m, 24h or 7d, from 1 second to 30 days')
+
   if (production && e.JWT_SECRET === undefined) fail('JWT_SECRET', 'set in production (at least 32 characters)')
 
   const allowlist = list(e.ADMIN_IP_ALLOWLIST ?? '127.0.0.1,::1')
@@ -204,6 +238,7 @@ export function loadConfig (source: NodeJS.ProcessEnv = process.env): Config {
     memoryStoreMaxBytes: memoryMb * 1024 * 1024,
     localCache: { maxEntries: Number(e.LOCAL_CACHE_MAX_ENTRIES ?? 10_000), ttlMs: localTtl },
     jwtSecret: e.JWT_SECRET,
+    adminToken: { maxTtlSeconds: maxTokenTtl, issuer: e.ADMIN_TOKEN_ISSUER, audience: e.ADMIN_TOKEN_AUDIENCE },
     adminIpAllowlist: allowlist,
     trustProxy: parseTrustProxy(e.TRUST_PROXY),
     generationRateLimit: Number(e.GENERATION_RATE_LIMIT ?? 120),

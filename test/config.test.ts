@@ -42,6 +42,9 @@ const bad: Array<[Record<string, string>, RegExp]> = [
   [{ NODE_ENV: 'production' }, /JWT_SECRET must be set in production/],
   [{ ADMIN_IP_ALLOWLIST: '10.0.0.0/8,not-an-ip' }, /ADMIN_IP_ALLOWLIST must be comma-separated IPs and CIDRs \("not-an-ip" is neither\)/],
   [{ GENERATION_RATE_LIMIT: 'lots' }, /GENERATION_RATE_LIMIT must be a whole number/],
+  [{ TRUST_PROXY: 'true' }, /^Invalid configuration: TRUST_PROXY must be off, a hop count, or the proxies' IPs\/CIDRs \(comma-separated\); `true` would trust any client's X-Forwarded-For — write the balancer's address, e\.g\. TRUST_PROXY=10\.0\.0\.5$/],
+  [{ TRUST_PROXY: 'yes' }, /TRUST_PROXY must be off, a hop count, or the proxies' IPs\/CIDRs/],
+  [{ ADMIN_TOKEN_MAX_TTL: 'forever' }, /ADMIN_TOKEN_MAX_TTL must be seconds, or a duration such as 90s, 30m, 24h or 7d/],
   [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent/]
 ]
 

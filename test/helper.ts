@@ -10,6 +10,14 @@ export interface BuildOptions extends Omit<AppOptions, 'config'> {
   env?: Record<string, string | undefined>
   /** Start listening on a free loopback port (for real HTTP clients). */
   listen?: boolean
+  /** false: return as soon as the app is ready, while its database may still be opening. Default true. */
+  waitForDatabase?: boolean
+}
+
+async function settledWithin (promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([promise.catch(() => {}), new Promise(resolve => { timer = setTimeout(resolve, ms) })])
+  clearTimeout(timer)
 }
 
 /** The app on a bare Fastify instance, closed on teardown. */
@@ -24,6 +32,9 @@ export async function build (t: Teardownable, options: BuildOptions = {}): Promi
   t.teardown(() => fastify.close())
   if (options.listen === true) await fastify.listen({ port: 0, host: '127.0.0.1' })
   else await fastify.ready()
+  // The app starts without waiting for its database (plugins/db.ts); most tests assert on it
+  // at once, so give its first open + migrate up to 5 s to end, success or failure.
+  if (options.waitForDatabase !== false) await settledWithin(fastify.db.firstAttempt, 5000)
   return fastify
 }
 

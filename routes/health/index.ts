@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 
-const PartState = Type.Unsafe<string>({ type: 'string', description: 'up, down, degraded, or embedded' })
+const PartState = Type.Unsafe<string>({ type: 'string', description: 'up, down, degraded, embedded, or starting (the database is still opening: answers skip it meanwhile)' })
 const ReadySchema = Type.Object({
   status: Type.Unsafe<'ready' | 'starting' | 'closing'>({ type: 'string', enum: ['ready', 'starting', 'closing'] }),
   redis: PartState,

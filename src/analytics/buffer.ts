@@ -19,6 +19,12 @@ export interface AnalyticsBufferOptions {
   maxBuffered?: number
   /** How long close() may spend writing what is left. Default 3000. */
   closeTimeoutMs?: number
+  /**
+   * False while the database is not open yet (start-up): nothing is written
+   * and nothing counts as a failed write; events wait in the buffer, within
+   * maxBuffered. Default: always writable.
+   */
+  writable?: () => boolean
 }
 
 export interface AnalyticsBufferCounters {
@@ -74,6 +80,7 @@ export class AnalyticsBuffer {
   readonly #batchSize: number
   readonly #maxBuffered: number
   readonly #closeTimeoutMs: number
+  readonly #writable: () => boolean
   readonly #counters: AnalyticsBufferCounters = { recorded: 0, written: 0, dropped: 0, discarded: 0, failedWrites: 0 }
   readonly #lastWarn = new Map<string, number>()
   readonly #timer: NodeJS.Timeout
@@ -110,6 +117,7 @@ export class AnalyticsBuffer {
     this.#batchSize = positiveInt('batchSize', opts.batchSize, 500)
     this.#maxBuffered = positiveInt('maxBuffered', opts.maxBuffered, 10_000)
     this.#closeTimeoutMs = positiveInt('closeTimeoutMs', opts.closeTimeoutMs, 3000)
+    this.#writable = opts.writable ?? (() => true)
     if (this.#batchSize > this.#maxBuffered) throw new TypeError(`AnalyticsBuffer batchSize (${this.#batchSize}) must not exceed maxBuffered (${this.#maxBuffered})`)
     this.#timer = setInterval(() => { this.#tick() }, flushIntervalMs)
     this.#timer.unref()
@@ -239,6 +247,7 @@ export class AnalyticsBuffer {
 
   #scheduleFlush (): void {
     if (this.#scheduled || this.#flushing !== null || this.#backingOff) return // the running drain schedules the next when it ends
+    if (!this.#writable()) return // the timer's tick writes once the database is open
     this.#scheduled = true
     setImmediate(() => {
       this.#scheduled = false
@@ -247,6 +256,8 @@ export class AnalyticsBuffer {
   }
 
   async #drain (): Promise<void> {
+    // Not open yet: the rows stay queued (a full buffer drops new events, counted), nothing is tried.
+    if (!this.#writable()) return
     if (this.#retry !== null) {
       const batch = this.#retry
       this.#retry = null

@@ -1,6 +1,12 @@
 export type BreakerState = 'closed' | 'open' | 'half-open'
 
 export interface BreakerOptions {
+  /**
+   * What the breaker guards ("redis", "database"): named in its errors, its
+   * state-change logs and its metric label, so one breaker's trouble is never
+   * reported as another's. Default "unnamed" (tests that do not care).
+   */
+  name?: string
   /** Consecutive failures (errors or timeouts) that open the breaker. */
   failureThreshold: number
   /** How long it stays open before one trial call is let through. */
@@ -12,12 +18,18 @@ export interface BreakerOptions {
 export class BreakerOpenError extends Error {
   override readonly name: string = 'BreakerOpenError'
   readonly code = 'NARR_BREAKER_OPEN'
-  constructor () { super('the Redis circuit breaker is open') }
+  /** The name of the breaker that refused. */
+  readonly breaker: string
+  constructor (breaker: string) {
+    super(`the ${breaker} circuit breaker is open`)
+    this.breaker = breaker
+  }
 }
 
 /**
- * A circuit breaker for the cache store only; the narrator is never behind it,
- * so a Redis outage cannot stop generation. While open, calls fail at once
+ * A circuit breaker around one dependency: the cache store (plugins/breaker.ts)
+ * or the durable tier's database (plugins/cache.ts); the narrator is never
+ * behind one, so an outage cannot stop generation. While open, calls fail at once
  * without touching the store; after the cool-down exactly one trial goes
  * through, and its outcome closes or re-opens the breaker.
  */
@@ -27,11 +39,13 @@ export class CircuitBreaker {
   private trialInFlight = false
   private current: BreakerState = 'closed'
   private readonly clock: () => number
+  readonly name: string
 
   constructor (private readonly options: BreakerOptions) {
     if (!(options.failureThreshold >= 1)) throw new Error('breaker failureThreshold must be at least 1')
     if (!(options.cooldownMs >= 0)) throw new Error('breaker cooldownMs must not be negative')
     this.clock = options.clock ?? Date.now
+    this.name = options.name ?? 'unnamed'
   }
 
   get state (): BreakerState {
@@ -48,11 +62,11 @@ export class CircuitBreaker {
   async run<T> (fn: () => Promise<T>): Promise<T> {
     let trial = false
     if (this.current === 'open') {
-      if (this.clock() - this.openedAt < this.options.cooldownMs) throw new BreakerOpenError()
+      if (this.clock() - this.openedAt < this.options.cooldownMs) throw new BreakerOpenError(this.name)
       this.transition('half-open')
     }
     if (this.current === 'half-open') {
-      if (this.trialInFlight) throw new BreakerOpenError()
+      if (this.trialInFlight) throw new BreakerOpenError(this.name)
       this.trialInFlight = true
       trial = true
     }

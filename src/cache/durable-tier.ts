@@ -11,6 +11,12 @@ export interface DurableRepository {
 export interface DurableTierOptions {
   /** A read slower than this is given up on: the request goes on without it. */
   readTimeoutMs: number
+  /**
+   * False while the database is not open yet (start-up): reads and writes
+   * are skipped without touching the breaker, which is for a database that
+   * fails, not one still opening. Default: always available.
+   */
+  available?: () => boolean
 }
 
 class ReadTimeoutError extends Error {
@@ -33,7 +39,7 @@ export class DurableTier {
   ) {}
 
   async get (key: string): Promise<{ entry: CachedNarrative, version: number } | null> {
-    if (!this.breaker.allows()) return null
+    if (this.options.available?.() === false || !this.breaker.allows()) return null
     try {
       return await this.breaker.run(async () => {
         let timer: NodeJS.Timeout | undefined
@@ -54,6 +60,10 @@ export class DurableTier {
 
   /** Writes in the background; close() waits for what is in flight. */
   put (key: string, entry: CachedNarrative, version: number, profile: object, locale: string): void {
+    if (this.options.available?.() === false) {
+      this.logger.debug({ key }, 'durable write skipped: the database is still opening')
+      return
+    }
     const write = this.breaker.run(() => this.repository.upsert(key, entry, version, profile, locale))
       .catch(err => this.logger.warn({ key, err: (err as Error).message }, 'durable write failed'))
       .finally(() => this.pending.delete(write))
