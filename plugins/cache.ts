@@ -4,10 +4,10 @@ import { DurableTier } from '../src/cache/durable-tier.js'
 import { GenerationLimiter } from '../src/cache/generation-limiter.js'
 import { NarrativeEngine, type EngineEvents, type NarrativeJob } from '../src/cache/narrative-engine.js'
 import type { Generation } from '../src/narrator/narrator.js'
-import { NegativeCache } from '../src/cache/negative-cache.js'
 import { LocalTier } from '../src/cache/local-tier.js'
 import { NarrativeService, systemsOf, type EventRecorder } from '../src/narrative-service.js'
 import { childrenBy } from '../src/metrics.js'
+import { SystemCatalogue } from '../src/domain/systems.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -113,13 +113,17 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
     }
   })
   await engine.start()
-  const negative = new NegativeCache(store, breaker, { minTtlMs: 5 * 60_000, maxTtlMs: 15 * 60_000, maxEntries: 10_000, clock: opts.clock })
+  // Refusals are remembered in this process only (the service's body memo): nothing a client sends is written to the shared store unless it is valid.
+  const canonical = {
+    systems: config.systems === undefined ? undefined : new SystemCatalogue(config.systems),
+    locales: config.locales === undefined ? undefined : new Set(config.locales)
+  }
   const limiter = new GenerationLimiter(store, breaker, { perMinute: config.generationRateLimit, prefix: config.cachePrefix })
   fastify.decorate('engine', engine)
   fastify.decorate('limiter', limiter)
   fastify.decorate('durable', durable)
   fastify.decorate('localTier', local)
-  fastify.decorate('narratives', new NarrativeService({ engine, negative, limiter, recorder, prefix: config.cachePrefix, clock: opts.clock }))
+  fastify.decorate('narratives', new NarrativeService({ engine, canonical, limiter, recorder, prefix: config.cachePrefix, clock: opts.clock }))
   fastify.addHook('onClose', async () => {
     await engine.close()
     await limiter.close()

@@ -10,7 +10,7 @@ import { PERIOD_DAYS, type Period } from '../src/admin/pattern.js'
  * npm run prewarm -- --top 100 [--period 30d] [--concurrency 4]
  * For a nightly cron: builds the app from the same environment as the server
  * (without listening), warms the most requested profiles that are missing or
- * stale, prints { warmed, skipped, failed } as JSON, and exits 0 (1 on error).
+ * stale, prints { warmed, skipped, failed, refused } as JSON, and exits 0 (1 on error).
  */
 async function main (): Promise<void> {
   const { values } = parseArgs({ options: { top: { type: 'string', default: '100' }, period: { type: 'string', default: '30d' }, concurrency: { type: 'string', default: '4' } } })
@@ -27,7 +27,10 @@ async function main (): Promise<void> {
     // The server starts without waiting for its database; this job needs it (the most requested profiles).
     await fastify.db.firstAttempt
     if (!fastify.db.isOpen()) throw new Error('the database could not be opened (see the warning above)')
-    const result = await prewarmTop({ engine: fastify.engine, analytics: fastify.db.analytics, prefix: config.cachePrefix }, { top, period: values.period as Period, concurrency })
+    // The same checks as a request (schema, SYSTEMS, LOCALES, domain rules): a stored profile they refuse is counted, never built.
+    const jobOf = fastify.narratives.storedJob.bind(fastify.narratives)
+    const onRefused = (key: string, reason: string): void => { fastify.log.warn({ key, reason }, 'pre-warm refused a stored profile') }
+    const result = await prewarmTop({ engine: fastify.engine, analytics: fastify.db.analytics, jobOf, onRefused }, { top, period: values.period as Period, concurrency })
     process.stdout.write(JSON.stringify(result) + '\n')
   } finally {
     await fastify.close()

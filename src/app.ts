@@ -19,6 +19,7 @@ import healthRoutes from '../routes/health/index.js'
 import type { Config } from './config.js'
 import type { Narrator } from './narrator/narrator.js'
 import { NotFoundError } from './errors.js'
+import { lenientUserPath } from './admin/user-path.js'
 import { formatValidationError } from './schemas/validation-message.js'
 import { registerJsonBodyParser } from './json-body.js'
 import { frontedListener } from './front-door.js'
@@ -62,6 +63,8 @@ export function serverOptions (config: Pick<Config, 'logLevel' | 'trustProxy'>, 
     trustProxy: fastifyTrustProxy(config.trustProxy),
     requestIdHeader: false,
     genReqId: nextRequestId,
+    // A user id of `%` can be deleted as typed (src/admin/user-path.ts).
+    rewriteUrl: lenientUserPath,
     // One line per request instead of Fastify's two: plugins/metrics.ts writes it.
     logController: new LogController({ disableRequestLogging: true }),
     // A slow client cannot hold a connection open for ever: headers within 10 s,

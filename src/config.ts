@@ -1,7 +1,11 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
+import { readFileSync } from 'node:fs'
 import { IpAllowlist } from './admin/ip-allowlist.js'
 import { parseDuration, type AdminTokenPolicy } from './admin/token.js'
+import { canonicalLocale } from './domain/locale.js'
+import { canonicalName } from './domain/systems.js'
+import { LOCALE_PATTERN, RESERVED_NAMES, SYSTEM_NAME_PATTERN } from './schemas/narrative.js'
 import { DEFAULT_MODEL_PRICES, type ModelPrice } from './domain/cost.js'
 
 /**
@@ -40,6 +44,8 @@ export const EnvSchema = Type.Object({
   MODEL_PRICES: Type.Optional(Type.String({ description: 'a JSON object of model name to {"input": USD per 1M tokens, "output": USD per 1M tokens}' })),
   ANALYTICS_RETENTION_DAYS: Type.Optional(Type.String({ pattern: '^[0-9]+(\\.[0-9]+)?$', description: 'a number of days, 0 to keep analytics for ever' })),
   REDIS_MONTHLY_COST_USD: Type.Optional(Type.String({ pattern: '^[0-9]+(\\.[0-9]+)?$', description: 'a non-negative number of US dollars' })),
+  SYSTEMS: Type.Optional(Type.String({ description: 'comma-separated system names, or the path of a file (a value with a / or a .) holding one name a line' })),
+  LOCALES: Type.Optional(Type.String({ description: 'comma-separated BCP 47 language tags' })),
   LOG_LEVEL: Type.Optional(Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map(l => Type.Literal(l)), { description: 'one of fatal, error, warn, info, debug, trace, silent' }))
 })
 export type Env = Static<typeof EnvSchema>
@@ -75,6 +81,10 @@ export interface Config {
   corsOrigins: string[]
   modelPrices: Record<string, ModelPrice>
   redisMonthlyUsd: number
+  /** The known star systems (SYSTEMS), in their catalogue spelling; undefined: any well-formed name. */
+  systems: string[] | undefined
+  /** The served locales (LOCALES), canonical; undefined: any well-formed tag. */
+  locales: string[] | undefined
   /** Analytics rows older than this are deleted (hourly); 0 keeps them for ever. */
   analyticsRetentionMs: number
   logLevel: string
@@ -167,6 +177,49 @@ function parsePrices (raw: string | undefined): Record<string, ModelPrice> {
   return prices
 }
 
+const SYSTEMS_EXPECTED = 'comma-separated system names, or the path of a file (a value with a / or a .) holding one name a line'
+const NAME = new RegExp(SYSTEM_NAME_PATTERN)
+
+/**
+ * SYSTEMS: a list, or a file of one name a line (blank lines and # comments
+ * skipped). A system name never holds a / or a ., so such a value is a path.
+ */
+function parseSystems (raw: string | undefined): string[] | undefined {
+  if (raw === undefined) return undefined
+  let entries: string[]
+  if (/[/.]/.test(raw)) {
+    let text: string
+    try { text = readFileSync(raw.trim(), 'utf8') } catch (err) { fail('SYSTEMS', `${SYSTEMS_EXPECTED} (${(err as NodeJS.ErrnoException).code ?? 'unreadable'}: ${raw.trim()})`) }
+    entries = text.split(/\r?\n/).map(line => line.trim()).filter(line => line !== '' && !line.startsWith('#'))
+  } else {
+    entries = list(raw)
+  }
+  if (entries.length === 0) fail('SYSTEMS', `${SYSTEMS_EXPECTED}, naming at least one system`)
+  const seen = new Map<string, string>()
+  for (const entry of entries) {
+    const name = canonicalName(entry)
+    if (name.length > 40 || !NAME.test(name) || RESERVED_NAMES.includes(name)) fail('SYSTEMS', `${SYSTEMS_EXPECTED}; each name 1 to 40 letters, digits, spaces, ' or -, starting with a letter ("${entry}" is not)`)
+    const twice = seen.get(name.toLowerCase())
+    if (twice !== undefined) fail('SYSTEMS', `${SYSTEMS_EXPECTED}, each named once ("${twice}" and "${entry}" are one name)`)
+    seen.set(name.toLowerCase(), name)
+  }
+  return [...seen.values()]
+}
+
+/** LOCALES: each a tag a request could send (the route's pattern), kept in its canonical form. */
+function parseLocales (raw: string | undefined): string[] | undefined {
+  if (raw === undefined) return undefined
+  const pattern = new RegExp(LOCALE_PATTERN)
+  const tags = new Set<string>()
+  for (const entry of list(raw)) {
+    const tag = pattern.test(entry) ? canonicalLocale(entry) : undefined
+    if (tag === undefined) fail('LOCALES', `comma-separated BCP 47 language tags ("${entry}" is not one)`)
+    tags.add(tag)
+  }
+  if (tags.size === 0) fail('LOCALES', 'comma-separated BCP 47 language tags, at least one')
+  return [...tags]
+}
+
 export function loadConfig (source: NodeJS.ProcessEnv = process.env): Config {
   // Only the variables we know: the rest of the environment is not ours to judge.
   const env: Record<string, string> = {}
@@ -245,6 +298,8 @@ export function loadConfig (source: NodeJS.ProcessEnv = process.env): Config {
     corsOrigins: list(e.CORS_ORIGINS),
     modelPrices: { ...DEFAULT_MODEL_PRICES, ...parsePrices(e.MODEL_PRICES) },
     redisMonthlyUsd: Number(e.REDIS_MONTHLY_COST_USD ?? 10),
+    systems: parseSystems(e.SYSTEMS),
+    locales: parseLocales(e.LOCALES),
     analyticsRetentionMs: Math.round(Number(e.ANALYTICS_RETENTION_DAYS ?? 90) * DAY * 1000),
     logLevel: e.LOG_LEVEL ?? 'info'
   }

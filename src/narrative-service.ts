@@ -1,15 +1,15 @@
 import { PermitDeniedError, type NarrativeEngine, type NarrativeJob, type Resolution } from './cache/narrative-engine.js'
-import type { NegativeCache } from './cache/negative-cache.js'
 import { GenerationLimitExceeded, type GenerationLimiter } from './cache/generation-limiter.js'
 import type { AnalyticsEvent } from './analytics/event.js'
 import { LruMap } from './lru-map.js'
 import { rateLimitKey } from './client-key.js'
-import { cacheKey } from './domain/cache-key.js'
-import { normalizeLocale, normalizeProfile, systemsByWeight, type NormalizedProfile, type Profile } from './domain/profile.js'
+import { cacheKey, refusedKey } from './domain/cache-key.js'
+import { canonicalRequest, type CanonicalOptions } from './domain/canonical.js'
+import { RefusedInputError, systemsByWeight, type NormalizedProfile, type Profile } from './domain/profile.js'
 import { ENGINE_VERSION } from './domain/prompt.js'
-import { profileRuleViolation } from './domain/rules.js'
-import { GenerationRateLimitedError, InvalidProfileError } from './errors.js'
+import { GenerationRateLimitedError, InvalidLocaleError, InvalidProfileError } from './errors.js'
 import type { NarrativeRequest, NarrativeResponse } from './schemas/narrative.js'
+import { isStoredRequest } from './schemas/stored-request.js'
 
 export interface ServedNarrative {
   body: NarrativeResponse
@@ -23,8 +23,9 @@ export interface EventRecorder {
 
 export interface NarrativeServiceDeps {
   engine: NarrativeEngine
-  negative: NegativeCache
   prefix: string
+  /** The catalogue of systems (SYSTEMS) and the served locales (LOCALES), when the operator sets them. */
+  canonical?: CanonicalOptions
   limiter?: GenerationLimiter
   recorder?: EventRecorder
   clock?: () => number
@@ -46,14 +47,26 @@ export interface PreparedJob extends NarrativeJob {
   systems?: readonly string[]
 }
 
-/** What a request body alone decides: its key, normalized profile, system order, and rule violation. */
-interface BodyFacts {
+/** Why a body is refused: the field it names and the reason, as the 400 says it. */
+interface Refusal { field: 'profile' | 'locale', reason: string }
+
+/**
+ * What a request body alone decides: its key, canonical profile and locale,
+ * and system order; or why it is refused. Validity is decided from the
+ * canonical request alone, and refusals are remembered only in this process
+ * (by body text, in the bounded memo below), never in a store that other
+ * instances or clients read.
+ */
+type BodyFacts = {
   key: string
   profile: NormalizedProfile
   locale: string
   systems: readonly string[]
-  violation: string | null
+  refusal: undefined
   /** For the analytics event of an answer given from memory (fromMemory). */
+  userId: string | undefined
+} | {
+  refusal: Refusal
   userId: string | undefined
 }
 
@@ -80,22 +93,44 @@ export class NarrativeService {
     this.clock = deps.clock ?? Date.now
   }
 
+  /** The job a request makes, or the 400 that refuses it (thrown). */
   keyOf (request: NarrativeRequest): NarrativeJob {
-    const { key, profile, locale } = this.factsOf(request)
-    return { key, profile, locale }
+    const facts = this.factsOf(request)
+    if (facts.refusal !== undefined) throw refusalError(facts.refusal)
+    return { key: facts.key, profile: facts.profile, locale: facts.locale }
+  }
+
+  /**
+   * The job for a profile and locale read back from storage (pre-warm), with
+   * every check a request goes through: the schema (the stored value may
+   * predate today's), SYSTEMS, LOCALES and the domain rules. The refusal's
+   * reason otherwise: pre-warm never pays a model call for what a request
+   * would be refused.
+   */
+  storedJob (profile: unknown, locale: unknown): NarrativeJob | { refused: string } {
+    const request = { profile, locale }
+    if (!isStoredRequest(request)) return { refused: 'the stored profile or locale does not match today\'s request schema' }
+    const facts = this.factsOf(request)
+    if (facts.refusal !== undefined) return { refused: facts.refusal.reason }
+    return { key: facts.key, profile: facts.profile, locale: facts.locale }
   }
 
   private factsOf (request: NarrativeRequest): BodyFacts {
-    const profile = normalizeProfile(request.profile as Profile)
-    const locale = normalizeLocale(request.locale ?? 'en')
-    const rawTotal = Object.values(request.profile.percentages).reduce((sum, v) => sum + v, 0)
+    let canonical
+    try {
+      canonical = canonicalRequest(request.profile as Profile, request.locale ?? 'en', this.deps.canonical)
+    } catch (err) {
+      if (!(err instanceof RefusedInputError)) throw err
+      return Object.freeze({ refusal: Object.freeze({ field: err.field, reason: err.message }), userId: request.userId })
+    }
+    const { profile, locale } = canonical
     // Frozen: remembered facts are shared by every request with the same body.
     return Object.freeze({
       key: cacheKey(profile, locale, { prefix: this.deps.prefix }),
       profile: deepFreeze(profile),
       locale,
       systems: Object.freeze(systemsOf(profile)),
-      violation: profileRuleViolation(profile, rawTotal),
+      refusal: undefined,
       userId: request.userId
     })
   }
@@ -119,7 +154,7 @@ export class NarrativeService {
    */
   fromMemory (bodyText: string): ServedNarrative | undefined {
     const facts = this.memo.get(bodyText)
-    if (facts === undefined || facts.violation !== null || this.deps.negative.recall(facts.key) !== undefined) return undefined
+    if (facts === undefined || facts.refusal !== undefined) return undefined
     const resolution = this.deps.engine.localHit(facts.key)
     if (resolution === undefined) return undefined
     this.record('hit', facts, facts.userId)
@@ -131,19 +166,16 @@ export class NarrativeService {
   }
 
   /**
-   * Everything that can refuse a request before any answer starts: the key,
-   * the negative cache, the domain rules (400), and the generation permit.
+   * Everything that can refuse a request before any answer starts: the
+   * canonical form and the domain rules (400), and the generation permit.
    */
   prepare (request: NarrativeRequest, context: RequestContext = { clientIp: 'unknown' }): PreparedJob {
     const facts = this.rememberedFactsOf(request, context.bodyText)
-    const job: PreparedJob = { key: facts.key, profile: facts.profile, locale: facts.locale, systems: facts.systems }
-    const known = this.deps.negative.recall(job.key)
-    if (known !== undefined) throw new InvalidProfileError(known)
-    if (facts.violation !== null) {
-      this.deps.negative.remember(job.key, facts.violation)
-      this.record('error', job, request.userId)
-      throw new InvalidProfileError(facts.violation)
+    if (facts.refusal !== undefined) {
+      this.recordRefusal()
+      throw refusalError(facts.refusal)
     }
+    const job: PreparedJob = { key: facts.key, profile: facts.profile, locale: facts.locale, systems: facts.systems }
     const limiter = this.deps.limiter
     // Counted by address; an IPv6 client by its /64, so rotating addresses does not multiply the budget.
     if (limiter?.enabled === true) job.permit = async ({ storeHealthy }) => { await limiter.take(rateLimitKey(context.clientIp), storeHealthy) }
@@ -162,6 +194,17 @@ export class NarrativeService {
     }
     this.record(resolution.status, job, userId)
     return { body: this.toBody(resolution), resolution }
+  }
+
+  /**
+   * A refused request, counted under one key for all of them, with no
+   * profile, systems or user: identical events coalesce in the analytics
+   * buffer (one row a second however many refusals, from however many
+   * clients), and nothing a refused request names reaches requested_profiles
+   * (pre-warm's list) or the per-user index.
+   */
+  private recordRefusal (): void {
+    this.deps.recorder?.record({ at: this.clock(), event: 'error', key: refusedKey(this.deps.prefix), systems: [], userId: null })
   }
 
   private record (event: AnalyticsEvent['event'], job: PreparedJob, userId: string | undefined): void {
@@ -184,6 +227,10 @@ export class NarrativeService {
       version: ENGINE_VERSION
     }
   }
+}
+
+function refusalError (refusal: Refusal): Error {
+  return refusal.field === 'locale' ? new InvalidLocaleError(refusal.reason) : new InvalidProfileError(refusal.reason)
 }
 
 /** System names, most prominent first: the primary, then by share. */

@@ -39,7 +39,8 @@ t.test('analytics figures match a known sequence of requests', async t => {
   t.equal(a.cacheMisses, 3)
   t.equal(a.hitRate, 0.5)
   t.equal(a.generations, 3)
-  t.same(a.topSystems.slice(0, 2), [{ system: 'Arcturus', count: 4 }, { system: 'Vega', count: 4 }])
+  // The refused request counts as a request, but names no system: a refused profile never feeds the top systems.
+  t.same(a.topSystems.slice(0, 2), [{ system: 'Arcturus', count: 4 }, { system: 'Vega', count: 3 }])
   t.ok(a.avgGenerationTime >= 0)
   // The fake model reports usage per call; the cost is tokens times the price.
   const usage = s.openai.requests.length
@@ -118,10 +119,10 @@ t.test('prewarm warms the most requested profiles that are missing or stale', as
   const calls = s.openai.calls
   const res = await app.inject({ method: 'POST', url: '/api/narrative/prewarm', headers: auth, payload: { top: 3 } })
   t.equal(res.statusCode, 200)
-  t.same(res.json(), { warmed: 3, skipped: 0, failed: 0 })
+  t.same(res.json(), { warmed: 3, skipped: 0, failed: 0, refused: 0 })
   t.equal(s.openai.calls, calls + 3)
   const again = await app.inject({ method: 'POST', url: '/api/narrative/prewarm', headers: auth, payload: { top: 3 } })
-  t.same(again.json(), { warmed: 0, skipped: 3, failed: 0 }, 'fresh entries are skipped')
+  t.same(again.json(), { warmed: 0, skipped: 3, failed: 0, refused: 0 }, 'fresh entries are skipped')
   const bad = await app.inject({ method: 'POST', url: '/api/narrative/prewarm', headers: auth, payload: { top: 0 } })
   t.equal(bad.statusCode, 400)
 })

@@ -252,11 +252,14 @@ function repositorySuite (t: Test, getDb: () => Promise<Database>): void {
     ])
     t.equal(n, 3)
     const rows = await db.query<Record<string, unknown>>('SELECT at, key, user_id, systems, duration_ms, prompt_tokens, completion_tokens, model FROM analytics_events ORDER BY at')
-    t.same(rows[0], { at: 1, key: 'knul', user_id: 'ux', systems: ['Vega', 'bad\ufffdsurrogate'], duration_ms: null, prompt_tokens: null, completion_tokens: null, model: null })
+    t.same(rows[0], { at: 1, key: 'knul', user_id: null, systems: ['Vega', 'bad\ufffdsurrogate'], duration_ms: null, prompt_tokens: null, completion_tokens: null, model: null })
     t.same(rows[1], { at: 2, key: 'k', user_id: null, systems: ['Arcturus'], duration_ms: 13, prompt_tokens: null, completion_tokens: 2_147_483_647, model: 'm' })
     t.equal(rows[2].user_id, null, 'an empty userId is no userId')
     t.same((await db.query('SELECT profile FROM requested_profiles'))[0], { profile: { weird: 'x\ufffd', nested: [1, null, 'ok'] } })
-    t.same(await repo.keysOfUser('u\u0000x'), ['knul'], 'the user id is looked up as it was stored')
+    // Cleaning 'u\u0000x' would make it 'ux', another user: such an id is not stored, and no lookup of it finds anyone's rows.
+    t.same(await repo.keysOfUser('u\u0000x'), [], 'a user id PostgreSQL cannot hold as it is was not stored')
+    t.same(await repo.keysOfUser('ux'), [], 'nor merged into the user it would be once cleaned')
+    t.same(await repo.deleteUser('u\u0000x'), { analyticsRows: 0, indexRows: 0 })
   })
 
   t.test('analytics: one call writes a large batch', async t => {

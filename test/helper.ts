@@ -70,7 +70,6 @@ export const exampleBody: NarrativeBody = {
   profile: {
     classification: 'primary',
     primary: 'Arcturus',
-    hybrid: ['Arcturus', 'Sirius'],
     percentages: { Arcturus: 42.3, Sirius: 18.7, Pleiades: 15.2 }
   },
   locale: 'en',
@@ -80,7 +79,7 @@ export const exampleBody: NarrativeBody = {
 /** A distinct valid body per `n`, for tests that need many keys. */
 export function bodyFor (n: number, locale = 'en'): NarrativeBody {
   return {
-    profile: { classification: 'primary', primary: 'Vega', hybrid: ['Vega', 'Sirius'], percentages: { Vega: 20 + (n % 60), Sirius: 10 + Math.floor(n / 60) % 10, Pleiades: 5 } },
+    profile: { classification: 'primary', primary: 'Vega', percentages: { Vega: 20 + (n % 60), Sirius: 10 + Math.floor(n / 60) % 10, Pleiades: 5 } },
     locale,
     userId: `u-${n}`
   }

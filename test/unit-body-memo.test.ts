@@ -2,8 +2,8 @@ import t from 'tap'
 import { LruMap } from '../src/lru-map.js'
 import { NarrativeService } from '../src/narrative-service.js'
 import type { NarrativeEngine } from '../src/cache/narrative-engine.js'
-import type { NegativeCache } from '../src/cache/negative-cache.js'
 import { InvalidProfileError } from '../src/errors.js'
+import type { AnalyticsEvent } from '../src/analytics/event.js'
 
 t.test('LruMap keeps at most maxEntries and forgets the least recently used; peek does not make an entry recent', async t => {
   const map = new LruMap<string, number>(2)
@@ -46,17 +46,17 @@ t.test('LruMap in a larger map: a key used once every maxEntries / 2 insertions 
 })
 
 /** A service whose engine answers every job as a hit, noting the jobs it was given. */
-function service (): { narratives: NarrativeService, jobs: Array<{ key: string, profile: unknown }>, remembered: string[] } {
+function service (): { narratives: NarrativeService, jobs: Array<{ key: string, profile: unknown }>, recorded: AnalyticsEvent[] } {
   const jobs: Array<{ key: string, profile: unknown }> = []
-  const remembered: string[] = []
+  const recorded: AnalyticsEvent[] = []
   const engine = {
     resolve: async (job: { key: string, profile: unknown }) => {
       jobs.push(job)
       return { status: 'hit', key: job.key, narrative: { summary: 's', bullets: [] }, engine: 'template', writtenAt: Date.now(), generated: false }
     }
   } as unknown as NarrativeEngine
-  const negative = { recall: () => undefined, remember: (_key: string, reason: string) => { remembered.push(reason) } } as unknown as NegativeCache
-  return { narratives: new NarrativeService({ engine, negative, prefix: 'memo' }), jobs, remembered }
+  const recorder = { record: (event: AnalyticsEvent) => { recorded.push(event) } }
+  return { narratives: new NarrativeService({ engine, recorder, prefix: 'memo' }), jobs, recorded }
 }
 
 t.test('NarrativeService remembers what a body text decides: same text, same facts; other text, its own', async t => {
@@ -80,13 +80,13 @@ t.test('NarrativeService remembers what a body text decides: same text, same fac
   t.equal(jobs.length, 1)
 })
 
-t.test('NarrativeService: a remembered rule violation is refused every time, and told to the negative cache', async t => {
-  const { narratives, remembered } = service()
-  const bad = { profile: { classification: 'primary' as const, primary: 'Arcturus', percentages: { Vega: 40 } } }
+t.test('NarrativeService: a remembered rule violation is refused every time, recorded under one key with nothing of the profile', async t => {
+  const { narratives, recorded } = service()
+  const bad = { profile: { classification: 'primary' as const, primary: 'Arcturus', percentages: { Vega: 40 } }, userId: 'u-1' }
   const text = JSON.stringify(bad)
   for (let i = 0; i < 2; i++) {
     t.throws(() => narratives.prepare(structuredClone(bad), { clientIp: 'a', bodyText: text }), InvalidProfileError)
   }
-  t.equal(remembered.length, 2, 'both refusals reached the negative cache')
-  t.match(remembered[0], /Arcturus/)
+  t.equal(recorded.length, 2, 'both refusals counted')
+  t.same(recorded.map(e => [e.event, e.key, e.systems, e.userId, e.profile]), [['error', 'memo:refused', [], null, undefined], ['error', 'memo:refused', [], null, undefined]])
 })

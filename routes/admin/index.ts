@@ -125,7 +125,9 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     schema: { tags: ['admin'], security, summary: 'Generate the most requested profiles that are missing or stale', body: PrewarmBodySchema, response: { 200: PrewarmSchema, ...denied } }
   }, async (request) => {
     const { top = 100, period = '30d', concurrency = 4 } = request.body ?? {}
-    return await prewarmTop({ engine, analytics: db.analytics, prefix: config.cachePrefix }, { top, period, concurrency })
+    const jobOf = fastify.narratives.storedJob.bind(fastify.narratives)
+    const onRefused = (key: string, reason: string): void => { request.log.info({ key, reason }, 'pre-warm refused a stored profile') }
+    return await prewarmTop({ engine, analytics: db.analytics, jobOf, onRefused }, { top, period, concurrency })
   })
 }
 

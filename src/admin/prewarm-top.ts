@@ -1,31 +1,47 @@
-import type { NarrativeEngine } from '../cache/narrative-engine.js'
+import type { NarrativeEngine, NarrativeJob } from '../cache/narrative-engine.js'
 import { prewarm, type PrewarmResult } from '../cache/prewarm.js'
-import { cacheKey } from '../domain/cache-key.js'
-import { normalizeProfile, type Profile } from '../domain/profile.js'
 import type { KeyCount } from '../db/analytics-repository.js'
 import { PERIOD_DAYS, type Period } from './pattern.js'
 
 export interface PrewarmTopDeps {
   engine: NarrativeEngine
   analytics: { topKeys: (sinceMs: number, limit: number) => Promise<KeyCount[]> }
-  prefix: string
+  /**
+   * The job a stored profile and locale make today, or why today's request
+   * path would refuse them (NarrativeService.storedJob): the schema, SYSTEMS,
+   * LOCALES and every domain rule.
+   */
+  jobOf: (profile: unknown, locale: unknown) => NarrativeJob | { refused: string }
+  /** Told each refused row, for the log. */
+  onRefused?: (key: string, reason: string) => void
 }
 
 export interface PrewarmTopOptions { top: number, period: Period, concurrency: number }
+
+/** What a pre-warm did: the engine's counts, and the stored profiles it refused to build. */
+export interface PrewarmTopResult extends PrewarmResult { refused: number }
 
 /**
  * Pre-warms the most requested profiles of a period that are missing or stale:
  * what the admin route and `npm run prewarm` both do. Keys are rebuilt from
  * the stored profile, so after an engine or prompt change today's key is warmed.
+ * Each stored profile is checked again as a request would be: a row that
+ * today's rules refuse (written before a rule, SYSTEMS or LOCALES changed, or
+ * by hand) is counted as refused and never costs a model call.
  */
-export async function prewarmTop (deps: PrewarmTopDeps, options: PrewarmTopOptions, now = Date.now()): Promise<PrewarmResult> {
+export async function prewarmTop (deps: PrewarmTopDeps, options: PrewarmTopOptions, now = Date.now()): Promise<PrewarmTopResult> {
   const since = now - PERIOD_DAYS[options.period] * 86_400_000
   const rows = await deps.analytics.topKeys(since, options.top)
-  const jobs = new Map<string, { key: string, profile: ReturnType<typeof normalizeProfile>, locale: string }>()
+  const jobs = new Map<string, NarrativeJob>()
+  let refused = 0
   for (const row of rows) {
-    const profile = normalizeProfile(row.profile as Profile)
-    const key = cacheKey(profile, row.locale, { prefix: deps.prefix })
-    jobs.set(key, { key, profile, locale: row.locale })
+    const job = deps.jobOf(row.profile, row.locale)
+    if ('refused' in job) {
+      refused++
+      deps.onRefused?.(row.key, job.refused)
+      continue
+    }
+    jobs.set(job.key, job)
   }
-  return await prewarm(deps.engine, [...jobs.values()], options.concurrency)
+  return { ...await prewarm(deps.engine, [...jobs.values()], options.concurrency), refused }
 }

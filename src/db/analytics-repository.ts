@@ -1,6 +1,6 @@
 import type { AnalyticsEvent } from '../analytics/event.js'
 import type { Database } from './database.js'
-import { clampLimit, cleanJson, cleanText, optionalInt, optionalText } from './sanitize.js'
+import { clampLimit, cleanJson, cleanText, exactText, optionalInt, optionalText } from './sanitize.js'
 
 export interface AnalyticsSummary {
   /** Requests: every event but 'generation'. */
@@ -48,7 +48,8 @@ function toRecord (e: AnalyticsEvent): Record<string, unknown> {
     prompt_tokens: optionalInt(e.promptTokens) ?? undefined,
     completion_tokens: optionalInt(e.completionTokens) ?? undefined,
     model: optionalText(e.model, 100) ?? undefined,
-    user_id: optionalText(e.userId, MAX_USER) ?? undefined,
+    // Exactly as given or not at all: a cleaned id could be another user's.
+    user_id: exactText(e.userId, MAX_USER) ?? undefined,
     // requested_profiles needs both
     profile: profile !== undefined && locale !== null ? profile : undefined,
     locale: profile !== undefined && locale !== null ? locale : undefined
@@ -192,16 +193,21 @@ export class AnalyticsRepository {
    * Events still buffered in memory are not here: see AnalyticsBuffer.discardUser.
    */
   async deleteUser (userId: string): Promise<{ analyticsRows: number, indexRows: number }> {
+    const id = exactText(userId, MAX_USER)
+    // An id PostgreSQL cannot hold as it is was never stored: there is nothing of it to delete (and nobody else's).
+    if (id === null) return { analyticsRows: 0, indexRows: 0 }
     const [row] = await this.#db.query<{ analytics_rows: number | string, index_rows: number | string }>(
       `WITH a AS (DELETE FROM analytics_events WHERE user_id = $1 RETURNING 1),
             k AS (DELETE FROM user_keys WHERE user_id = $1 RETURNING 1)
-       SELECT (SELECT count(*) FROM a) AS analytics_rows, (SELECT count(*) FROM k) AS index_rows`, [cleanText(userId, MAX_USER)])
+       SELECT (SELECT count(*) FROM a) AS analytics_rows, (SELECT count(*) FROM k) AS index_rows`, [id])
     return { analyticsRows: Number(row?.analytics_rows ?? 0), indexRows: Number(row?.index_rows ?? 0) }
   }
 
   /** The keys this user requested, sorted. */
   async keysOfUser (userId: string): Promise<string[]> {
-    const rows = await this.#db.query<{ key: string }>('SELECT key FROM user_keys WHERE user_id = $1 ORDER BY key', [cleanText(userId, MAX_USER)])
+    const id = exactText(userId, MAX_USER)
+    if (id === null) return []
+    const rows = await this.#db.query<{ key: string }>('SELECT key FROM user_keys WHERE user_id = $1 ORDER BY key', [id])
     return rows.map(r => r.key)
   }
 }

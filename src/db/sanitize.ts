@@ -2,6 +2,8 @@
 // surrogates: one such character would fail a whole analytics batch.
 
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g
+/** The same, without the g flag: test() on a global regex would remember where it stopped. */
+const HAS_LONE_SURROGATE = new RegExp(LONE_SURROGATE.source)
 
 /** The string as PostgreSQL accepts it, cut to `max` characters. */
 export function cleanText (value: string, max = 1000): string {
@@ -15,6 +17,18 @@ export function optionalText (value: unknown, max = 1000): string | null {
   if (typeof value !== 'string') return null
   const s = cleanText(value, max)
   return s === '' ? null : s
+}
+
+/**
+ * The string itself when PostgreSQL can store it unchanged (no NUL, no lone
+ * surrogate, at most `max` characters), else null. For identifiers, where
+ * cleaning would merge two of them into one (`a\u0000b` and `ab` would be
+ * one user, and deleting one would delete both): such a value is not
+ * stored, and nothing stored can match it.
+ */
+export function exactText (value: unknown, max = 1000): string | null {
+  if (typeof value !== 'string' || value === '' || value.length > max) return null
+  return value.includes('\u0000') || HAS_LONE_SURROGATE.test(value) ? null : value
 }
 
 /** A whole number within PostgreSQL's integer range, or null. */

@@ -16,7 +16,7 @@ export function cacheKey (profile: NormalizedProfile, locale: string, options: K
 }
 
 /**
- * Locks and negative entries live beside the namespace rather than inside the
+ * Locks live beside the namespace rather than inside the
  * `{prefix}:v1:` part, so a pattern delete of cached narratives never frees a lock.
  */
 export function lockKey (key: string): string {
@@ -38,8 +38,12 @@ export function refreshLockKey (key: string): string {
   return `refresh:${key}`
 }
 
-export function negativeKey (key: string): string {
-  return `neg:${key}`
+/**
+ * The analytics key every refused request is counted under: one key for all,
+ * so refusals coalesce into one row a batch and none names a profile.
+ */
+export function refusedKey (prefix: string): string {
+  return `${prefix}:refused`
 }
 
 /** The channel on which builders announce that a key landed (or failed). */

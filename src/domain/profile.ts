@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto'
+import { canonicalName, type SystemCatalogue } from './systems.js'
 
 export type Classification = 'primary' | 'hybrid' | 'unresolved'
 
@@ -23,16 +24,69 @@ export function bucket (value: number): number {
   return Math.floor(value * 2) / 2
 }
 
-export function normalizeProfile (profile: Profile): NormalizedProfile {
-  const percentages: Record<string, number> = {}
-  for (const name of Object.keys(profile.percentages).sort()) {
-    const value = profile.percentages[name]
+/**
+ * A request that cannot be made canonical, or that breaks a domain rule: a
+ * 400 naming the field (`profile…` or `locale`). Pure domain: the service
+ * turns it into the HTTP error.
+ */
+export class RefusedInputError extends Error {
+  override readonly name: string = 'RefusedInputError'
+  readonly code = 'NARR_REFUSED_INPUT'
+  constructor (readonly field: 'profile' | 'locale', message: string) {
+    super(message)
+  }
+}
+
+function refuse (message: string): never {
+  throw new RefusedInputError('profile', message)
+}
+
+/** A name as the key carries it: its catalogue spelling (or refused), else its trimmed spelling. */
+function nameOf (field: string, name: string, systems: SystemCatalogue | undefined): string {
+  if (systems === undefined) return canonicalName(name)
+  const spelling = systems.spellingOf(name)
+  if (spelling === undefined) refuse(`${field} names an unknown system '${name}'`)
+  return spelling
+}
+
+/**
+ * One profile per meaning: names trimmed (and, with a catalogue, matched to
+ * its spelling), a name given twice refused, percentages floored to 0.5
+ * buckets with the entries that bucket to 0 dropped (an extra `"Zeta": 0`
+ * says nothing), null and undefined removed, the hybrid list in one order
+ * (its order carries no meaning). A field the classification does not use is
+ * refused, not ignored: `primary` only with "primary", `hybrid` only with
+ * "hybrid". Throws RefusedInputError naming the field.
+ */
+export function normalizeProfile (profile: Profile, systems?: SystemCatalogue): NormalizedProfile {
+  const hasPrimary = profile.primary !== null && profile.primary !== undefined
+  const hasHybrid = profile.hybrid !== null && profile.hybrid !== undefined
+  if (hasPrimary && profile.classification !== 'primary') refuse('profile.primary is only allowed when profile.classification is "primary"')
+  if (hasHybrid && profile.classification !== 'hybrid') refuse('profile.hybrid is only allowed when profile.classification is "hybrid"')
+
+  const shares = new Map<string, { given: string, value: number }>()
+  for (const given of Object.keys(profile.percentages)) {
+    const value = profile.percentages[given]
     if (value === null || value === undefined) continue
-    percentages[name] = bucket(value)
+    const name = nameOf('profile.percentages', given, systems)
+    const twice = shares.get(name)
+    if (twice !== undefined) refuse(`profile.percentages names '${name}' twice ('${twice.given}' and '${given}')`)
+    shares.set(name, { given, value: bucket(value) })
+  }
+  const percentages: Record<string, number> = {}
+  for (const name of [...shares.keys()].sort()) {
+    const { value } = shares.get(name) as { value: number }
+    if (value > 0) percentages[name] = value
   }
   const normalized: NormalizedProfile = { classification: profile.classification, percentages }
-  if (profile.primary !== null && profile.primary !== undefined) normalized.primary = profile.primary
-  if (profile.hybrid !== null && profile.hybrid !== undefined) normalized.hybrid = [...profile.hybrid]
+  if (hasPrimary) normalized.primary = nameOf('profile.primary', profile.primary as string, systems)
+  if (hasHybrid) {
+    const names = (profile.hybrid as string[]).map(given => nameOf('profile.hybrid', given, systems))
+    const sorted = [...names].sort()
+    const twice = sorted.find((name, i) => i > 0 && sorted[i - 1] === name)
+    if (twice !== undefined) refuse(`profile.hybrid names '${twice}' twice`)
+    normalized.hybrid = sorted
+  }
   return normalized
 }
 
@@ -68,14 +122,10 @@ export function sha1Hex (text: string): string {
 /**
  * The profile part of the key. The canonical JSON is a complete object, so no
  * suffix can be mistaken for part of it: appending the locale is unambiguous.
+ * The locale is its canonical tag (canonicalLocale), so one locale is one key.
  */
 export function profileHash (profile: NormalizedProfile, locale: string): string {
-  return sha1Hex(canonicalJson(profile) + normalizeLocale(locale))
-}
-
-/** BCP 47 tags are case-insensitive; one spelling per locale keeps one entry per locale. */
-export function normalizeLocale (locale: string): string {
-  return locale.toLowerCase()
+  return sha1Hex(canonicalJson(profile) + locale)
 }
 
 /** The systems a profile names, most prominent first: for analytics and prose. */

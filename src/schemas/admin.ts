@@ -1,4 +1,5 @@
 import { Type } from '@sinclair/typebox'
+import { USER_ID_DESCRIPTION, USER_ID_PATTERN } from './narrative.js'
 
 export const StatsSchema = Type.Object({
   keys: Type.Integer({ description: 'keys in the cache store (all of the Redis database, locks included)' }),
@@ -44,7 +45,7 @@ export const AnalyticsSchema = Type.Object({
 })
 
 export const UserParamsSchema = Type.Object({
-  userId: Type.String({ minLength: 1, maxLength: 64 })
+  userId: Type.String({ minLength: 1, maxLength: 64, pattern: USER_ID_PATTERN, description: `${USER_ID_DESCRIPTION} In the path, percent-encode what a URL cannot carry as is (\`/\` is %2F, \`?\` is %3F, \`#\` is %23); a \`%\` that starts no %XX escape is taken as itself.` })
 })
 
 export const DeleteUserSchema = Type.Object({
@@ -70,4 +71,9 @@ export const PrewarmBodySchema = Type.Object({
   concurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 16, default: 4 }))
 }, { additionalProperties: false })
 
-export const PrewarmSchema = Type.Object({ warmed: Type.Integer(), skipped: Type.Integer(), failed: Type.Integer() })
+export const PrewarmSchema = Type.Object({
+  warmed: Type.Integer(),
+  skipped: Type.Integer(),
+  failed: Type.Integer(),
+  refused: Type.Integer({ description: 'stored profiles that today\'s rules, SYSTEMS or LOCALES refuse: never sent to the model' })
+})

@@ -1,4 +1,10 @@
 import type { FastifySchemaValidationError } from 'fastify/types/schema.js'
+import { USER_ID_PATTERN } from './narrative.js'
+
+/** Patterns too cryptic to quote, said in words. */
+const PATTERN_PHRASES: Record<string, string> = {
+  [USER_ID_PATTERN]: 'must not contain control characters (U+0000 to U+001F, U+007F to U+009F) or lone surrogates'
+}
 
 function pathOf (dataVar: string, instancePath: string): string {
   const parts = instancePath.split('/').filter(Boolean).map(p => p.replace(/~1/g, '/').replace(/~0/g, '~'))
@@ -24,9 +30,8 @@ function describe (error: FastifySchemaValidationError, dataVar: string): string
     case 'type':
       return `${path} must be of type ${String(params.type)}`
     case 'pattern':
-      return params.propertyName !== undefined
-        ? `${path} has an invalid name '${String(params.propertyName)}'`
-        : `${path} ${error.message ?? 'is invalid'}`
+      if (params.propertyName !== undefined) return `${path} has an invalid name '${String(params.propertyName)}'`
+      return `${path} ${PATTERN_PHRASES[String(params.pattern)] ?? error.message ?? 'is invalid'}`
     case 'not':
       return params.propertyName !== undefined
         ? `${path} has a reserved name '${String(params.propertyName)}'`
