@@ -113,7 +113,7 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
   })
   await engine.start()
   const negative = new NegativeCache(store, breaker, { minTtlMs: 5 * 60_000, maxTtlMs: 15 * 60_000, maxEntries: 10_000, clock: opts.clock })
-  const limiter = new GenerationLimiter(store, breaker, { perMinute: config.generationRateLimit, prefix: config.cachePrefix })
+  const limiter = new GenerationLimiter(store, breaker, { perMinute: config.generationRateLimit, globalPerMinute: config.generationGlobalLimit, prefix: config.cachePrefix })
   fastify.decorate('engine', engine)
   fastify.decorate('limiter', limiter)
   fastify.decorate('durable', durable)

@@ -8,7 +8,7 @@ import { cacheKey } from './domain/cache-key.js'
 import { normalizeLocale, normalizeProfile, systemsByWeight, type NormalizedProfile, type Profile } from './domain/profile.js'
 import { ENGINE_VERSION } from './domain/prompt.js'
 import { profileRuleViolation } from './domain/rules.js'
-import { GenerationRateLimitedError, InvalidProfileError } from './errors.js'
+import { GenerationGlobalLimitedError, GenerationRateLimitedError, InvalidProfileError } from './errors.js'
 import type { NarrativeRequest, NarrativeResponse } from './schemas/narrative.js'
 
 export interface ServedNarrative {
@@ -61,9 +61,10 @@ interface BodyFacts {
 const MEMO_ENTRIES = 2000
 export const MEMO_MAX_BODY_CHARS = 2048
 
-/** The 429 a rate-limited generation answers with, Retry-After included. */
+/** The 429 a rate-limited generation answers with (the client's limit or the global one), Retry-After included. */
 function rateLimited (err: GenerationLimitExceeded): Error {
-  return Object.assign(new GenerationRateLimitedError(err.limit, err.retryAfterSeconds), { retryAfterSeconds: err.retryAfterSeconds })
+  const error = err.scope === 'global' ? new GenerationGlobalLimitedError(err.limit, err.retryAfterSeconds) : new GenerationRateLimitedError(err.limit, err.retryAfterSeconds)
+  return Object.assign(error, { retryAfterSeconds: err.retryAfterSeconds })
 }
 
 /**
@@ -146,6 +147,7 @@ export class NarrativeService {
     }
     const limiter = this.deps.limiter
     // Counted by address; an IPv6 client by its /64, so rotating addresses does not multiply the budget.
+    // The engine asks for a permit before each model call, retries included.
     if (limiter?.enabled === true) job.permit = async ({ storeHealthy }) => { await limiter.take(rateLimitKey(context.clientIp), storeHealthy) }
     return job
   }

@@ -10,7 +10,7 @@ import { ConfigError, loadConfig } from '../src/config.js'
 
 t.test('defaults: embedded everything', async t => {
   const c = loadConfig({})
-  t.match(c, { port: 3000, host: '127.0.0.1', listenBacklog: 4096, analyticsRetentionMs: 90 * 86_400_000, redis: { kind: 'memory' }, databaseUrl: undefined, dataDir: './data', cachePrefix: 'narr', trustProxy: false, generationRateLimit: 120, logLevel: 'info' })
+  t.match(c, { port: 3000, host: '127.0.0.1', listenBacklog: 4096, analyticsRetentionMs: 90 * 86_400_000, redis: { kind: 'memory' }, databaseUrl: undefined, dataDir: './data', cachePrefix: 'narr', trustProxy: false, generationRateLimit: 120, generationGlobalLimit: 0, logLevel: 'info' })
   t.same(c.adminIpAllowlist, ['127.0.0.1', '::1'])
   t.equal(c.openai.model, 'gpt-4o')
   t.equal(c.openai.apiKey, undefined)
@@ -42,6 +42,7 @@ const bad: Array<[Record<string, string>, RegExp]> = [
   [{ NODE_ENV: 'production' }, /JWT_SECRET must be set in production/],
   [{ ADMIN_IP_ALLOWLIST: '10.0.0.0/8,not-an-ip' }, /ADMIN_IP_ALLOWLIST must be comma-separated IPs and CIDRs \("not-an-ip" is neither\)/],
   [{ GENERATION_RATE_LIMIT: 'lots' }, /GENERATION_RATE_LIMIT must be a whole number/],
+  [{ GENERATION_GLOBAL_LIMIT: '-5' }, /GENERATION_GLOBAL_LIMIT must be a whole number of generations per minute for all clients together, 0 for no limit/],
   [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent/]
 ]
 

@@ -4,7 +4,7 @@ import type { NormalizedProfile } from '../domain/profile.js'
 import { failedBuildKey, lockKey, readyChannel, refreshLockKey } from '../domain/cache-key.js'
 import { ENGINE_VERSION, PROMPT_HASH } from '../domain/prompt.js'
 import { templateNarrative, TEMPLATE_ENGINE } from '../domain/template-narrator.js'
-import type { Generation, Narrator } from '../narrator/narrator.js'
+import { NarratorError, type Generation, type Narrator } from '../narrator/narrator.js'
 import { withRetry, type RetryPolicy } from '../narrator/retry.js'
 import type { CircuitBreaker } from './breaker.js'
 import { CacheCorruptionError, decodeEntry, encodeEntry, type CachedNarrative } from './codec.js'
@@ -21,9 +21,11 @@ export interface NarrativeJob {
   profile: NormalizedProfile
   locale: string
   /**
-   * Called just before this request would make the narrator write; throwing
-   * refuses the generation (a rate limit). Waiting for someone else's build
-   * never calls it. `storeHealthy` is false on the direct path (the store just
+   * Called just before each narrator call this request would make, retries
+   * included; throwing refuses it (a rate limit): before the first call, the
+   * request is refused; before a retry, the build fails and the template
+   * answers. Waiting for someone else's build never calls it, nor does a
+   * background refresh. `storeHealthy` is false on the direct path (the store just
    * failed), so a permit kept in the store can count elsewhere without waiting on it.
    */
   permit?: (context: { storeHealthy: boolean }) => Promise<void>
@@ -320,7 +322,7 @@ export class NarrativeEngine {
     let generation: Generation
     let generationMs: number
     try {
-      ({ generation, ms: generationMs } = await this.generate(job, this.deps.options.generation, 'request'))
+      ({ generation, ms: generationMs } = await this.generate(job, this.deps.options.generation, 'request', true))
     } catch (err) {
       this.deps.logger.warn({ key: job.key, err: describe(err) }, 'narrator failed; answering with the template')
       // Sent right before the release, with no await between, on the same connection (the
@@ -391,6 +393,15 @@ export class NarrativeEngine {
       await job.permit({ storeHealthy })
     } catch (err) {
       throw new PermitDeniedError(err)
+    }
+  }
+
+  /** A retry refused ends the attempts: a NarratorError that is not retryable. */
+  private async permitRetry (job: NarrativeJob, storeHealthy: boolean): Promise<void> {
+    try {
+      await this.checkPermit(job, storeHealthy)
+    } catch (err) {
+      throw new NarratorError(`a retry was not permitted (${describe(err instanceof PermitDeniedError ? err.reason : err)})`, false)
     }
   }
 
@@ -567,7 +578,7 @@ export class NarrativeEngine {
     await this.checkPermit(job, false)
     try {
       const version = this.clock()
-      const { generation, ms } = await this.generate(job, this.deps.options.generation, 'request')
+      const { generation, ms } = await this.generate(job, this.deps.options.generation, 'request', false)
       this.counters.fallbacks++
       const now = this.clock()
       this.deps.durable?.put(job.key, this.entryFor(job, generation, now, now), version, job.profile, job.locale)
@@ -584,15 +595,21 @@ export class NarrativeEngine {
     return { status: 'fallback', key: job.key, narrative: templateNarrative(job.profile), engine: TEMPLATE_ENGINE, writtenAt: this.clock(), generated: false }
   }
 
-  private async generate (job: NarrativeJob, policy: RetryPolicy, reason: GenerationReason): Promise<{ generation: Generation, ms: number }> {
+  /** `storeHealthy` is passed to the permit of a request's retries (see NarrativeJob.permit). */
+  private async generate (job: NarrativeJob, policy: RetryPolicy, reason: GenerationReason, storeHealthy = true): Promise<{ generation: Generation, ms: number }> {
     this.counters.generations++
     const started = performance.now()
     // Requests' builds share their text as it is written; refreshes answer no one live.
     const share = reason === 'request'
     if (share) this.progress.begin(job.key)
+    let calls = 0
     let generation: Generation
     try {
-      generation = await withRetry(signal => this.deps.narrator.generate(job.profile, job.locale, signal, share ? text => this.progress.update(job.key, text) : undefined), policy, this.shutdown.signal)
+      generation = await withRetry(async signal => {
+        // Every call a request makes is permitted, retries included (the first before the build began).
+        if (calls++ > 0 && reason === 'request') await this.permitRetry(job, storeHealthy)
+        return await this.deps.narrator.generate(job.profile, job.locale, signal, share ? text => this.progress.update(job.key, text) : undefined)
+      }, policy, this.shutdown.signal)
     } finally {
       if (share) this.progress.end(job.key)
     }
