@@ -462,6 +462,7 @@ export class NarrativeEngine {
     this.releaseTimer.unref()
   }
 
+  /** Frees a request build's lock (`lock`, of `key`) and says how the build ended. */
   private async releaseAndAnnounce (key: string, lock: string, token: string, outcome: Outcome): Promise<void> {
     // Sent back to back (one connection keeps their order), awaited together: a
     // frozen Redis costs one command timeout here, not two.

@@ -148,29 +148,30 @@ const errorBody = (status: number, message: string): string => JSON.stringify({
 // Rough token count: good enough for a plausible usage block.
 const tokens = (s: string): number => Math.max(1, Math.ceil(s.length / 4))
 
-/** Splits into `n` nearly equal pieces (or pieces of `pieceChars` characters) without breaking surrogate pairs. */
-function split (s: string, n: number, pieceChars?: number): string[] {
+/**
+ * Splits into `n` nearly equal pieces, or pieces of `pieceChars` characters,
+ * without breaking surrogate pairs; lazily, so a long reply in small pieces
+ * is cut as it is sent.
+ */
+function * split (s: string, n: number, pieceChars?: number): Generator<string> {
   if (pieceChars !== undefined) {
-    const out: string[] = []
     let piece = ''
     let count = 0
     for (const char of s) {
       piece += char
       if (++count === pieceChars) {
-        out.push(piece)
+        yield piece
         piece = ''
         count = 0
       }
     }
-    if (piece !== '') out.push(piece)
-    return out
+    if (piece !== '') yield piece
+    return
   }
   const chars = Array.from(s)
   const count = Math.max(1, Math.min(n, chars.length))
   const size = Math.ceil(chars.length / count)
-  const out: string[] = []
-  for (let i = 0; i < chars.length; i += size) out.push(chars.slice(i, i + size).join(''))
-  return out
+  for (let i = 0; i < chars.length; i += size) yield chars.slice(i, i + size).join('')
 }
 
 /** Streamed events written back to back before the handler lets the process do anything else. */
@@ -353,32 +354,32 @@ export async function startFakeOpenAI (opts: FakeOpenAIOptions = {}): Promise<Fa
       choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }],
       ...(includeUsage ? { usage: null } : {})
     })
-    // Each event is written out as it is sent: a long reply in small pieces is
-    // tens of thousands of them, too many to prepare in one turn of the loop.
-    const pieces = content === '' ? [] : split(content, chunks, pieceChars)
-    const events: Array<() => string> = [
-      () => chunk({ role: 'assistant', content: '', refusal: null }, null),
-      ...pieces.map(piece => () => chunk({ content: piece }, null)),
-      () => chunk({}, 'stop'),
-      ...(includeUsage
-        ? [() => JSON.stringify({ id, object: 'chat.completion.chunk', created, model, system_fingerprint: null, choices: [], usage })]
-        : []),
-      () => '[DONE]'
-    ]
+    // Made as they are sent: a long reply in small pieces is tens of
+    // thousands of events, too many to prepare in one turn of the loop.
+    function * events (): Generator<string> {
+      yield chunk({ role: 'assistant', content: '', refusal: null }, null)
+      if (content !== '') for (const piece of split(content, chunks, pieceChars)) yield chunk({ content: piece }, null)
+      yield chunk({}, 'stop')
+      if (includeUsage) yield JSON.stringify({ id, object: 'chat.completion.chunk', created, model, system_fingerprint: null, choices: [], usage })
+      yield '[DONE]'
+    }
     res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache',
       'x-request-id': `req_${randomUUID().replace(/-/g, '')}`
     })
     // cut/stall after the role chunk and about half the content deltas
-    const stopAt = cut ? 1 + Math.ceil((events.length - 3 - (includeUsage ? 1 : 0)) / 2) : events.length
-    for (let i = 0; i < stopAt; i++) {
+    const stopAt = cut ? 1 + Math.ceil([...split(content, chunks, pieceChars)].length / 2) : Infinity
+    let i = 0
+    for (const event of events()) {
+      if (i >= stopAt) break
       if (i > 0 && !(await pause(delayMs, res))) return
       // Without a delay, a long stream still lets the process (the client under test is in it) run between turns.
       if (delayMs <= 0 && i % EVENTS_PER_TURN === EVENTS_PER_TURN - 1) await new Promise(resolve => setImmediate(resolve))
       if (res.destroyed) return
       // A client that reads slowly, or stops, holds the writer back as a real server's socket would.
-      if (!res.write(`data: ${events[i]()}\n\n`)) await drained(res)
+      if (!res.write(`data: ${event}\n\n`)) await drained(res)
+      i++
     }
     if (mode === 'stream-cut') {
       await pause(20, res) // let the written chunks reach the client first
