@@ -118,7 +118,7 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
     systems: config.systems === undefined ? undefined : new SystemCatalogue(config.systems),
     locales: config.locales === undefined ? undefined : new Set(config.locales)
   }
-  const limiter = new GenerationLimiter(store, breaker, { perMinute: config.generationRateLimit, prefix: config.cachePrefix })
+  const limiter = new GenerationLimiter(store, breaker, { perMinute: config.generationRateLimit, globalPerMinute: config.generationGlobalLimit, prefix: config.cachePrefix })
   fastify.decorate('engine', engine)
   fastify.decorate('limiter', limiter)
   fastify.decorate('durable', durable)

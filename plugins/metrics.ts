@@ -53,7 +53,8 @@ export default fp(async (fastify) => {
     locksHeld: () => fastify.hasDecorator('engine') ? fastify.engine.locksHeld : 0,
     // Each breaker under its own name (the label of narrative_breaker_state).
     breakers: () => ({ [fastify.breaker.name]: fastify.breaker.state, ...(fastify.hasDecorator('durable') ? { [fastify.durable.breaker.name]: fastify.durable.breaker.state } : {}) }),
-    analytics: () => fastify.hasDecorator('db') ? fastify.db.buffer.counters : undefined
+    analytics: () => fastify.hasDecorator('db') ? fastify.db.buffer.counters : undefined,
+    narrator: () => fastify.hasDecorator('narrator') ? fastify.narrator.counters : undefined
   })
   fastify.decorate('metrics', metrics)
   // One of several workers (WORKERS > 1): a scrape must see them all, whichever worker it reaches.

@@ -40,6 +40,7 @@ export const EnvSchema = Type.Object({
   ADMIN_IP_ALLOWLIST: Type.Optional(Type.String({ description: 'comma-separated IPs and CIDRs' })),
   TRUST_PROXY: Type.Optional(Type.String({ description: "off, a hop count, or the proxies' IPs/CIDRs (comma-separated)" })),
   GENERATION_RATE_LIMIT: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'a whole number of generations per minute, 0 for no limit' })),
+  GENERATION_GLOBAL_LIMIT: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'a whole number of generations per minute for all clients together, 0 for no limit' })),
   CORS_ORIGINS: Type.Optional(Type.String()),
   MODEL_PRICES: Type.Optional(Type.String({ description: 'a JSON object of model name to {"input": USD per 1M tokens, "output": USD per 1M tokens}' })),
   ANALYTICS_RETENTION_DAYS: Type.Optional(Type.String({ pattern: '^[0-9]+(\\.[0-9]+)?$', description: 'a number of days, 0 to keep analytics for ever' })),
@@ -78,6 +79,8 @@ export interface Config {
   adminIpAllowlist: string[]
   trustProxy: TrustProxy
   generationRateLimit: number
+  /** Model calls all clients together may cause per minute, across instances; 0 is no limit. */
+  generationGlobalLimit: number
   corsOrigins: string[]
   modelPrices: Record<string, ModelPrice>
   redisMonthlyUsd: number
@@ -295,6 +298,7 @@ export function loadConfig (source: NodeJS.ProcessEnv = process.env): Config {
     adminIpAllowlist: allowlist,
     trustProxy: parseTrustProxy(e.TRUST_PROXY),
     generationRateLimit: Number(e.GENERATION_RATE_LIMIT ?? 120),
+    generationGlobalLimit: Number(e.GENERATION_GLOBAL_LIMIT ?? 0),
     corsOrigins: list(e.CORS_ORIGINS),
     modelPrices: { ...DEFAULT_MODEL_PRICES, ...parsePrices(e.MODEL_PRICES) },
     redisMonthlyUsd: Number(e.REDIS_MONTHLY_COST_USD ?? 10),

@@ -6,6 +6,7 @@ export const InvalidLocaleError = createError<[string]>('NARR_INVALID_LOCALE', '
 export const NotFoundError = createError<[string, string]>('NARR_NOT_FOUND', 'Route %s %s not found', 404)
 export const NotReadyError = createError('NARR_NOT_READY', 'The server is starting or closing', 503)
 export const GenerationRateLimitedError = createError<[number, number]>('NARR_RATE_LIMITED', 'This client may cause %s new narratives a minute; try again in %s s (cached narratives are never limited)', 429)
+export const GenerationGlobalLimitedError = createError<[number, number]>('NARR_GLOBAL_RATE_LIMITED', 'All clients together may cause %s new narratives a minute; try again in %s s (cached narratives are never limited)', 429)
 export const MetricsUnavailableError = createError<[string]>('NARR_METRICS_UNAVAILABLE', 'Metrics are unavailable: %s', 503)
 export const RateLimitStoreDownError = createError('NARR_RATE_LIMIT_STORE_DOWN', 'The rate-limit store is unavailable; admin routes are closed until it is back', 503)
 export const AdminIpForbiddenError = createError<[string]>('NARR_ADMIN_IP_FORBIDDEN', 'Admin routes are not open to %s', 403)

@@ -1,12 +1,14 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { EngineCounters } from './cache/narrative-engine.js'
 import type { BreakerState } from './cache/breaker.js'
+import type { NarratorCounters } from './narrator/narrator.js'
 
 export interface MetricSources {
   counters: () => EngineCounters | undefined
   locksHeld: () => number
   breakers: () => Record<string, BreakerState>
   analytics: () => { dropped: number, written: number } | undefined
+  narrator?: () => NarratorCounters | undefined
 }
 
 const BREAKER_VALUE: Record<BreakerState, number> = { closed: 0, 'half-open': 1, open: 2 }
@@ -77,6 +79,7 @@ export function createMetrics (sources: MetricSources) {
   mirroredCounter(registry, 'narrative_redis_errors_total', 'Cache store commands that failed (timeouts included)', c(x => x.storeErrors))
   mirroredCounter(registry, 'narrative_redis_timeouts_total', 'Cache store commands that timed out', c(x => x.storeTimeouts))
   mirroredCounter(registry, 'narrative_corrupt_entries_total', 'Cache entries found corrupt, deleted and regenerated', c(x => x.corruptEntries))
+  mirroredCounter(registry, 'narrative_model_replies_cut_total', 'Model replies cut off past the narrative\'s length limits (the template answered; nothing cached)', () => sources.narrator?.()?.repliesCut)
   mirroredCounter(registry, 'narrative_analytics_dropped_total', 'Analytics events dropped (buffer full or database down)', () => sources.analytics()?.dropped)
   mirroredCounter(registry, 'narrative_analytics_written_total', 'Analytics events written', () => sources.analytics()?.written)
   new Gauge({ name: 'narrative_locks_in_flight', help: 'Build and refresh locks this instance holds', registers: [registry], collect () { this.set(sources.locksHeld()) } }) // eslint-disable-line no-new

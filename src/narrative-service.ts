@@ -7,7 +7,7 @@ import { cacheKey, refusedKey } from './domain/cache-key.js'
 import { canonicalRequest, type CanonicalOptions } from './domain/canonical.js'
 import { RefusedInputError, systemsByWeight, type NormalizedProfile, type Profile } from './domain/profile.js'
 import { ENGINE_VERSION } from './domain/prompt.js'
-import { GenerationRateLimitedError, InvalidLocaleError, InvalidProfileError } from './errors.js'
+import { GenerationGlobalLimitedError, GenerationRateLimitedError, InvalidLocaleError, InvalidProfileError } from './errors.js'
 import type { NarrativeRequest, NarrativeResponse } from './schemas/narrative.js'
 import { isStoredRequest } from './schemas/stored-request.js'
 
@@ -74,9 +74,10 @@ type BodyFacts = {
 const MEMO_ENTRIES = 2000
 export const MEMO_MAX_BODY_CHARS = 2048
 
-/** The 429 a rate-limited generation answers with, Retry-After included. */
+/** The 429 a rate-limited generation answers with (the client's limit or the global one), Retry-After included. */
 function rateLimited (err: GenerationLimitExceeded): Error {
-  return Object.assign(new GenerationRateLimitedError(err.limit, err.retryAfterSeconds), { retryAfterSeconds: err.retryAfterSeconds })
+  const error = err.scope === 'global' ? new GenerationGlobalLimitedError(err.limit, err.retryAfterSeconds) : new GenerationRateLimitedError(err.limit, err.retryAfterSeconds)
+  return Object.assign(error, { retryAfterSeconds: err.retryAfterSeconds })
 }
 
 /**
@@ -178,6 +179,7 @@ export class NarrativeService {
     const job: PreparedJob = { key: facts.key, profile: facts.profile, locale: facts.locale, systems: facts.systems }
     const limiter = this.deps.limiter
     // Counted by address; an IPv6 client by its /64, so rotating addresses does not multiply the budget.
+    // The engine asks for a permit before each model call, retries included.
     if (limiter?.enabled === true) job.permit = async ({ storeHealthy }) => { await limiter.take(rateLimitKey(context.clientIp), storeHealthy) }
     return job
   }

@@ -10,7 +10,7 @@ import { ConfigError, loadConfig } from '../src/config.js'
 
 t.test('defaults: embedded everything', async t => {
   const c = loadConfig({})
-  t.match(c, { port: 3000, host: '127.0.0.1', listenBacklog: 4096, analyticsRetentionMs: 90 * 86_400_000, redis: { kind: 'memory' }, databaseUrl: undefined, dataDir: './data', cachePrefix: 'narr', trustProxy: false, generationRateLimit: 120, logLevel: 'info' })
+  t.match(c, { port: 3000, host: '127.0.0.1', listenBacklog: 4096, analyticsRetentionMs: 90 * 86_400_000, redis: { kind: 'memory' }, databaseUrl: undefined, dataDir: './data', cachePrefix: 'narr', trustProxy: false, generationRateLimit: 120, generationGlobalLimit: 0, logLevel: 'info' })
   t.same(c.adminIpAllowlist, ['127.0.0.1', '::1'])
   t.equal(c.openai.model, 'gpt-4o')
   t.equal(c.openai.apiKey, undefined)
@@ -45,6 +45,7 @@ const bad: Array<[Record<string, string>, RegExp]> = [
   [{ TRUST_PROXY: 'true' }, /^Invalid configuration: TRUST_PROXY must be off, a hop count, or the proxies' IPs\/CIDRs \(comma-separated\); `true` would trust any client's X-Forwarded-For — write the balancer's address, e\.g\. TRUST_PROXY=10\.0\.0\.5$/],
   [{ TRUST_PROXY: 'yes' }, /TRUST_PROXY must be off, a hop count, or the proxies' IPs\/CIDRs/],
   [{ ADMIN_TOKEN_MAX_TTL: 'forever' }, /ADMIN_TOKEN_MAX_TTL must be seconds, or a duration such as 90s, 30m, 24h or 7d/],
+  [{ GENERATION_GLOBAL_LIMIT: '-5' }, /GENERATION_GLOBAL_LIMIT must be a whole number of generations per minute for all clients together, 0 for no limit/],
   [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent/]
 ]
 

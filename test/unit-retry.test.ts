@@ -3,6 +3,7 @@ import OpenAI from 'openai'
 import { DeadlineError, withRetry, type RetryPolicy } from '../src/narrator/retry.js'
 import { NarratorError } from '../src/narrator/narrator.js'
 import { toNarratorError } from '../src/narrator/openai-narrator.js'
+import { heldBy } from './support/signals.js'
 import { NarrativeFormatError } from '../src/domain/narrative.js'
 
 const policy = (p: Partial<RetryPolicy> = {}): RetryPolicy => ({ attempts: 3, baseDelayMs: 1, maxDelayMs: 10, deadlineMs: 5000, ...p })
@@ -173,4 +174,17 @@ t.test('toNarratorError: connection, timeout, abort, format and unknown errors',
   t.equal(unknown.retryable, true)
   t.match(unknown.message, /weird/)
   t.equal(toNarratorError('a string').retryable, true)
+})
+
+t.test('a long-lived outer signal holds nothing once calls end: no listener, no dependent signal (the leak of AbortSignal.any)', async t => {
+  const outer = new AbortController()
+  for (let i = 0; i < 200; i++) {
+    await withRetry(async () => i, policy(), outer.signal)
+    await caught(withRetry(async () => { throw new NarratorError('fails', false) }, policy(), outer.signal))
+  }
+  t.same(heldBy(outer.signal), { listeners: 0, dependents: 0 }, 'the outer signal holds nothing after 400 calls')
+  // While a call runs, it is aborted with the outer one, and only then is it attached.
+  let inside: { listeners: number, dependents: number } | undefined
+  await withRetry(async () => { inside = heldBy(outer.signal) }, policy(), outer.signal)
+  t.ok(inside !== undefined && inside.listeners + inside.dependents === 1, 'one attachment while the call runs')
 })

@@ -81,11 +81,10 @@ export async function streamNarrative (fastify: FastifyInstance, request: Fastif
     write('delta', { text })
   }
 
-  // Text from a build in this process, as it is written.
-  const unwatch = fastify.engine.progress.watch(job.key, textSoFar => {
-    if (!textSoFar.startsWith(shown)) return
+  // Text from a build in this process, piece by piece as it is written (first what was written before we watched).
+  const unwatch = fastify.engine.progress.watch(job.key, newText => {
     start('miss')
-    delta(textSoFar.slice(shown.length))
+    delta(newText)
   })
 
   try {

@@ -3,61 +3,85 @@ import { MemoryStore } from './memory-store.js'
 import type { CacheStore } from './store.js'
 
 export interface GenerationLimiterOptions {
-  /** Generations a client may cause per minute; 0 turns the limit off. */
+  /** Model calls a client may cause per minute; 0 turns the limit off. */
   perMinute: number
+  /** Model calls all clients together may cause per minute, across instances; 0 or absent turns it off. */
+  globalPerMinute?: number
   prefix: string
   clock?: () => number
 }
 
+/** Which budget said no: the client's own, or the one all clients share. */
+export type LimitScope = 'client' | 'global'
+
 export class GenerationLimitExceeded extends Error {
   override readonly name: string = 'GenerationLimitExceeded'
-  constructor (readonly limit: number, readonly retryAfterSeconds: number) { super(`over ${limit} generations a minute`) }
+  constructor (readonly limit: number, readonly retryAfterSeconds: number, readonly scope: LimitScope = 'client') {
+    super(`over ${limit} generations a minute${scope === 'global' ? ' from all clients' : ''}`)
+  }
 }
 
 const WINDOW_MS = 60_000
 
+const checkLimit = (value: number, what: string): void => {
+  if (!(Number.isInteger(value) && value >= 0)) throw new Error(`${what} must be a whole number, 0 or more`)
+}
+
 /**
- * Counts the model generations each client causes, in one-minute windows kept
- * in Redis so the limit holds across instances. When Redis is absent or
- * unusable (breaker open, command failed) it counts in memory instead: the
- * limit then holds per instance, and a Redis outage never blocks anyone.
+ * Counts the model calls clients cause (every attempt, retries included), in
+ * one-minute windows kept in Redis so the limits hold across instances: each
+ * client's, and optionally one for all clients together (a ceiling on what
+ * many addresses can cost between them). When Redis is absent or unusable
+ * (breaker open, command failed) it counts in memory instead: the limits then
+ * hold per instance, and a Redis outage never blocks anyone.
  */
 export class GenerationLimiter {
   private readonly local: MemoryStore
+  private readonly globalPerMinute: number
 
   constructor (private readonly store: CacheStore, private readonly breaker: CircuitBreaker, private readonly options: GenerationLimiterOptions) {
-    if (!(Number.isInteger(options.perMinute) && options.perMinute >= 0)) throw new Error('generation limit must be a whole number, 0 or more')
+    checkLimit(options.perMinute, 'generation limit')
+    this.globalPerMinute = options.globalPerMinute ?? 0
+    checkLimit(this.globalPerMinute, 'global generation limit')
     this.local = new MemoryStore({ maxBytes: 16 * 1024 * 1024, clock: options.clock })
   }
 
   get enabled (): boolean {
-    return this.options.perMinute > 0
+    return this.options.perMinute > 0 || this.globalPerMinute > 0
   }
 
   /**
-   * Counts one generation for `client`; throws GenerationLimitExceeded past
-   * the limit. `useStore: false` counts in memory at once (the caller knows the
+   * Counts one model call for `client`; throws GenerationLimitExceeded past
+   * its limit, then past the global one. A call its own limit refuses is not
+   * counted globally: one client over its limit cannot spend the others'
+   * budget. `useStore: false` counts in memory at once (the caller knows the
    * store is failing and must not wait on it).
    */
   async take (client: string, useStore = true): Promise<void> {
-    if (!this.enabled) return
-    const key = `rl:${this.options.prefix}:gen:${client}`
-    let window: { count: number, ttlMs: number }
+    if (this.options.perMinute > 0) {
+      const window = await this.count(`rl:${this.options.prefix}:gen:${client}`, useStore)
+      if (window.count > this.options.perMinute) throw new GenerationLimitExceeded(this.options.perMinute, retryAfter(window.ttlMs))
+    }
+    if (this.globalPerMinute > 0) {
+      const window = await this.count(`rl:${this.options.prefix}:gen-all`, useStore)
+      if (window.count > this.globalPerMinute) throw new GenerationLimitExceeded(this.globalPerMinute, retryAfter(window.ttlMs), 'global')
+    }
+  }
+
+  private async count (key: string, useStore: boolean): Promise<{ count: number, ttlMs: number }> {
     if (useStore && this.store.kind !== 'memory' && this.breaker.allows()) {
       try {
-        window = await this.breaker.run(() => this.store.incrWindow(key, WINDOW_MS))
-      } catch {
-        window = await this.local.incrWindow(key, WINDOW_MS)
-      }
-    } else {
-      window = await this.local.incrWindow(key, WINDOW_MS)
+        return await this.breaker.run(() => this.store.incrWindow(key, WINDOW_MS))
+      } catch {}
     }
-    if (window.count > this.options.perMinute) {
-      throw new GenerationLimitExceeded(this.options.perMinute, Math.max(1, Math.ceil(window.ttlMs / 1000)))
-    }
+    return await this.local.incrWindow(key, WINDOW_MS)
   }
 
   async close (): Promise<void> {
     await this.local.close()
   }
+}
+
+function retryAfter (ttlMs: number): number {
+  return Math.max(1, Math.ceil(ttlMs / 1000))
 }

@@ -4,7 +4,7 @@ import type { NormalizedProfile } from '../domain/profile.js'
 import { failedBuildKey, lockKey, readyChannel, refreshLockKey } from '../domain/cache-key.js'
 import { ENGINE_VERSION, PROMPT_HASH } from '../domain/prompt.js'
 import { templateNarrative, TEMPLATE_ENGINE } from '../domain/template-narrator.js'
-import type { Generation, Narrator } from '../narrator/narrator.js'
+import { NarratorError, type Generation, type Narrator } from '../narrator/narrator.js'
 import { withRetry, type RetryPolicy } from '../narrator/retry.js'
 import type { CircuitBreaker } from './breaker.js'
 import { CacheCorruptionError, decodeEntry, encodeEntry, type CachedNarrative } from './codec.js'
@@ -21,9 +21,11 @@ export interface NarrativeJob {
   profile: NormalizedProfile
   locale: string
   /**
-   * Called just before this request would make the narrator write; throwing
-   * refuses the generation (a rate limit). Waiting for someone else's build
-   * never calls it. `storeHealthy` is false on the direct path (the store just
+   * Called just before each narrator call this request would make, retries
+   * included; throwing refuses it (a rate limit): before the first call, the
+   * request is refused; before a retry, the build fails and the template
+   * answers. Waiting for someone else's build never calls it, nor does a
+   * background refresh. `storeHealthy` is false on the direct path (the store just
    * failed), so a permit kept in the store can count elsewhere without waiting on it.
    */
   permit?: (context: { storeHealthy: boolean }) => Promise<void>
@@ -71,7 +73,7 @@ export interface EngineOptions {
   /** First and largest poll interval of a waiter: the safety net under pub/sub. */
   pollMinMs: number
   pollMaxMs: number
-  /** Added to the longest deadline to make the lock TTL (default 5000). */
+  /** Added to a lock's own deadline to make its TTL (default 5000): writes and releases after the build. */
   lockMarginMs?: number
 }
 
@@ -139,7 +141,9 @@ export class NarrativeEngine {
   private readonly waiters = new Map<string, Set<Waiter>>()
   private unsubscribe: (() => Promise<void>) | undefined
   private readonly clock: () => number
-  private readonly lockTtlMs: number
+  /** A request build's lock lives its generation deadline plus the margin, a refresh's its refresh deadline plus the margin. */
+  private readonly buildLockTtlMs: number
+  private readonly refreshLockTtlMs: number
   private closing = false
   private readonly shutdown = new AbortController()
   /** Tags this engine's announcements, so it does not evict its own fresh writes. */
@@ -150,8 +154,11 @@ export class NarrativeEngine {
     if (!(o.staleSeconds > 0 && o.staleSeconds < o.ttlSeconds)) throw new Error('engine staleSeconds must be positive and below ttlSeconds')
     if (!(o.maxWaitMs > 0)) throw new Error('engine maxWaitMs must be positive')
     this.clock = deps.clock ?? Date.now
-    // The lock must outlive the longest build it protects, or a second builder starts.
-    this.lockTtlMs = Math.max(o.generation.deadlineMs, o.refresh.deadlineMs) + (o.lockMarginMs ?? 5000)
+    // Each lock must outlive the build it protects, or a second builder starts;
+    // and no longer: a holder that dies leaves its keys blocked for the whole TTL.
+    const margin = o.lockMarginMs ?? 5000
+    this.buildLockTtlMs = o.generation.deadlineMs + margin
+    this.refreshLockTtlMs = o.refresh.deadlineMs + margin
   }
 
   /** Subscribes to build announcements. Without it waiters still poll. */
@@ -290,7 +297,7 @@ export class NarrativeEngine {
     // one request per key in this process gets here, the others share its
     // promise, so losing the lock wastes at most one read per instance.
     const durableRead = this.deps.durable?.get(job.key)
-    const acquired = await this.tryLock(lockKey(job.key), token)
+    const acquired = await this.tryLock(lockKey(job.key), token, this.buildLockTtlMs)
     if (acquired === undefined) return await this.direct(job)
     if (acquired) return await this.buildAndStore(job, token, durableRead)
     return await this.waitForBuilder(job)
@@ -315,7 +322,7 @@ export class NarrativeEngine {
     let generation: Generation
     let generationMs: number
     try {
-      ({ generation, ms: generationMs } = await this.generate(job, this.deps.options.generation, 'request'))
+      ({ generation, ms: generationMs } = await this.generate(job, this.deps.options.generation, 'request', true))
     } catch (err) {
       this.deps.logger.warn({ key: job.key, err: describe(err) }, 'narrator failed; answering with the template')
       // Sent right before the release, with no await between, on the same connection (the
@@ -389,6 +396,15 @@ export class NarrativeEngine {
     }
   }
 
+  /** A retry refused ends the attempts: a NarratorError that is not retryable. */
+  private async permitRetry (job: NarrativeJob, storeHealthy: boolean): Promise<void> {
+    try {
+      await this.checkPermit(job, storeHealthy)
+    } catch (err) {
+      throw new NarratorError(`a retry was not permitted (${describe(err instanceof PermitDeniedError ? err.reason : err)})`, false)
+    }
+  }
+
   /**
    * Tells every instance (this one included) to forget what it holds in its
    * local tier for a key, or for every key matching a glob.
@@ -406,11 +422,11 @@ export class NarrativeEngine {
    * right behind it on the same connection, so a late SET leaves no lock that
    * nobody holds.
    */
-  private async tryLock (lock: string, token: string): Promise<boolean | undefined> {
+  private async tryLock (lock: string, token: string, ttlMs: number): Promise<boolean | undefined> {
     try {
-      return await this.store(s => s.acquireLock(lock, token, this.lockTtlMs))
+      return await this.store(s => s.acquireLock(lock, token, ttlMs))
     } catch {
-      this.release(lock, token).catch(() => {})
+      this.release(lock, token, ttlMs).catch(() => {})
       return undefined
     }
   }
@@ -418,15 +434,16 @@ export class NarrativeEngine {
   /**
    * Frees a lock this process took. When Redis does not answer, the release is
    * retried in the background until the lock would have expired anyway, so a
-   * lost connection does not leave the key blocked for the lock's whole TTL.
+   * lost connection does not leave the key blocked for the lock's whole TTL
+   * (`ttlMs`, the TTL this lock was taken with).
    */
-  private async release (lock: string, token: string): Promise<void> {
+  private async release (lock: string, token: string, ttlMs: number): Promise<void> {
     this.heldLocks.delete(lock)
     try {
       await this.deps.store.releaseLock(lock, token)
       this.pendingReleases.delete(lock)
     } catch {
-      if (!this.pendingReleases.has(lock)) this.pendingReleases.set(lock, { token, until: this.clock() + this.lockTtlMs })
+      if (!this.pendingReleases.has(lock)) this.pendingReleases.set(lock, { token, until: this.clock() + ttlMs })
       this.scheduleReleaseRetry()
     }
   }
@@ -445,11 +462,12 @@ export class NarrativeEngine {
     this.releaseTimer.unref()
   }
 
+  /** Frees a request build's lock (`lock`, of `key`) and says how the build ended. */
   private async releaseAndAnnounce (key: string, lock: string, token: string, outcome: Outcome): Promise<void> {
     // Sent back to back (one connection keeps their order), awaited together: a
     // frozen Redis costs one command timeout here, not two.
     await Promise.all([
-      this.release(lock, token),
+      this.release(lock, token, this.buildLockTtlMs),
       this.store(s => s.publish(readyChannel(this.deps.options.prefix), JSON.stringify({ k: key, o: outcome, i: this.instanceId }))).catch(() => {})
     ])
   }
@@ -474,14 +492,14 @@ export class NarrativeEngine {
       // Someone else paid for it: this request is answered as a miss it did not cause.
       if (entry !== null) return { ...this.fromEntry(job, entry, false), status: 'miss' }
       const token = randomUUID()
-      const acquired = (await this.tryLock(lockKey(job.key), token)) === true
+      const acquired = (await this.tryLock(lockKey(job.key), token, this.buildLockTtlMs)) === true
       if (!acquired) continue
       // A poll can free-ride on the lock a failed builder just released, before
       // its 'failed' announcement arrives: the marker, written before that
       // release, answers as the announcement would have. Read after taking the
       // lock, as a read before it would leave the same window open.
       if (await this.buildJustFailed(job.key)) {
-        await this.release(lockKey(job.key), token)
+        await this.release(lockKey(job.key), token, this.buildLockTtlMs)
         return this.templateFallback(job)
       }
       return await this.buildAndStore(job, token)
@@ -561,7 +579,7 @@ export class NarrativeEngine {
     await this.checkPermit(job, false)
     try {
       const version = this.clock()
-      const { generation, ms } = await this.generate(job, this.deps.options.generation, 'request')
+      const { generation, ms } = await this.generate(job, this.deps.options.generation, 'request', false)
       this.counters.fallbacks++
       const now = this.clock()
       this.deps.durable?.put(job.key, this.entryFor(job, generation, now, now), version, job.profile, job.locale)
@@ -578,15 +596,21 @@ export class NarrativeEngine {
     return { status: 'fallback', key: job.key, narrative: templateNarrative(job.profile), engine: TEMPLATE_ENGINE, writtenAt: this.clock(), generated: false }
   }
 
-  private async generate (job: NarrativeJob, policy: RetryPolicy, reason: GenerationReason): Promise<{ generation: Generation, ms: number }> {
+  /** `storeHealthy` is passed to the permit of a request's retries (see NarrativeJob.permit). */
+  private async generate (job: NarrativeJob, policy: RetryPolicy, reason: GenerationReason, storeHealthy = true): Promise<{ generation: Generation, ms: number }> {
     this.counters.generations++
     const started = performance.now()
     // Requests' builds share their text as it is written; refreshes answer no one live.
     const share = reason === 'request'
     if (share) this.progress.begin(job.key)
+    let calls = 0
     let generation: Generation
     try {
-      generation = await withRetry(signal => this.deps.narrator.generate(job.profile, job.locale, signal, share ? text => this.progress.update(job.key, text) : undefined), policy, this.shutdown.signal)
+      generation = await withRetry(async signal => {
+        // Every call a request makes is permitted, retries included (the first before the build began).
+        if (calls++ > 0 && reason === 'request') await this.permitRetry(job, storeHealthy)
+        return await this.deps.narrator.generate(job.profile, job.locale, signal, share ? text => this.progress.update(job.key, text) : undefined)
+      }, policy, this.shutdown.signal)
     } finally {
       if (share) this.progress.end(job.key)
     }
@@ -643,7 +667,7 @@ export class NarrativeEngine {
   private async refresh (job: NarrativeJob, entry: CachedNarrative): Promise<'refreshed' | 'locked' | 'failed'> {
     const lock = refreshLockKey(job.key)
     const token = randomUUID()
-    const acquired = (await this.tryLock(lock, token)) === true
+    const acquired = (await this.tryLock(lock, token, this.refreshLockTtlMs)) === true
     if (!acquired) {
       this.counters.refreshSkippedLocked++
       return 'locked'
@@ -666,7 +690,7 @@ export class NarrativeEngine {
       this.deps.logger.warn({ key: job.key, err: describe(err) }, 'refresh failed; the stale entry stays')
       return 'failed'
     } finally {
-      await this.release(lock, token)
+      await this.release(lock, token, this.refreshLockTtlMs)
     }
   }
 

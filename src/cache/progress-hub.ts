@@ -1,9 +1,11 @@
-type Listener = (textSoFar: string) => void
+type Listener = (newText: string) => void
 
 /**
  * What builders in this process have written so far, per key, for streaming
- * requests: a watcher gets the text so far at once, then every update, and
- * may start watching before the build begins.
+ * requests: a watcher gets the text so far at once, then each new piece, and
+ * may start watching before the build begins. Pieces are passed on as they
+ * come, never the whole text again, so a long build costs each watcher time in
+ * proportion to its length, not to its square.
  */
 export class ProgressHub {
   private readonly texts = new Map<string, string>()
@@ -28,10 +30,13 @@ export class ProgressHub {
     this.texts.set(key, '')
   }
 
-  update (key: string, textSoFar: string): void {
-    this.texts.set(key, textSoFar)
+  /** Adds a piece to the key's text (V8 joins the pieces only when a late watcher reads them all). */
+  update (key: string, newText: string): void {
+    const sofar = this.texts.get(key)
+    if (sofar === undefined) return
+    this.texts.set(key, sofar + newText)
     for (const listener of this.watchers.get(key) ?? []) {
-      try { listener(textSoFar) } catch {}
+      try { listener(newText) } catch {}
     }
   }
 

@@ -12,14 +12,25 @@ export interface Generation {
   usage?: TokenUsage
 }
 
-/** Called with the narrative text written so far (see src/domain/narrative-text.ts); it only grows. */
-export type OnText = (textSoFar: string) => void
+/**
+ * Called with each piece of narrative text as it is written (laid out as
+ * src/domain/narrative-text.ts says): the pieces of one call add up to the
+ * start of the narrative's text, or all of it.
+ */
+export type OnText = (newText: string) => void
+
+export interface NarratorCounters {
+  /** Replies cut off past the narrative's limits (NARRATIVE_LIMITS): the model's or ours. */
+  repliesCut: number
+}
 
 /** One attempt at writing a narrative. Retries and deadlines belong to the caller. */
 export interface Narrator {
   readonly engine: string
   /** True when this narrator calls a model, false for the template. */
   readonly isModel: boolean
+  /** What went wrong with the model's replies, for the metrics; a narrator without a model has none. */
+  readonly counters?: NarratorCounters
   generate (profile: NormalizedProfile, locale: string, signal: AbortSignal, onText?: OnText): Promise<Generation>
 }
 

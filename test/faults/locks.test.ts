@@ -1,5 +1,6 @@
 // Build locks under failure: a holder killed or paused past its TTL (real
-// server processes), and a model-based test of acquire / release / expiry
+// server processes), each lock's TTL following its own deadline (a dead
+// holder blocks its keys no longer than that), and a model-based test of acquire / release / expiry
 // against the real RedisStore and the in-process MemoryStore.
 import t, { type Test } from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
@@ -14,7 +15,7 @@ import type { CacheStore } from '../../src/cache/store.js'
 import { versionOf } from '../../src/cache/store.js'
 import { decodeEntry } from '../../src/cache/codec.js'
 import { ENGINE_VERSION } from '../../src/domain/prompt.js'
-import { lockKey } from '../../src/domain/cache-key.js'
+import { lockKey, refreshLockKey } from '../../src/domain/cache-key.js'
 import { freePort } from '../support/ports.js'
 import { uniqueDatabaseUrl, uniquePrefix } from '../support/env.js'
 import { sleep, waitUntil } from '../support/wait.js'
@@ -43,7 +44,7 @@ const postTo = (url: string, body: unknown): Promise<Response> =>
 
 t.test('a holder killed (SIGKILL) while it holds a build lock: waiters answer, and another instance builds once the lock expires', async t => {
   const s = await stack(t)
-  // OPENAI_TIMEOUT_MS 1000 in the holder: its lock TTL is 2 x 1000 + 5000 = 7 s.
+  // OPENAI_TIMEOUT_MS 1000 in the holder: its build lock's TTL is 1000 + 5000 = 6 s.
   const holder = await serverProcess(t, s, { OPENAI_TIMEOUT_MS: '1000' })
   const redis = redisClient(t, s.redisUrl)
   // The other instances wait longer than that TTL (6 s deadline + 2 s), so they see the expiry.
@@ -54,7 +55,7 @@ t.test('a holder killed (SIGKILL) while it holds a build lock: waiters answer, a
   await s.openai.waitForCalls(1)
   s.openai.setLatency(20)
   const ttl = await redis.pttl(lockKey(key))
-  t.ok(ttl > 5000 && ttl <= 7000, `the holder took the lock (${ttl} ms left)`)
+  t.ok(ttl > 4000 && ttl <= 6000, `the holder took the lock (${ttl} ms left)`)
   holder.child.kill('SIGKILL')
   await once(holder.child, 'exit')
   t.type(await dying, Error, 'the holder died with its request')
@@ -108,6 +109,30 @@ t.test('a holder paused (SIGSTOP) past its lock TTL: another instance builds; re
   t.equal(await redis.exists(lockKey(key)), 0, 'no lock left')
   t.equal(s.openai.calls, 2)
   t.ok((await fetch(`${holder.url}/health`)).ok, 'the resumed process serves on')
+})
+
+t.test('each lock lives its own deadline plus the margin: a request build\'s lock the generation deadline, a refresh\'s the refresh deadline (PTTL while each is in flight)', async t => {
+  const s = await stack(t)
+  const redis = redisClient(t, s.redisUrl)
+  let offset = 0
+  const clock = (): number => Date.now() + offset
+  // OPENAI_TIMEOUT_MS 1000: a request build has 1 s, a background refresh 2 s; the margin is 5 s.
+  const app = await build(t, { env: { ...s.env, OPENAI_TIMEOUT_MS: '1000' }, cache: { clock } })
+  const key = app.narratives.keyOf(exampleBody as never).key
+  s.openai.setLatency(400)
+  const built = postNarrative(app, exampleBody)
+  await s.openai.waitForCalls(1)
+  const buildTtl = await redis.pttl(lockKey(key))
+  t.ok(buildTtl > 5000 && buildTtl <= 6000, `a request build's lock: 1 s + 5 s, not the refresh's 2 s + 5 s (${buildTtl} ms left)`)
+  t.equal((await built).status, 'miss')
+
+  offset = 8 * 86_400_000 // stale (CACHE_STALE_DAYS 7): the next answer starts a refresh
+  t.equal((await postNarrative(app, exampleBody)).status, 'stale')
+  await s.openai.waitForCalls(2)
+  const refreshTtl = await redis.pttl(refreshLockKey(key))
+  t.ok(refreshTtl > 6000 && refreshTtl <= 7000, `a refresh's lock: 2 s + 5 s (${refreshTtl} ms left)`)
+  await waitUntil(() => app.engine.counters.refreshSucceeded === 1, { what: 'the refresh' })
+  t.equal(await redis.exists(lockKey(key), refreshLockKey(key)), 0, 'both released once done')
 })
 
 // ---------------------------------------------------------------------------

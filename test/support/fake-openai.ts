@@ -62,6 +62,12 @@ export interface FakeOpenAIOptions {
   streamChunks?: number
   /** delay between streamed chunks in ms (default 5) */
   streamDelayMs?: number
+  /**
+   * pieces of this many characters instead of `streamChunks` pieces: a long
+   * reply in small pieces, as a model writes it (e.g. 4 for 64,000
+   * characters in 16,000 deltas)
+   */
+  streamPieceChars?: number
   reply?: ReplyFn
 }
 
@@ -75,6 +81,8 @@ export interface FakeOpenAI {
   readonly completed: number
   /** requests whose connection is still open */
   readonly inFlight: number
+  /** responses the client closed before they were fully written (a stream it cut off, a hang it gave up on) */
+  readonly abandoned: number
   /** requests to any other path (answered 404) */
   readonly notFound: number
   /** every chat-completions request, in arrival order */
@@ -82,7 +90,7 @@ export interface FakeOpenAI {
   /** delay before the response starts (applies to requests arriving after the call) */
   setLatency(ms: number): void
   setMode(mode: FakeMode): void
-  setStream(opts: { chunks?: number, delayMs?: number }): void
+  setStream(opts: { chunks?: number, delayMs?: number, pieceChars?: number }): void
   /** The next `n` requests fail with `spec`; takes precedence over the mode. Calls queue up. */
   failNext(n: number, spec: FailureSpec): void
   /** Override the content; no argument restores defaultReply. */
@@ -140,15 +148,34 @@ const errorBody = (status: number, message: string): string => JSON.stringify({
 // Rough token count: good enough for a plausible usage block.
 const tokens = (s: string): number => Math.max(1, Math.ceil(s.length / 4))
 
-/** Splits into `n` nearly equal pieces without breaking surrogate pairs. */
-function split (s: string, n: number): string[] {
+/**
+ * Splits into `n` nearly equal pieces, or pieces of `pieceChars` characters,
+ * without breaking surrogate pairs; lazily, so a long reply in small pieces
+ * is cut as it is sent.
+ */
+function * split (s: string, n: number, pieceChars?: number): Generator<string> {
+  if (pieceChars !== undefined) {
+    let piece = ''
+    let count = 0
+    for (const char of s) {
+      piece += char
+      if (++count === pieceChars) {
+        yield piece
+        piece = ''
+        count = 0
+      }
+    }
+    if (piece !== '') yield piece
+    return
+  }
   const chars = Array.from(s)
   const count = Math.max(1, Math.min(n, chars.length))
   const size = Math.ceil(chars.length / count)
-  const out: string[] = []
-  for (let i = 0; i < chars.length; i += size) out.push(chars.slice(i, i + size).join(''))
-  return out
+  for (let i = 0; i < chars.length; i += size) yield chars.slice(i, i + size).join('')
 }
+
+/** Streamed events written back to back before the handler lets the process do anything else. */
+const EVENTS_PER_TURN = 64
 
 export async function startFakeOpenAI (opts: FakeOpenAIOptions = {}): Promise<FakeOpenAI> {
   const defaults = {
@@ -156,6 +183,7 @@ export async function startFakeOpenAI (opts: FakeOpenAIOptions = {}): Promise<Fa
     mode: opts.mode ?? 'ok' as FakeMode,
     chunks: opts.streamChunks ?? 4,
     delayMs: opts.streamDelayMs ?? 5,
+    pieceChars: opts.streamPieceChars,
     reply: opts.reply
   }
   let cfg = { ...defaults }
@@ -163,6 +191,7 @@ export async function startFakeOpenAI (opts: FakeOpenAIOptions = {}): Promise<Fa
   let calls = 0
   let completed = 0
   let inFlight = 0
+  let abandoned = 0
   let notFound = 0
   let requests: RecordedRequest[] = []
   let seq = 0
@@ -183,6 +212,17 @@ export async function startFakeOpenAI (opts: FakeOpenAIOptions = {}): Promise<Fa
       sleepers.add(s)
     })
   }
+
+  /** Resolves once the response can take more, or is gone. */
+  const drained = (res: ServerResponse): Promise<void> => new Promise(resolve => {
+    const done = (): void => {
+      res.off('drain', done)
+      res.off('close', done)
+      resolve()
+    }
+    res.once('drain', done)
+    res.once('close', done)
+  })
 
   const readBody = (req: IncomingMessage): Promise<string> => new Promise(resolve => {
     const parts: Buffer[] = []
@@ -220,7 +260,10 @@ export async function startFakeOpenAI (opts: FakeOpenAIOptions = {}): Promise<Fa
     calls++
     inFlight++
     res.once('finish', () => { completed++ })
-    res.once('close', () => { inFlight-- })
+    res.once('close', () => {
+      inFlight--
+      if (!res.writableFinished) abandoned++
+    })
     for (const w of callWaiters) w()
 
     let body: ChatRequestBody | undefined
@@ -235,7 +278,7 @@ export async function startFakeOpenAI (opts: FakeOpenAIOptions = {}): Promise<Fa
     })
     // Behaviour is fixed at arrival, so changing it mid-test affects only later requests.
     const failure = failures.shift()
-    const { latencyMs, mode, chunks, delayMs, reply } = cfg
+    const { latencyMs, mode, chunks, delayMs, pieceChars, reply } = cfg
 
     if (!(await pause(latencyMs, res))) return
     if (failure) {
@@ -311,26 +354,32 @@ export async function startFakeOpenAI (opts: FakeOpenAIOptions = {}): Promise<Fa
       choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }],
       ...(includeUsage ? { usage: null } : {})
     })
-    const events = [
-      chunk({ role: 'assistant', content: '', refusal: null }, null),
-      ...(content === '' ? [] : split(content, chunks).map(piece => chunk({ content: piece }, null))),
-      chunk({}, 'stop'),
-      ...(includeUsage
-        ? [JSON.stringify({ id, object: 'chat.completion.chunk', created, model, system_fingerprint: null, choices: [], usage })]
-        : []),
-      '[DONE]'
-    ]
+    // Made as they are sent: a long reply in small pieces is tens of
+    // thousands of events, too many to prepare in one turn of the loop.
+    function * events (): Generator<string> {
+      yield chunk({ role: 'assistant', content: '', refusal: null }, null)
+      if (content !== '') for (const piece of split(content, chunks, pieceChars)) yield chunk({ content: piece }, null)
+      yield chunk({}, 'stop')
+      if (includeUsage) yield JSON.stringify({ id, object: 'chat.completion.chunk', created, model, system_fingerprint: null, choices: [], usage })
+      yield '[DONE]'
+    }
     res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache',
       'x-request-id': `req_${randomUUID().replace(/-/g, '')}`
     })
     // cut/stall after the role chunk and about half the content deltas
-    const stopAt = cut ? 1 + Math.ceil((events.length - 3 - (includeUsage ? 1 : 0)) / 2) : events.length
-    for (let i = 0; i < stopAt; i++) {
+    const stopAt = cut ? 1 + Math.ceil([...split(content, chunks, pieceChars)].length / 2) : Infinity
+    let i = 0
+    for (const event of events()) {
+      if (i >= stopAt) break
       if (i > 0 && !(await pause(delayMs, res))) return
+      // Without a delay, a long stream still lets the process (the client under test is in it) run between turns.
+      if (delayMs <= 0 && i % EVENTS_PER_TURN === EVENTS_PER_TURN - 1) await new Promise(resolve => setImmediate(resolve))
       if (res.destroyed) return
-      res.write(`data: ${events[i]}\n\n`)
+      // A client that reads slowly, or stops, holds the writer back as a real server's socket would.
+      if (!res.write(`data: ${event}\n\n`)) await drained(res)
+      i++
     }
     if (mode === 'stream-cut') {
       await pause(20, res) // let the written chunks reach the client first
@@ -363,13 +412,15 @@ export async function startFakeOpenAI (opts: FakeOpenAIOptions = {}): Promise<Fa
     get calls () { return calls },
     get completed () { return completed },
     get inFlight () { return inFlight },
+    get abandoned () { return abandoned },
     get notFound () { return notFound },
     get requests () { return requests },
     setLatency (ms) { cfg.latencyMs = ms },
     setMode (mode) { cfg.mode = mode },
-    setStream ({ chunks, delayMs }) {
+    setStream ({ chunks, delayMs, pieceChars }) {
       if (chunks !== undefined) cfg.chunks = chunks
       if (delayMs !== undefined) cfg.delayMs = delayMs
+      if (pieceChars !== undefined) cfg.pieceChars = pieceChars
     },
     failNext (n, spec) {
       for (let i = 0; i < n; i++) failures.push(spec)
@@ -379,7 +430,7 @@ export async function startFakeOpenAI (opts: FakeOpenAIOptions = {}): Promise<Fa
       cfg = { ...defaults }
       failures = []
       requests = []
-      calls = completed = notFound = 0
+      calls = completed = notFound = abandoned = 0
       // inFlight is left alone: it tracks sockets that are really still open
     },
     waitForCalls (n, timeoutMs = 5000) {
