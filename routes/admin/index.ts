@@ -83,7 +83,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       topSystems,
       avgGenerationTime: Math.round(summary.avgGenerationTimeMs),
       tokens: { prompt: summary.promptTokens, completion: summary.completionTokens },
-      estimatedCost: estimateCost({ byModel: summary.byModel, totalRequests: summary.totalRequests, periodDays: days, redisMonthlyUsd: config.redisMonthlyUsd, prices: config.modelPrices }),
+      estimatedCost: estimateCost({ byModel: summary.byModel, totalRequests: summary.totalRequests, periodDays: days, redisMonthlyUsd: config.redisMonthlyUsd, redisInUse: store.kind !== 'memory', prices: config.modelPrices }),
       period
     }
   })
