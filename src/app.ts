@@ -84,6 +84,8 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
   const allowed = new AllowedMethods()
   instance.addHook('onRoute', route => allowed.add(route.url, route.method))
   await instance.register(configPlugin, { config: opts.config })
+  // Before any plugin that adds a route (plugins/metrics.ts adds /metrics): the document sees every route.
+  await instance.register(swaggerPlugin)
   await instance.register(redisPlugin)
   await instance.register(breakerPlugin, opts.breaker ?? {})
   await instance.register(metricsPlugin)
@@ -92,7 +94,6 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
   await instance.register(cachePlugin, opts.cache ?? {})
   await instance.register(authPlugin)
   await instance.register(rateLimitPlugin)
-  await instance.register(swaggerPlugin)
 
   // Once closing has begun, answers ask keep-alive clients to hang up, so an idle
   // connection cannot keep a SIGTERM waiting (and /ready says 503).

@@ -25,10 +25,11 @@ t.test('Swagger UI at /documentation lists every route, and "Try it out" runs th
     'GET /api/narrative/analytics',
     'GET /api/narrative/stats',
     'GET /health',
+    'GET /metrics',
     'GET /ready',
     'POST /api/narrative',
     'POST /api/narrative/prewarm'
-  ], 'the OpenAPI document has the narrative POST, the admin routes, health and ready')
+  ], 'the OpenAPI document has the narrative POST, the admin routes, health, metrics and ready')
 
   const { page, console: messages, screenshot } = await openBrowser(t, { viewport: { width: 1280, height: 1000 } })
   await page.addInitScript(() => {
