@@ -82,7 +82,8 @@ try {
   check(!/compiling/.test(second), 'the second start does not build')
   const secondHealth = figures.find(([what]) => what === 'second start: /health answered')?.[1] ?? ''
   check(Number.parseFloat(secondHealth) * 1000 <= LIMIT_MS, `the second start answers /health within ${LIMIT_MS} ms (${secondHealth})`)
-  if (/compiling/.test(first)) figures.push(['first start built', 'yes'])
+  const built = /Built with (\S+) in ([\d.]+ s)/.exec(first)
+  if (built !== null) figures.push(['first start: the build', `${built[2]} (${built[1]})`])
   await refused('build up to date', dataDir)
   // Stale: a stamp that no longer matches the sources. The refusal still comes before any build.
   const saved = await readFile(stamp, 'utf8')
