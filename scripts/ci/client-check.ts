@@ -3,8 +3,9 @@
 //   npm run client:check      (CI) fails when client/openapi.d.ts differs from what
 //                             openapi-typescript generates now; compiles client/
 //                             (every-operation.ts calls every operation, without a cast);
-//                             runs client/example.ts against a server started on the
-//                             embedded defaults (no Redis, PGlite in a temporary folder).
+//                             runs client/example.ts (with an admin token) against a server
+//                             started on the embedded defaults (no Redis, PGlite in a
+//                             temporary folder).
 import { spawnSync } from 'node:child_process'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -12,6 +13,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import openapiTS, { COMMENT_HEADER, astToString } from 'openapi-typescript'
 import { freePort, start, waitForOk } from './serve.js'
+import { mintAdminToken } from '../../src/admin/token.js'
 
 const root = fileURLToPath(new URL('../..', import.meta.url))
 const typesFile = join(root, 'client', 'openapi.d.ts')
@@ -47,15 +49,19 @@ process.stdout.write('ok: client/ compiles (every operation called in client/eve
 const dataDir = await mkdtemp(join(tmpdir(), 'client-check-'))
 const port = await freePort()
 const baseUrl = `http://127.0.0.1:${port}`
-const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, PORT: String(port), HOST: '127.0.0.1', DATA_DIR: dataDir, LOG_LEVEL: 'warn' }
+const secret = 'client-check-secret-0123456789-abcdefghij'
+const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, PORT: String(port), HOST: '127.0.0.1', DATA_DIR: dataDir, LOG_LEVEL: 'warn', JWT_SECRET: secret }
 const server = start(process.execPath, ['--import', 'tsx', 'src/server.ts'], { cwd: root, env })
 try {
   await waitForOk(`${baseUrl}/health`, server, 120_000)
-  const example = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'client', 'example.ts'), baseUrl], { cwd: root, encoding: 'utf8', timeout: 60_000 })
+  // With an admin token, so the wrapper's bearer middleware is exercised too (GET /api/narrative/stats).
+  const adminToken = mintAdminToken(secret, 'client-check', 600)
+  const example = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'client', 'example.ts'), baseUrl], { cwd: root, encoding: 'utf8', timeout: 60_000, env: { ...process.env, ADMIN_TOKEN: adminToken } })
   process.stdout.write(example.stdout)
   process.stderr.write(example.stderr)
   if (example.status !== 0) fail(`client/example.ts failed (exit ${example.status})`)
   if (!/^health: ok$/m.test(example.stdout) || !/^narrative \((miss|hit|durable|stale|fallback), X-Cache [A-Z]+, key /m.test(example.stdout)) fail('client/example.ts did not print the health and the narrative')
+  if (!/^stats: hit rate /m.test(example.stdout)) fail('client/example.ts did not reach the admin stats with the token')
   process.stdout.write('ok: client/example.ts ran against the server\n')
 } finally {
   await server.stop()
