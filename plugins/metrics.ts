@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto'
 import { childrenBy, createMetrics, type Metrics } from '../src/metrics.js'
 import { AdminIpForbiddenError, MetricsUnavailableError } from '../src/errors.js'
 import { fleetMetrics, shareMetrics } from '../src/workers.js'
+import { errorResponses } from '../src/schemas/error.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -82,7 +83,22 @@ export default fp(async (fastify) => {
     done()
   })
 
-  fastify.get('/metrics', { schema: { hide: true } }, async (request, reply) => {
+  fastify.get('/metrics', {
+    schema: {
+      tags: ['operations'],
+      operationId: 'metrics',
+      // No token: the admin allowlist (ADMIN_IP_ALLOWLIST) is what guards it.
+      security: [],
+      summary: 'Prometheus metrics (text exposition format); from an allowlisted address only',
+      response: {
+        200: { description: 'The metrics, in the Prometheus text format', content: { 'text/plain': { schema: { type: 'string' } } } },
+        ...errorResponses([403, 500, 503], {
+          403: 'The address is not on the admin allowlist (ADMIN_IP_ALLOWLIST)',
+          503: 'With WORKERS above 1: the metrics of the workers could not be gathered'
+        })
+      }
+    }
+  }, async (request, reply) => {
     // The admin allowlist (plugins/auth.ts, registered after this plugin, decorated by request time).
     if (!fastify.adminAllowlist.allows(request.ip)) throw new AdminIpForbiddenError(request.ip)
     if (inCluster) {

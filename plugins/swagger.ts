@@ -2,13 +2,29 @@ import fp from 'fastify-plugin'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import { packageInfo as pkg } from '../src/package-info.js'
+import { ErrorSchema } from '../src/schemas/error.js'
 
-/** The OpenAPI document, built from the routes' TypeBox schemas. Registered before the routes, so it sees them all. */
+/**
+ * The OpenAPI document, built from the routes' TypeBox schemas. Registered
+ * before the routes, so it sees them all. Checked by `npm run lint:openapi`
+ * (Redocly's recommended rules, redocly.yaml) and by the typed client in client/.
+ */
 export default fp(async (fastify) => {
+  // The one error body, referred to by every error response ($ref: 'Error').
+  fastify.addSchema(ErrorSchema)
   await fastify.register(swagger, {
+    // Schemas with an $id are components named by it (components/schemas/Error), not def-0.
+    refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => typeof json.$id === 'string' ? json.$id : `def-${i}` },
     openapi: {
       openapi: '3.1.0',
-      info: { title: 'Narrative cache server', version: pkg.version, description: pkg.description },
+      info: {
+        title: 'Narrative cache server',
+        version: pkg.version,
+        description: pkg.description,
+        license: { name: 'UNLICENSED: private, all rights reserved (package.json has "private": true)' }
+      },
+      // Relative: the server this document is served by (`npm start` on the defaults: http://localhost:3000).
+      servers: [{ url: '/', description: 'The server this document is served by' }],
       tags: [
         { name: 'narrative', description: 'Narratives for user profiles, cached' },
         { name: 'admin', description: 'Stats, analytics and cache steering: a Bearer JWT with role admin, from an allowlisted address' },

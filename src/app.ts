@@ -18,7 +18,7 @@ import adminRoutes from '../routes/admin/index.js'
 import healthRoutes from '../routes/health/index.js'
 import type { Config } from './config.js'
 import type { Narrator } from './narrator/narrator.js'
-import { NotFoundError } from './errors.js'
+import { BodyTooLargeError, MethodNotAllowedError, NotFoundError, UnsupportedMediaTypeError } from './errors.js'
 import { lenientUserPath } from './admin/user-path.js'
 import { formatValidationError } from './schemas/validation-message.js'
 import { registerJsonBodyParser } from './json-body.js'
@@ -95,7 +95,13 @@ export function serverOptions (config: Pick<Config, 'logLevel' | 'trustProxy'>, 
 export default async function app (fastify: FastifyInstance, opts: AppOptions): Promise<void> {
   const instance = fastify.withTypeProvider<TypeBoxTypeProvider>()
   registerJsonBodyParser(instance)
+  // Which methods each route path takes (every route, so before any plugin adds one):
+  // another method on a known path is a 405 with Allow.
+  const allowed = new AllowedMethods()
+  instance.addHook('onRoute', route => allowed.add(route.url, route.method))
   await instance.register(configPlugin, { config: opts.config })
+  // Before any plugin that adds a route (plugins/metrics.ts adds /metrics): the document sees every route.
+  await instance.register(swaggerPlugin)
   await instance.register(redisPlugin)
   await instance.register(breakerPlugin, opts.breaker ?? {})
   await instance.register(metricsPlugin)
@@ -104,7 +110,6 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
   await instance.register(cachePlugin, opts.cache ?? {})
   await instance.register(authPlugin)
   await instance.register(rateLimitPlugin)
-  await instance.register(swaggerPlugin)
 
   // Once closing has begun, answers ask keep-alive clients to hang up, so an idle
   // connection cannot keep a SIGTERM waiting (and /ready says 503).
@@ -117,7 +122,8 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
     done(null, payload)
   })
 
-  instance.setErrorHandler((error: FastifyError, request, reply) => {
+  instance.setErrorHandler((fastifyError: FastifyError, request, reply) => {
+    const error = ownError(fastifyError, request.headers['content-type'])
     const status = error.statusCode !== undefined && error.statusCode >= 400 ? error.statusCode : 500
     // Our own 5xx (a dependency refused on purpose, e.g. 503) say why; anything else is hidden.
     const ours = typeof error.code === 'string' && error.code.startsWith('NARR_') && status !== 500
@@ -132,7 +138,13 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
   })
 
   instance.setNotFoundHandler((request, reply) => {
-    const error = new NotFoundError(request.method, request.url.split('?')[0])
+    const path = request.url.split('?')[0]
+    const methods = allowed.of(path)
+    if (methods.length > 0 && !methods.includes(request.method)) {
+      const notAllowed = new MethodNotAllowedError(request.method, path, methods.join(', '))
+      return reply.code(405).header('Allow', methods.join(', ')).send({ statusCode: 405, code: notAllowed.code, error: 'Method Not Allowed', message: notAllowed.message })
+    }
+    const error = new NotFoundError(request.method, path)
     return reply.code(404).send({ statusCode: 404, code: error.code, error: 'Not Found', message: error.message })
   })
 
@@ -145,4 +157,36 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
     await pages.register(swaggerUiPlugin)
     await pages.register(dashboardRoutes)
   })
+}
+
+/** Fastify's own body errors, restated so that they say what the server takes. */
+function ownError (error: FastifyError, contentType: string | undefined): FastifyError {
+  if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new BodyTooLargeError(BODY_LIMIT / 1024, BODY_LIMIT)
+  if (error.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return new UnsupportedMediaTypeError(contentType ?? 'no Content-Type')
+  return error
+}
+
+/** Route paths (`:param` and `*` included) and the methods each takes. */
+class AllowedMethods {
+  private readonly routes: Array<{ pattern: RegExp, methods: Set<string> }> = []
+  private readonly byPath = new Map<string, Set<string>>()
+
+  add (path: string, method: string | string[]): void {
+    let methods = this.byPath.get(path)
+    if (methods === undefined) {
+      methods = new Set()
+      this.byPath.set(path, methods)
+      const source = path.split(/(:[A-Za-z0-9_]+|\*)/).map(part =>
+        part === '*' ? '.*' : part.startsWith(':') ? '[^/]+' : part.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('')
+      this.routes.push({ pattern: new RegExp(`^${source}$`), methods })
+    }
+    for (const m of Array.isArray(method) ? method : [method]) methods.add(m.toUpperCase())
+  }
+
+  /** The methods taken by the routes matching this path, in a stable order. */
+  of (path: string): string[] {
+    const found = new Set<string>()
+    for (const route of this.routes) if (route.pattern.test(path)) for (const m of route.methods) found.add(m)
+    return [...found].sort()
+  }
 }

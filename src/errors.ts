@@ -13,3 +13,6 @@ export const AdminIpForbiddenError = createError<[string]>('NARR_ADMIN_IP_FORBID
 export const AdminRoleForbiddenError = createError('NARR_ADMIN_ROLE_REQUIRED', 'This token does not carry the admin role', 403)
 export const AdminTokenError = createError<[string]>('NARR_ADMIN_TOKEN_INVALID', 'A valid admin token is required: %s', 401)
 export const InvalidPatternError = createError<[string]>('NARR_INVALID_PATTERN', 'Invalid pattern: %s', 400)
+export const UnsupportedMediaTypeError = createError<[string]>('NARR_UNSUPPORTED_MEDIA_TYPE', 'Unsupported Media Type: %s; send the body as application/json', 415)
+export const BodyTooLargeError = createError<[number, number]>('NARR_BODY_TOO_LARGE', 'Request body is too large: the limit is %s KiB (%s bytes)', 413)
+export const MethodNotAllowedError = createError<[string, string, string]>('NARR_METHOD_NOT_ALLOWED', 'Method %s is not allowed on %s; allowed: %s', 405)

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import sjson from 'secure-json-parse'
+import { UnsupportedMediaTypeError } from './errors.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -18,10 +19,15 @@ class JsonBodyError extends Error {
  * JSON bodies parsed with secure-json-parse, like Fastify's own parser, but
  * with messages that say what was wrong: a `__proto__` key, a
  * `constructor.prototype` key, or the syntax error and where it is.
+ * JSON is the only body this server takes: any other content type (text/plain
+ * included, which Fastify would parse as a string) is a 415 naming application/json.
  */
 export function registerJsonBodyParser (fastify: FastifyInstance): void {
   fastify.decorateRequest('jsonBodyText', undefined)
-  fastify.removeContentTypeParser('application/json')
+  fastify.removeAllContentTypeParsers()
+  fastify.addContentTypeParser('*', (request, _payload, done) => {
+    done(new UnsupportedMediaTypeError(request.headers['content-type'] ?? 'no Content-Type'), undefined)
+  })
   fastify.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
     const text = body as string
     request.jsonBodyText = text

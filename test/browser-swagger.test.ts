@@ -25,10 +25,11 @@ t.test('Swagger UI at /documentation lists every route, and "Try it out" runs th
     'GET /api/narrative/analytics',
     'GET /api/narrative/stats',
     'GET /health',
+    'GET /metrics',
     'GET /ready',
     'POST /api/narrative',
     'POST /api/narrative/prewarm'
-  ], 'the OpenAPI document has the narrative POST, the admin routes, health and ready')
+  ], 'the OpenAPI document has the narrative POST, the admin routes, health, metrics and ready')
 
   const { page, console: messages, screenshot } = await openBrowser(t, { viewport: { width: 1280, height: 1000 } })
   await page.addInitScript(() => {
@@ -49,7 +50,7 @@ t.test('Swagger UI at /documentation lists every route, and "Try it out" runs th
   await screenshot('swagger')
 
   // Try it out: POST /api/narrative with the body Swagger UI offers.
-  const op = page.locator('#operations-narrative-post_api_narrative')
+  const op = page.locator('#operations-narrative-getNarrative')
   await op.locator('.opblock-summary').click()
   await op.locator('.try-out__btn').click()
   const textarea = op.locator('textarea.body-param__text')
@@ -93,7 +94,7 @@ t.test('Swagger UI at /documentation lists every route, and "Try it out" runs th
   await page.locator('.modal-ux input[type="text"], .modal-ux input[type="password"]').first().fill(mintAdminToken(JWT_SECRET, 'swagger-admin', 600))
   await page.locator('.modal-ux button.authorize').click()
   await page.locator('.modal-ux button.close-modal').click()
-  const stats = page.locator('#operations-admin-get_api_narrative_stats')
+  const stats = page.locator('#operations-admin-getStats')
   await stats.locator('.opblock-summary').click()
   await stats.locator('.try-out__btn').click()
   await stats.locator('button.execute').click()

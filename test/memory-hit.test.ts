@@ -80,8 +80,8 @@ t.test('what memory cannot answer takes the whole path, unchanged', async t => {
   t.match(sse.body, /event: done/)
   // A remembered text under another content type is not JSON: refused as before.
   const plain = await app.inject({ ...post, payload: JSON.stringify(body), headers: { 'content-type': 'text/plain' } })
-  t.equal(plain.statusCode, 400)
-  t.match(plain.json().message, /body must be of type object/)
+  t.equal(plain.statusCode, 415)
+  t.match(plain.json().message, /application\/json/)
 })
 
 t.test('a memory hit sends what the in-process tier holds now: its current age, and a replaced narrative', async t => {

@@ -4,14 +4,18 @@ import { estimateCost } from '../../src/domain/cost.js'
 import { prewarmTop } from '../../src/admin/prewarm-top.js'
 import { humanBytes, namespacedMatch, PERIOD_DAYS } from '../../src/admin/pattern.js'
 import { ADMIN_RATE_LIMIT } from '../../plugins/rate-limit.js'
-import { ErrorSchema } from '../../src/schemas/narrative.js'
+import { errorResponses } from '../../src/schemas/error.js'
 import {
   AnalyticsSchema, DeleteCacheSchema, DeleteUserSchema, PatternQuerySchema, PeriodQuerySchema,
   PrewarmBodySchema, PrewarmSchema, StatsSchema, UserParamsSchema
 } from '../../src/schemas/admin.js'
 
 const DAY_MS = 86_400_000
-const denied = { 401: ErrorSchema, 403: ErrorSchema, 429: ErrorSchema, 503: ErrorSchema }
+/** What every admin route may refuse with: no token, not allowed, too many calls, the rate-limit store down; and 500. */
+const denied = errorResponses([401, 403, 429, 500, 503], {
+  429: 'Too many admin calls from this address: Retry-After says when to try again',
+  503: 'The rate-limit store (Redis) is unavailable: admin routes are closed until it is back'
+})
 const security = [{ bearerAuth: [] }]
 
 /**
@@ -40,7 +44,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.get('/api/narrative/stats', {
     ...common,
-    schema: { tags: ['admin'], security, summary: 'Cache figures of this instance', response: { 200: StatsSchema, ...denied } }
+    schema: { tags: ['admin'], operationId: 'getStats', security, summary: 'Cache figures of this instance', response: { 200: { ...StatsSchema, description: 'The cache figures of this instance since it started' }, ...denied } }
   }, async () => {
     const c = engine.counters
     const info = await breaker.run(() => store.info()).catch(() => ({ keys: 0, memoryUsedBytes: 0 }))
@@ -67,7 +71,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.get('/api/narrative/analytics', {
     ...common,
-    schema: { tags: ['admin'], security, summary: 'Requests, hit rate, top systems and cost over a period', querystring: PeriodQuerySchema, response: { 200: AnalyticsSchema, ...denied } }
+    schema: { tags: ['admin'], operationId: 'getAnalytics', security, summary: 'Requests, hit rate, top systems and cost over a period', querystring: PeriodQuerySchema, response: { 200: { ...AnalyticsSchema, description: 'Figures over the period, from the analytics the server records' }, ...errorResponses([400], { 400: 'The period is not one of 1d, 7d, 30d' }), ...denied } }
   }, async (request) => {
     const period = request.query.period ?? '30d'
     const days = PERIOD_DAYS[period]
@@ -83,14 +87,14 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       topSystems,
       avgGenerationTime: Math.round(summary.avgGenerationTimeMs),
       tokens: { prompt: summary.promptTokens, completion: summary.completionTokens },
-      estimatedCost: estimateCost({ byModel: summary.byModel, totalRequests: summary.totalRequests, periodDays: days, redisMonthlyUsd: config.redisMonthlyUsd, prices: config.modelPrices }),
+      estimatedCost: estimateCost({ byModel: summary.byModel, totalRequests: summary.totalRequests, periodDays: days, redisMonthlyUsd: config.redisMonthlyUsd, redisInUse: store.kind !== 'memory', prices: config.modelPrices }),
       period
     }
   })
 
   fastify.delete('/api/narrative/user/:userId', {
     ...common,
-    schema: { tags: ['admin'], security, summary: 'Delete what is stored about a user (GDPR/CCPA)', params: UserParamsSchema, response: { 200: DeleteUserSchema, ...denied } }
+    schema: { tags: ['admin'], operationId: 'deleteUserData', security, summary: 'Delete what is stored about a user (GDPR/CCPA)', params: UserParamsSchema, response: { 200: { ...DeleteUserSchema, description: 'What was deleted, and why no cached narrative was' }, ...errorResponses([400], { 400: 'The userId is empty or longer than 64 characters' }), ...denied } }
   }, async (request) => {
     // Events still buffered in memory first, so none of them lands after the delete.
     const buffered = await db.buffer.discardUser(request.params.userId)
@@ -106,7 +110,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.delete('/api/narrative/cache', {
     ...common,
-    schema: { tags: ['admin'], security, summary: 'Invalidate cached narratives matching a glob, inside the namespace', querystring: PatternQuerySchema, response: { 200: DeleteCacheSchema, 400: ErrorSchema, ...denied } }
+    schema: { tags: ['admin'], operationId: 'invalidateCache', security, summary: 'Invalidate cached narratives matching a glob, inside the namespace', querystring: PatternQuerySchema, response: { 200: { ...DeleteCacheSchema, description: 'How many entries were deleted, and the glob used' }, ...errorResponses([400], { 400: 'The pattern is missing or has characters other than letters, digits, : @ . _ - * ?' }), ...denied } }
   }, async (request) => {
     const match = namespacedMatch(config.cachePrefix, request.query.pattern)
     // The durable tier too: otherwise the next request would bring the old entry back.
@@ -122,7 +126,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.post('/api/narrative/prewarm', {
     ...common,
-    schema: { tags: ['admin'], security, summary: 'Generate the most requested profiles that are missing or stale', body: PrewarmBodySchema, response: { 200: PrewarmSchema, ...denied } }
+    schema: { tags: ['admin'], operationId: 'prewarm', security, summary: 'Generate the most requested profiles that are missing or stale', body: PrewarmBodySchema, response: { 200: { ...PrewarmSchema, description: 'How many narratives were generated, skipped (already fresh) and failed' }, ...errorResponses([400, 413, 415]), ...denied } }
   }, async (request) => {
     const { top = 100, period = '30d', concurrency = 4 } = request.body ?? {}
     const jobOf = fastify.narratives.storedJob.bind(fastify.narratives)

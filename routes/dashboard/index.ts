@@ -46,8 +46,10 @@ const routes: FastifyPluginAsync = async (fastify) => {
     fastify.log.error({ err: assets.message }, 'admin dashboard files (public/admin) not found: GET /admin answers 503')
   }
 
-  for (const url of Object.keys(FILES)) {
-    fastify.get(url, { schema: { hide: true } }, async (request, reply) => {
+  // `/admin/` (with the slash people type) is the page too: it names its files by absolute paths.
+  for (const path of [...Object.keys(FILES), '/admin/']) {
+    const url = path === '/admin/' ? '/admin' : path
+    fastify.get(path, { schema: { hide: true } }, async (request, reply) => {
       const asset = assets instanceof Error ? undefined : assets.get(url)
       if (asset === undefined) {
         return await reply.code(503).send({ statusCode: 503, code: 'NARR_DASHBOARD_MISSING', error: 'Service Unavailable', message: 'the admin dashboard files (public/admin) are missing from this deployment' })

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { ErrorSchema, NarrativeRequestSchema, NarrativeResponseSchema } from '../../src/schemas/narrative.js'
+import { NarrativeRequestSchema, NarrativeResponseSchema } from '../../src/schemas/narrative.js'
+import { errorResponses } from '../../src/schemas/error.js'
 import { noteAnswer, streamNarrative, wantsEventStream } from './stream.js'
 import { HitTexts, NARRATIVE_ROUTE, memoryHitFront, memoryHitHook } from './memory-hit.js'
 import { installFront } from '../../src/front-door.js'
@@ -24,27 +25,43 @@ const routes: FastifyPluginAsyncTypebox<NarrativeRoutesOptions> = async (fastify
     preParsing: memoryHitHook(fastify, texts),
     schema: {
       tags: ['narrative'],
+      operationId: 'getNarrative',
+      security: [],
       summary: 'The narrative for a profile, from the cache when it can be',
       description: 'Answers from the cache (hit, stale), the durable tier, or a new generation (miss). The cache status is in `cache.status` and in the `X-Cache` header.\n\n' +
         'With `Accept: text/event-stream` the answer is Server-Sent Events: `event: meta` (`{status, key}`), then `event: delta` (`{text}`) as the narrative arrives, ' +
-        'then `event: done` with the whole JSON body below; `event: error` (`{message}`) if it fails midway. A `: heartbeat` comment comes every 15 s.',
+        'then `event: done` with the whole JSON body below; `event: error` (`{message}`) if it fails midway. A `: heartbeat` comment comes every 15 s.\n\n' +
+        'The 200 lists only `application/json`, so that generated clients type the answer as the JSON body (a second media type makes them type it as a string); ' +
+        'the stream is described here and in the `x-event-stream` extension of this operation.',
       body: NarrativeRequestSchema,
+      // The Server-Sent Events answer, for readers and tools (an OpenAPI extension: no generator types it as the 200).
+      'x-event-stream': {
+        contentType: 'text/event-stream; charset=utf-8',
+        requestedWith: 'Accept: text/event-stream',
+        events: {
+          meta: '{"status": <cache status>, "key": <cache key>}, first',
+          delta: '{"text": <the next part of the narrative>}, as it arrives',
+          done: 'the whole JSON body of the application/json answer, last',
+          error: '{"message": <why>}, if it fails midway (the stream then ends)'
+        },
+        heartbeat: '": heartbeat" comment line every 15 s'
+      },
       response: {
         200: {
-          description: 'The narrative, as JSON or (with Accept: text/event-stream) as Server-Sent Events',
+          description: 'The narrative (with `Accept: text/event-stream`: Server-Sent Events, see the description above and `x-event-stream`)',
           headers: {
             'X-Cache': { type: 'string', enum: ['HIT', 'STALE', 'DURABLE', 'MISS', 'FALLBACK'] },
             'Server-Timing': { type: 'string', description: 'On answers that waited for the model: `model;dur=<ms>, app;dur=<ms>`, the model call (all attempts) and the rest of the time spent on the request' }
           },
           content: {
-            'application/json': { schema: NarrativeResponseSchema },
-            'text/event-stream': { schema: { type: 'string', description: 'event: meta | delta | done | error, each with a JSON data line' } }
+            'application/json': { schema: NarrativeResponseSchema }
           }
         },
-        400: ErrorSchema,
-        413: ErrorSchema,
-        415: ErrorSchema,
-        429: ErrorSchema
+        ...errorResponses([400, 413, 415, 429, 500, 503], {
+          400: 'The body is invalid: the message names the field, or the profile breaks a rule (e.g. the primary system missing from percentages)',
+          429: 'This client caused too many new narratives this minute (cached narratives are never limited): Retry-After says when to try again',
+          503: 'The server is closing, or no narrative could be made (neither the model nor the template)'
+        })
       }
     }
   }, async (request, reply) => {

@@ -16,13 +16,15 @@ export interface CostInputs {
   totalRequests: number
   periodDays: number
   redisMonthlyUsd: number
+  /** Whether a Redis is used at all: with the in-process store there is none to pay for. */
+  redisInUse: boolean
   prices: Record<string, ModelPrice>
 }
 
 export interface CostEstimate {
   /** What the model calls of the period cost. */
   openai: number
-  /** Redis's share of its monthly price for the period. */
+  /** Redis's share of its monthly price for the period; 0 when no Redis is used. */
   redis: number
   total: number
   /** What the same requests would have cost with one model call each. */
@@ -34,7 +36,7 @@ const round = (usd: number): number => Math.round(usd * 10_000) / 10_000
 
 /**
  * The cost model: tokens times the model's price, plus Redis prorated over the
- * period. Without a cache every request is a model call at the period's average
+ * period when a Redis is used (the in-process store costs nothing extra). Without a cache every request is a model call at the period's average
  * cost per call. A model with no known price counts as gpt-4o, so an unknown
  * model is over-estimated rather than free.
  */
@@ -48,7 +50,7 @@ export function estimateCost (inputs: CostInputs): CostEstimate {
   }
   const perCall = generations === 0 ? 0 : openai / generations
   const withoutCache = perCall * inputs.totalRequests
-  const redis = inputs.redisMonthlyUsd * inputs.periodDays / 30
+  const redis = inputs.redisInUse ? inputs.redisMonthlyUsd * inputs.periodDays / 30 : 0
   const total = openai + redis
   return { openai: round(openai), redis: round(redis), total: round(total), withoutCache: round(withoutCache), saved: round(withoutCache - total) }
 }

@@ -36,7 +36,7 @@ export const AnalyticsSchema = Type.Object({
   tokens: Type.Object({ prompt: Type.Integer(), completion: Type.Integer() }),
   estimatedCost: Type.Object({
     openai: Type.Number({ description: 'USD: tokens times the model price' }),
-    redis: Type.Number({ description: 'USD: REDIS_MONTHLY_COST_USD prorated over the period' }),
+    redis: Type.Number({ description: 'USD: REDIS_MONTHLY_COST_USD prorated over the period; 0 with the in-process store (no Redis)' }),
     total: Type.Number(),
     withoutCache: Type.Number({ description: 'USD: one model call per request at the average cost per call' }),
     saved: Type.Number({ description: 'withoutCache - total' })

@@ -74,9 +74,5 @@ export const NarrativeResponseSchema = Type.Object({
 }, { $id: 'NarrativeResponse' })
 export type NarrativeResponse = Static<typeof NarrativeResponseSchema>
 
-export const ErrorSchema = Type.Object({
-  statusCode: Type.Integer(),
-  code: Type.String(),
-  error: Type.String(),
-  message: Type.String()
-}, { $id: 'Error' })
+/** The shared error body: src/schemas/error.ts. */
+export { ErrorSchema } from './error.js'
