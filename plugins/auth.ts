@@ -59,6 +59,9 @@ export default fp(async (fastify) => {
 
   fastify.decorate('requireAdmin', async (request: FastifyRequest) => {
     if (!allowlist.allows(request.ip)) throw new AdminIpForbiddenError(request.ip)
+    // @fastify/jwt calls a header without the scheme ("Authorization: <token>") a missing header.
+    const header = request.headers.authorization
+    if (header !== undefined && !/^Bearer +\S+$/i.test(header)) throw new AdminTokenError('the Authorization header is not "Bearer <token>"')
     try {
       await request.jwtVerify()
     } catch (err) {

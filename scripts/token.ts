@@ -1,20 +1,23 @@
 import { parseArgs } from 'node:util'
 import { mintAdminToken, parseTtl } from '../src/admin/token.js'
 import { loadConfig } from '../src/config.js'
+import { adminTokenSecret } from '../src/admin/development-secret.js'
 
 /**
  * npm run token -- --sub alice --ttl 1h
- * Prints an admin token signed with JWT_SECRET, with `iss` and `aud` from
+ * Prints an admin token signed with JWT_SECRET (outside production, without
+ * it: the development secret the server keeps in DATA_DIR), with `iss` and `aud` from
  * ADMIN_TOKEN_ISSUER and ADMIN_TOKEN_AUDIENCE when set, refusing a --ttl the
  * server would refuse (ADMIN_TOKEN_MAX_TTL). Everything is read from the same
  * environment as the server's; the secret is never printed.
  */
 try {
   const { values } = parseArgs({ options: { sub: { type: 'string' }, ttl: { type: 'string', default: '1h' }, role: { type: 'string', default: 'admin' } } })
-  const secret = process.env.JWT_SECRET
-  if (secret === undefined || secret === '') throw new Error('JWT_SECRET is not set: export the same secret the server uses')
   if (values.sub === undefined) throw new Error('--sub is required: who the token is for (it appears in the audit log)')
-  const { adminToken } = loadConfig()
+  const config = loadConfig()
+  // JWT_SECRET, or (outside production) the development secret the server keeps in DATA_DIR.
+  const { secret } = adminTokenSecret(config)
+  const { adminToken } = config
   const ttl = parseTtl(values.ttl, adminToken.maxTtlSeconds)
   process.stdout.write(mintAdminToken(secret, values.sub, ttl, { role: values.role, issuer: adminToken.issuer, audience: adminToken.audience }) + '\n')
 } catch (err) {

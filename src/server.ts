@@ -5,6 +5,7 @@ import { pino } from 'pino'
 import app, { serverOptions } from './app.js'
 import { ConfigError, loadConfig, type Config } from './config.js'
 import { runPrimary } from './workers.js'
+import { adminTokenSecret } from './admin/development-secret.js'
 
 /** The only file that listens (in a worker, when WORKERS is above 1). */
 async function main (): Promise<void> {
@@ -18,16 +19,21 @@ async function main (): Promise<void> {
     }
     throw err
   }
+  // Without JWT_SECRET (development only: production refuses to start) admin
+  // tokens are signed with a secret kept in DATA_DIR, which `npm run token` reads.
+  const signing = adminTokenSecret(config)
+  const secretNote = signing.file === undefined ? undefined : `JWT_SECRET is not set: admin tokens are signed with the development secret in ${signing.file} (mode 0600${signing.created === true ? ', created now' : ''}); \`npm run token -- --sub you\` mints one for this server`
   if (config.workers > 1 && cluster.isPrimary) {
     const log = pino({ level: config.logLevel })
-    if (config.jwtSecret === undefined) log.warn('JWT_SECRET is not set: admin tokens are signed with a secret generated for this run only (shared by its workers)')
+    if (secretNote !== undefined) log.warn(secretNote)
+    // The workers inherit it, so a token one of them signed is accepted by all.
+    process.env.JWT_SECRET = signing.secret
     runPrimary({ cluster, workers: config.workers, log })
     return
   }
+  config = { ...config, jwtSecret: signing.secret }
   const fastify = Fastify(serverOptions(config))
-  if (config.jwtSecret === undefined) {
-    fastify.log.warn('JWT_SECRET is not set: admin tokens are signed with a secret generated for this process only')
-  }
+  if (secretNote !== undefined && cluster.isPrimary) fastify.log.warn(secretNote)
   await fastify.register(app, { config })
 
   // SIGTERM/SIGINT: stop accepting, finish requests in flight and background
