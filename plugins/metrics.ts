@@ -52,7 +52,13 @@ export default fp(async (fastify) => {
     counters: () => fastify.hasDecorator('engine') ? fastify.engine.counters : undefined,
     locksHeld: () => fastify.hasDecorator('engine') ? fastify.engine.locksHeld : 0,
     breakers: () => ({ redis: fastify.breaker.state, ...(fastify.hasDecorator('durable') ? { database: fastify.durable.breaker.state } : {}) }),
-    analytics: () => fastify.hasDecorator('db') ? fastify.db.buffer.counters : undefined
+    analytics: () => fastify.hasDecorator('db') ? fastify.db.buffer.counters : undefined,
+    durableReadsGivenUp: () => {
+      if (!fastify.hasDecorator('durable')) return undefined
+      const r = fastify.durable.readsGivenUp
+      return r.breakerOpen + r.timeout + r.error
+    },
+    claimWaits: () => fastify.hasDecorator('buildClaims') ? fastify.buildClaims.counters.waited : undefined
   })
   fastify.decorate('metrics', metrics)
   // One of several workers (WORKERS > 1): a scrape must see them all, whichever worker it reaches.
