@@ -53,13 +53,14 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
   // A durable read is waited for up to the model's own deadline, not a short
   // one of its own: the rule and its reason are in src/cache/durable-tier.ts.
   const durable = new DurableTier(db.narratives, durableBreaker, fastify.log, { readTimeoutMs: deadlineMs })
-  // Claims share the durable tier's breaker: one database, one verdict on whether it is up.
-  const buildClaims = new BuildClaims(new BuildClaimsRepository(db.database), durableBreaker, fastify.log, {
+  // Claims go through the durable tier's guard: one database, one verdict on whether it is up.
+  const buildClaims = new BuildClaims(new BuildClaimsRepository(db.database), async op => await durable.guard(op), fastify.log, {
     // Like the build lock: the longest build it covers, and a margin for the durable write.
     ttlMs: deadlineMs + 5000,
     pollMinMs: opts.pollMinMs ?? 50,
     pollMaxMs: opts.pollMaxMs ?? 1000,
     entryVersion: ENGINE_VERSION,
+    databaseSilent: () => durable.silent,
     clock: opts.clock
   })
 

@@ -1,4 +1,3 @@
-import type { CircuitBreaker } from './breaker.js'
 import type { Logger } from './logger.js'
 
 /**
@@ -41,13 +40,18 @@ export interface BuildClaimsOptions {
   pollMaxMs: number
   /** The engine version of the rows that count as built (an older version's row is rebuilt). */
   entryVersion: string
+  /** True while the database is known to say nothing (the durable tier's `silent`): no claim is tried then. */
+  databaseSilent?: () => boolean
   clock?: () => number
 }
 
+/** Runs a database call, or rejects when it is given up (the durable tier's guard: breaker, budget, stall). */
+export type DatabaseGuard = <T>(op: () => Promise<T>) => Promise<T>
+
 /**
  * Takes and waits on build claims for the engine. Calls go through the
- * database's breaker (the durable tier's), so a database that is down costs
- * one failed call, not a wait.
+ * durable tier's guard (its breaker and rule), so a database that is down
+ * costs one failed call, not a wait.
  */
 export class BuildClaims {
   private readonly clock: () => number
@@ -57,7 +61,7 @@ export class BuildClaims {
 
   constructor (
     private readonly store: BuildClaimStore,
-    private readonly breaker: CircuitBreaker,
+    private readonly guard: DatabaseGuard,
     private readonly logger: Logger,
     private readonly options: BuildClaimsOptions
   ) {
@@ -78,7 +82,8 @@ export class BuildClaims {
     for (;;) {
       let answer: { won: boolean, built: boolean }
       try {
-        answer = await this.breaker.run(() => this.store.claim(key, owner, this.options.ttlMs, this.options.entryVersion))
+        if (this.options.databaseSilent?.() === true) throw new Error('the database is silent')
+        answer = await this.guard(() => this.store.claim(key, owner, this.options.ttlMs, this.options.entryVersion))
       } catch (err) {
         this.counters.unavailable++
         this.logger.debug({ key, err: (err as Error).message }, 'build claim unavailable: building without one')
@@ -111,7 +116,7 @@ export class BuildClaims {
   async release (key: string, owner: string): Promise<void> {
     if (this.held.get(key) === owner) this.held.delete(key)
     try {
-      await this.breaker.run(() => this.store.release(key, owner))
+      await this.guard(() => this.store.release(key, owner))
     } catch (err) {
       this.logger.debug({ key, err: (err as Error).message }, 'build claim not released: it expires')
     }
