@@ -55,8 +55,6 @@ export type DatabaseGuard = <T>(op: () => Promise<T>) => Promise<T>
  */
 export class BuildClaims {
   private readonly clock: () => number
-  /** Claims this process holds: key to owner. */
-  private readonly held = new Map<string, string>()
   readonly counters = { won: 0, waited: 0, built: 0, unavailable: 0, timeouts: 0 }
 
   constructor (
@@ -96,7 +94,6 @@ export class BuildClaims {
         return 'built'
       }
       if (answer.won) {
-        this.held.set(key, owner)
         this.counters.won++
         return 'won'
       }
@@ -114,7 +111,6 @@ export class BuildClaims {
 
   /** Frees a claim taken by acquire(); never rejects (an unreleased claim expires). */
   async release (key: string, owner: string): Promise<void> {
-    if (this.held.get(key) === owner) this.held.delete(key)
     try {
       await this.guard(() => this.store.release(key, owner))
     } catch (err) {
@@ -124,9 +120,5 @@ export class BuildClaims {
 
   private releaseQuietly (key: string, owner: string): void {
     this.release(key, owner).catch(() => {})
-  }
-
-  get heldCount (): number {
-    return this.held.size
   }
 }
