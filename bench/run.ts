@@ -6,7 +6,8 @@ import { parseArgs } from 'node:util'
 import { Redis } from 'ioredis'
 import { startRedis } from '../test/support/redis-server.js'
 import { startPostgres } from '../test/support/postgres-server.js'
-import { startFakeOpenAI } from '../test/support/fake-openai.js'
+import { lastUserMessage, startFakeOpenAI } from '../test/support/fake-openai.js'
+import { startFaultProxy } from '../test/support/fault-proxy.js'
 import { freePort } from '../test/support/ports.js'
 import { waitUntil } from '../test/support/wait.js'
 import { postSse } from '../test/support/sse-client.js'
@@ -19,7 +20,11 @@ import { APP_SCRIPT, FLOOR_SCRIPT, compileForBench } from './compiled.js'
  * stand-in and the app instances, drives load with autocannon, prints a table
  * and writes bench/RESULTS.md. Not part of npm test.
  */
-const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, 'model-ms': { type: 'string' }, node: { type: 'string', multiple: true } } })
+const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, 'model-ms': { type: 'string' }, node: { type: 'string', multiple: true }, only: { type: 'string' } } })
+// --only pay-once: just the scenarios that count model calls per distinct prompt (3 and 4); the
+// table is printed, bench/RESULTS.md is left as it is. For checking the pay-once targets quickly.
+const onlyPayOnce = values.only === 'pay-once'
+if (values.only !== undefined && !onlyPayOnce) throw new Error(`--only takes pay-once, not ${values.only}`)
 // --node PATH (repeatable): run every scenario with the app and the floors on each of these
 // Node.js binaries in turn, in one run, and report them side by side. Default: this Node.
 const nodes = values.node ?? [process.execPath]
@@ -50,6 +55,8 @@ const redis = await startRedis({ args: ['--maxmemory', '2gb', '--maxmemory-polic
 const pg = await startPostgres()
 const openai = await startFakeOpenAI({ latencyMs: modelMs, streamChunks: 10, streamDelayMs: 0 })
 const redisClient = new Redis(redis.url)
+// Scenario 4b kills Redis: this client reconnects, its errors meanwhile are expected.
+redisClient.on('error', () => {})
 
 async function cleanup (): Promise<void> {
   for (const child of children) if (child.exitCode === null) child.kill('SIGKILL')
@@ -66,11 +73,14 @@ async function spawnServer (args: string[], env: Record<string, string>, port: n
   return child
 }
 
-/** `n` app instances on one database; `workers` worker processes each (WORKERS). */
-async function startApps (n: number, prefix: string, workers = 1): Promise<Array<{ port: number, url: string, child: ChildProcess }>> {
+/**
+ * `n` app instances on one database; `workers` worker processes each (WORKERS).
+ * `viaDatabase` rewrites the database URL the apps get (a fault proxy in front of PostgreSQL).
+ */
+async function startApps (n: number, prefix: string, workers = 1, viaDatabase = (url: string) => url): Promise<Array<{ port: number, url: string, child: ChildProcess }>> {
   const dbName = `bench_${prefix}_node${nodeIndex}`
   execFileSync('psql', [pg.url, '-qc', `CREATE DATABASE ${dbName}`])
-  const databaseUrl = pg.url.replace(/\/[^/]*$/, `/${dbName}`)
+  const databaseUrl = viaDatabase(pg.url.replace(/\/[^/]*$/, `/${dbName}`))
   const apps = []
   for (let i = 0; i < n; i++) {
     const port = await freePort()
@@ -118,7 +128,8 @@ function loadRow (section: string, label: string, r: LoadResult, floor?: LoadRes
   record(section, label, `${Math.round(r.rps)} req/s${ratio}, p50 ${ms(r.p50)}, p95 ${ms(r.p95)}, p99 ${ms(r.p99)}, errors ${r.errors}${kinds === '' ? '' : ` (${kinds})`}, non-2xx ${r.non2xx}`)
 }
 
-async function scenarios (): Promise<void> {
+/** Scenarios 1, 2 and 5: requests a second, overheads, streaming. */
+async function speedScenarios (): Promise<void> {
   // 1. Hit path against its floors.
   log('hit path: starting the app (one process, and two workers) and the three floors')
   const [app] = await startApps(1, 'hit')
@@ -255,8 +266,78 @@ async function scenarios (): Promise<void> {
     openai.setLatency(modelMs)
     await stopAll([a, a2])
   }
+}
 
-  // 3. Stampede: 1000 concurrent identical misses across 3 instances.
+/** Model calls against distinct prompts, from what the stand-in received. */
+function paidPerPrompt (): { calls: number, prompts: number, text: string } {
+  const calls = openai.calls
+  const prompts = new Set(openai.requests.map(r => lastUserMessage(r.body))).size
+  return { calls, prompts, text: `${calls} model calls for ${prompts} distinct prompts: ${(calls / Math.max(1, prompts)).toFixed(3)} per prompt` }
+}
+
+interface CostRun {
+  section: string
+  prefix: string
+  total: number
+  profiles: number
+  /** Requests in flight, spread over the instances. */
+  concurrency: number
+  modelLatencyMs: number
+  /** What happens to Redis halfway: FLUSHALL, or SIGKILL then a restart with nothing in it. */
+  disrupt: 'flush' | 'kill'
+  /** PostgreSQL behind the fault proxy, every packet held this long each way once the instances are up. */
+  databaseDelayMs?: number
+  /** First key of the run's profiles, so runs on one Redis and stand-in do not share keys. */
+  firstProfile: number
+}
+
+/** The cost workload: Zipf(1.1) over `profiles`, 3 instances, Redis lost halfway. */
+async function costRun (o: CostRun): Promise<{ apps: Array<{ port: number, child: ChildProcess }>, label: string }> {
+  const pgPort = Number(new URL(pg.url).port)
+  const proxy = o.databaseDelayMs === undefined ? undefined : await startFaultProxy({ target: { port: pgPort } })
+  const apps = await startApps(3, o.prefix, 1, proxy === undefined ? undefined : url => proxy.url(url))
+  proxy?.setMode({ kind: 'delay', ms: o.databaseDelayMs ?? 0 })
+  openai.reset()
+  openai.setLatency(o.modelLatencyMs)
+  const sample = zipfSampler(o.profiles, 1.1, 42)
+  const sequence = Array.from({ length: o.total }, () => sample())
+  const statuses: Record<string, number> = {}
+  let next = 0
+  let disrupted: Promise<void> | undefined
+  const t0 = Date.now()
+  await Promise.all(Array.from({ length: o.concurrency }, async (_, w) => {
+    while (next < sequence.length) {
+      const i = next++
+      if (disrupted === undefined && i >= o.total / 2) {
+        disrupted = o.disrupt === 'flush'
+          ? redisClient.flushall().then(() => log(`${o.section}: Redis flushed halfway`))
+          // Down for a second, then back empty (no persistence): the apps go direct meanwhile.
+          : redis.kill().then(async () => { log(`${o.section}: Redis killed halfway`); await new Promise(resolve => setTimeout(resolve, 1000)); await redis.restart(); log(`${o.section}: Redis restarted empty`) })
+        if (o.disrupt === 'flush') await disrupted
+      }
+      const r = await post(apps[(i + w) % 3].url, body(o.firstProfile + sequence[i])).catch(() => ({ status: 0, json: { cache: { status: 'failed' } } }))
+      statuses[r.json.cache.status] = (statuses[r.json.cache.status] ?? 0) + 1
+    }
+  }))
+  await disrupted
+  const seconds = (Date.now() - t0) / 1000
+  const paid = paidPerPrompt()
+  const hits = (statuses.hit ?? 0) + (statuses.stale ?? 0) + (statuses.durable ?? 0)
+  const fault = `${o.disrupt === 'flush' ? 'Redis flushed' : 'Redis killed (SIGKILL) and restarted empty'} halfway${o.databaseDelayMs === undefined ? '' : `, PostgreSQL slowed by ${2 * o.databaseDelayMs} ms a round trip`}`
+  const label = `${o.total} requests, Zipf s=1.1 over ${o.profiles} profiles, 3 instances, ${o.concurrency} in flight, model ${o.modelLatencyMs} ms, ${fault} (${seconds.toFixed(0)} s)`
+  record(o.section, label, paid.text)
+  record(o.section, 'answers by status', Object.entries(statuses).map(([k, v]) => `${k} ${v}`).join(', '))
+  record(o.section, 'hit rate (hit + stale + durable)', `${(100 * hits / o.total).toFixed(1)}%`)
+  const perCall = (500 * 2.5 + 250 * 10) / 1e6 // the stand-in's usage per call at gpt-4o prices
+  record(o.section, 'estimated model cost, with the cache against without (gpt-4o list prices, the stand-in\'s token counts)', `$${(paid.calls * perCall).toFixed(2)} against $${(o.total * perCall).toFixed(2)}: saved $${((o.total - paid.calls) * perCall).toFixed(2)}`)
+  await proxy?.close()
+  return { apps, label }
+}
+
+/** Scenarios 3 and 4: what the model is paid, per distinct prompt (the pay-once targets). */
+async function payOnceScenarios (): Promise<void> {
+  // 3. Stampede: 1000 concurrent identical misses across 3 instances; then again with
+  // Redis flushed while the one build is in flight (its lock is gone with everything else).
   {
     const apps = await startApps(3, 'stampede')
     openai.reset()
@@ -265,53 +346,46 @@ async function scenarios (): Promise<void> {
     const results = await Promise.all(Array.from({ length: 1000 }, async (_, i) => await post(apps[i % 3].url, target)))
     const ok = results.filter(r => r.status === 200).length
     record('3. stampede', '1000 concurrent identical misses over 3 instances', `${openai.calls} model call(s), ${ok}/1000 answered 200, statuses: ${[...new Set(results.map(r => r.json.cache.status))].join(', ')}`)
+    openai.reset()
+    openai.setLatency(modelMs)
+    const flushTarget = body(30_001)
+    const answers = Promise.all(Array.from({ length: 1000 }, async (_, i) => await post(apps[i % 3].url, flushTarget)))
+    await openai.waitForCalls(1, 30_000)
+    await redisClient.flushall()
+    const flushed = await answers
+    const flushedOk = flushed.filter(r => r.status === 200).length
+    record('3. stampede', '1000 concurrent identical misses over 3 instances, FLUSHALL while the build is in flight', `${openai.calls} model call(s), ${flushedOk}/1000 answered 200, statuses: ${[...new Set(flushed.map(r => r.json.cache.status))].join(', ')}`)
     await stopAll(apps)
   }
 
-  // 4. Cost: Zipf(1.1) over 5000 profiles, 3 instances, Redis flush halfway.
+  // 4. Cost: Zipf(1.1) over 5000 profiles, 3 instances, Redis flush halfway (200 in flight).
   {
     const total = quick ? 3000 : 50_000
     const profiles = quick ? 300 : 5000
-    const apps = await startApps(3, 'cost')
-    openai.reset()
-    openai.setLatency(quick ? 100 : modelMs)
-    const sample = zipfSampler(profiles, 1.1, 42)
-    const sequence = Array.from({ length: total }, () => sample())
-    const distinct = new Set(sequence).size
-    const statuses: Record<string, number> = {}
-    let next = 0
-    let flushed = false
-    const concurrency = 200
-    const t0 = Date.now()
-    await Promise.all(Array.from({ length: concurrency }, async (_, w) => {
-      while (next < sequence.length) {
-        const i = next++
-        if (!flushed && i >= total / 2) {
-          flushed = true
-          await redisClient.flushall()
-          log('cost: Redis flushed halfway')
-        }
-        const r = await post(apps[(i + w) % 3].url, body(50_000 + sequence[i]))
-        statuses[r.json.cache.status] = (statuses[r.json.cache.status] ?? 0) + 1
+    const { apps } = await costRun({ section: '4. cost', prefix: 'cost', total, profiles, concurrency: 200, modelLatencyMs: quick ? 100 : modelMs, disrupt: 'flush', firstProfile: 50_000 })
+    if (!onlyPayOnce) {
+      for (const [i, a] of apps.entries()) {
+        const text = await (await fetch(`http://127.0.0.1:${a.port}/metrics`)).text()
+        const rssApp = Number(/process_resident_memory_bytes (\d+)/.exec(text)?.[1])
+        record('6. memory', `resident memory of instance ${i + 1} after the cost workload`, `${(rssApp / 1048576).toFixed(0)} MiB`)
       }
-    }))
-    const seconds = (Date.now() - t0) / 1000
-    const calls = openai.calls
-    const hits = (statuses.hit ?? 0) + (statuses.stale ?? 0) + (statuses.durable ?? 0)
-    record('4. cost', `${total} requests, Zipf s=1.1 over ${profiles} profiles, 3 instances, Redis flushed halfway (${seconds.toFixed(0)} s)`, `${calls} model calls for ${distinct} distinct keys: ${(calls / distinct).toFixed(2)} per key`)
-    record('4. cost', 'answers by status', Object.entries(statuses).map(([k, v]) => `${k} ${v}`).join(', '))
-    record('4. cost', 'hit rate (hit + stale + durable)', `${(100 * hits / total).toFixed(1)}%`)
-    const perCall = (500 * 2.5 + 250 * 10) / 1e6 // the stand-in's usage per call at gpt-4o prices
-    record('4. cost', 'estimated model cost, with the cache against without (gpt-4o list prices, the stand-in\'s token counts)', `$${(calls * perCall).toFixed(2)} against $${(total * perCall).toFixed(2)}: saved $${((total - calls) * perCall).toFixed(2)}`)
-    for (const [i, a] of apps.entries()) {
-      const text = await (await fetch(`http://127.0.0.1:${a.port}/metrics`)).text()
-      const rssApp = Number(/process_resident_memory_bytes (\d+)/.exec(text)?.[1])
-      record('6. memory', `resident memory of instance ${i + 1} after the cost workload`, `${(rssApp / 1048576).toFixed(0)} MiB`)
+      const info = await redisClient.info('memory')
+      const used = Number(/used_memory:(\d+)/.exec(info)?.[1])
+      const keys = await redisClient.dbsize()
+      record('6. memory', `Redis memory per 10,000 cached narratives (${keys} keys, ${(used / 1048576).toFixed(1)} MiB used)`, `${(used / keys * 10_000 / 1048576).toFixed(1)} MiB`)
     }
-    const info = await redisClient.info('memory')
-    const used = Number(/used_memory:(\d+)/.exec(info)?.[1])
-    const keys = await redisClient.dbsize()
-    record('6. memory', `Redis memory per 10,000 cached narratives (${keys} keys, ${(used / 1048576).toFixed(1)} MiB used)`, `${(used / keys * 10_000 / 1048576).toFixed(1)} MiB`)
+    await stopAll(apps)
+  }
+  // 4b and 4c: as an operator measured it (issue 17): 48 in flight, a 150 ms model, 6,000
+  // requests over 1,200 profiles (quick: 3,000 over 300), Redis killed and restarted empty,
+  // then flushed with PostgreSQL slowed by 200 ms a round trip. Keys of their own.
+  const operator = { total: quick ? 3000 : 6000, profiles: quick ? 300 : 1200, concurrency: 48, modelLatencyMs: quick ? 100 : 150 }
+  {
+    const { apps } = await costRun({ section: '4b. cost, Redis killed', prefix: 'costkill', ...operator, disrupt: 'kill', firstProfile: 60_000 })
+    await stopAll(apps)
+  }
+  {
+    const { apps } = await costRun({ section: '4c. cost, PostgreSQL slowed', prefix: 'costslowpg', ...operator, disrupt: 'flush', databaseDelayMs: 100, firstProfile: 70_000 })
     await stopAll(apps)
   }
 }
@@ -322,7 +396,8 @@ try {
     nodeBin = bin
     if (nodes.length > 1) log(`all scenarios on Node ${nodeVersions[i]} (${bin})`)
     await redisClient.flushall()
-    await scenarios()
+    if (!onlyPayOnce) await speedScenarios()
+    await payOnceScenarios()
   }
 } finally {
   await cleanup()
@@ -346,6 +421,10 @@ const report = `# Benchmark results
 | --- | --- | ${figureColumns.map(() => '---').join(' | ')} |
 ${table}
 `
+if (onlyPayOnce) {
+  process.stdout.write(`\n${table}\n\n(--only pay-once: bench/RESULTS.md left as it is)\n`)
+  process.exit(0)
+}
 const previous = await readFile(new URL('./RESULTS.md', import.meta.url), 'utf8').catch(() => '')
 // What follows this marker (hand-written notes, earlier runs) is kept when the figures are rewritten.
 const KEPT = '<!-- kept across runs: notes and earlier figures -->'

@@ -625,6 +625,8 @@ export interface operations {
                         hitRate: number;
                         /** @description model calls, refreshes included */
                         generations: number;
+                        /** @description of those, generations of a narrative the durable tier already held: the model paid twice for it */
+                        repaidGenerations: number;
                         topSystems: {
                             system: string;
                             count: number;
@@ -645,6 +647,8 @@ export interface operations {
                             withoutCache: number;
                             /** @description withoutCache - total */
                             saved: number;
+                            /** @description USD: the re-paid generations at the average cost per call (included in openai) */
+                            repaid: number;
                         };
                         period: string;
                     };

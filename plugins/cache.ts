@@ -1,6 +1,9 @@
 import fp from 'fastify-plugin'
 import { CircuitBreaker } from '../src/cache/breaker.js'
 import { DurableTier } from '../src/cache/durable-tier.js'
+import { BuildClaims } from '../src/cache/build-claims.js'
+import { BuildClaimsRepository } from '../src/db/build-claims-repository.js'
+import { ENGINE_VERSION } from '../src/domain/prompt.js'
 import { GenerationLimiter } from '../src/cache/generation-limiter.js'
 import { NarrativeEngine, type EngineEvents, type NarrativeJob } from '../src/cache/narrative-engine.js'
 import type { Generation } from '../src/narrator/narrator.js'
@@ -15,6 +18,8 @@ declare module 'fastify' {
     narratives: NarrativeService
     limiter: GenerationLimiter
     durable: DurableTier
+    /** Durable build claims: the record that a build is under way, outliving Redis. */
+    buildClaims: BuildClaims
     /** The in-process first tier, when there is one. */
     localTier: LocalTier | undefined
     /** Counts an answered request (or 'error') in the metrics. */
@@ -40,18 +45,35 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
   const db = fastify.db
   const recorder: EventRecorder = db.buffer
 
-  const durable = new DurableTier(db.narratives, new CircuitBreaker({
+  const durableBreaker = new CircuitBreaker({
     name: 'database',
     failureThreshold: 3,
     cooldownMs: 5000,
     onStateChange: state => fastify.log.warn({ breaker: 'database', state }, `database circuit breaker ${state}`)
-  }), fastify.log, { readTimeoutMs: 300, available: db.isOpen })
+  })
+  // A durable read is waited for up to the model's own deadline, not a short
+  // one of its own: the rule and its reason are in src/cache/durable-tier.ts.
+  const durable = new DurableTier(db.narratives, durableBreaker, fastify.log, { readTimeoutMs: deadlineMs, available: db.isOpen })
+  // Claims go through the durable tier's guard: one database, one verdict on whether it is up.
+  const buildClaims = new BuildClaims(new BuildClaimsRepository(db.database), async op => await durable.guard(op), fastify.log, {
+    // Like the build lock: the longest build it covers, and a margin for the durable write.
+    ttlMs: deadlineMs + 5000,
+    pollMinMs: opts.pollMinMs ?? 50,
+    pollMaxMs: opts.pollMaxMs ?? 1000,
+    entryVersion: ENGINE_VERSION,
+    databaseSilent: () => durable.silent,
+    clock: opts.clock
+  })
 
   const { metrics } = fastify
   let spentUsd = 0
   let paidCalls = 0
   const events: EngineEvents = {
     stored: bytes => metrics.valueSize.observe(bytes),
+    repaid: job => {
+      metrics.repaidGenerations.inc()
+      recorder.record({ at: Date.now(), event: 'repaid', key: job.key, systems: systemsOf(job.profile) })
+    },
     generation: (job, generation, durationMs, reason) => {
       metrics.modelCalls.inc({ engine: generation.engine, reason })
       metrics.generationSeconds.observe({ engine: generation.engine }, durationMs / 1000)
@@ -97,6 +119,7 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
     breaker,
     narrator,
     durable,
+    claims: buildClaims,
     events,
     logger: fastify.log,
     clock: opts.clock,
@@ -122,6 +145,7 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
   fastify.decorate('engine', engine)
   fastify.decorate('limiter', limiter)
   fastify.decorate('durable', durable)
+  fastify.decorate('buildClaims', buildClaims)
   fastify.decorate('localTier', local)
   fastify.decorate('narratives', new NarrativeService({ engine, canonical, limiter, recorder, prefix: config.cachePrefix, clock: opts.clock }))
   fastify.addHook('onClose', async () => {

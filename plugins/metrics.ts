@@ -55,7 +55,13 @@ export default fp(async (fastify) => {
     // Each breaker under its own name (the label of narrative_breaker_state).
     breakers: () => ({ [fastify.breaker.name]: fastify.breaker.state, ...(fastify.hasDecorator('durable') ? { [fastify.durable.breaker.name]: fastify.durable.breaker.state } : {}) }),
     analytics: () => fastify.hasDecorator('db') ? fastify.db.buffer.counters : undefined,
-    narrator: () => fastify.hasDecorator('narrator') ? fastify.narrator.counters : undefined
+    narrator: () => fastify.hasDecorator('narrator') ? fastify.narrator.counters : undefined,
+    durableReadsGivenUp: () => {
+      if (!fastify.hasDecorator('durable')) return undefined
+      const r = fastify.durable.readsGivenUp
+      return r.breakerOpen + r.timeout + r.error
+    },
+    claimWaits: () => fastify.hasDecorator('buildClaims') ? fastify.buildClaims.counters.waited : undefined
   })
   fastify.decorate('metrics', metrics)
   // One of several workers (WORKERS > 1): a scrape must see them all, whichever worker it reaches.

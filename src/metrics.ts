@@ -9,6 +9,10 @@ export interface MetricSources {
   breakers: () => Record<string, BreakerState>
   analytics: () => { dropped: number, written: number } | undefined
   narrator?: () => NarratorCounters | undefined
+  /** Durable reads given up, for any reason (optional: apps without the cache plugin). */
+  durableReadsGivenUp?: () => number | undefined
+  /** Builds that waited on another instance's build claim. */
+  claimWaits?: () => number | undefined
 }
 
 const BREAKER_VALUE: Record<BreakerState, number> = { closed: 0, 'half-open': 1, open: 2 }
@@ -69,6 +73,8 @@ export function createMetrics (sources: MetricSources) {
     tokens: new Counter({ name: 'narrative_tokens_total', help: 'Model tokens, by model and kind (prompt, completion)', labelNames: ['model', 'kind'] as const, registers: [registry] }),
     cost: new Counter({ name: 'narrative_estimated_cost_usd_total', help: 'Estimated model cost in USD (tokens times MODEL_PRICES)', labelNames: ['model'] as const, registers: [registry] }),
     saving: new Counter({ name: 'narrative_estimated_saving_usd_total', help: 'Estimated USD saved: each answer without a model call, at the average cost of a call so far', registers: [registry] }),
+    // Issue 17: a generation of a narrative the durable tier already held. Should stay at 0.
+    repaidGenerations: new Counter({ name: 'narrative_repaid_generations_total', help: 'Generations of a narrative already paid for (the durable tier held it when the write landed): the model paid twice', registers: [registry] }),
     valueSize: new Histogram({ name: 'narrative_value_size_bytes', help: 'Encoded size of values written to the cache', buckets: [512, 1024, 2048, 4096, 8192, 16384, 65536, 131072], registers: [registry] })
   }
 
@@ -80,6 +86,8 @@ export function createMetrics (sources: MetricSources) {
   mirroredCounter(registry, 'narrative_redis_timeouts_total', 'Cache store commands that timed out', c(x => x.storeTimeouts))
   mirroredCounter(registry, 'narrative_corrupt_entries_total', 'Cache entries found corrupt, deleted and regenerated', c(x => x.corruptEntries))
   mirroredCounter(registry, 'narrative_model_replies_cut_total', 'Model replies cut off past the narrative\'s length limits (the template answered; nothing cached)', () => sources.narrator?.()?.repliesCut)
+  mirroredCounter(registry, 'narrative_durable_reads_given_up_total', 'Durable (PostgreSQL) reads given up: the breaker was open, past the budget, or failed', () => sources.durableReadsGivenUp?.())
+  mirroredCounter(registry, 'narrative_build_claim_waits_total', 'Builds that waited for another instance\'s durable build claim instead of paying the model', () => sources.claimWaits?.())
   mirroredCounter(registry, 'narrative_analytics_dropped_total', 'Analytics events dropped (buffer full or database down)', () => sources.analytics()?.dropped)
   mirroredCounter(registry, 'narrative_analytics_written_total', 'Analytics events written', () => sources.analytics()?.written)
   new Gauge({ name: 'narrative_locks_in_flight', help: 'Build and refresh locks this instance holds', registers: [registry], collect () { this.set(sources.locksHeld()) } }) // eslint-disable-line no-new

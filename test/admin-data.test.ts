@@ -232,3 +232,30 @@ t.test('PostgreSQL stopped: requests still answer, analytics dropped and counted
   t.equal(ready.statusCode, 200)
   t.equal(ready.json().database, 'down')
 })
+
+t.test('a re-paid generation (PostgreSQL held the narrative but could not be read) is counted: metric, analytics, cost', async t => {
+  const s = await stack(t)
+  const app = await build(t, { env: { ...s.env, JWT_SECRET: SECRET } })
+  const redis = new Redis(s.redisUrl)
+  t.teardown(() => redis.quit())
+  const first = await narrative(app, exampleBody)
+  await settled(app)
+  await redis.del(first.cache.key)
+  // Two reads fail (the one before the model, and the one after the claim said the row is there):
+  // the model is asked again, and the write finds the row it was paid for the first time.
+  const get = app.db.narratives.get
+  app.db.narratives.get = async () => { throw new Error('read failed (test)') }
+  t.teardown(() => { app.db.narratives.get = get })
+  const second = await narrative(app, exampleBody)
+  app.db.narratives.get = get
+  await settled(app)
+  t.equal(second.cache.status, 'miss')
+  t.equal(s.openai.calls, 2, 'paid twice')
+  t.equal(app.engine.counters.repaidGenerations, 1, 'counted by the engine')
+  t.match((await app.inject('/metrics')).body, /^narrative_repaid_generations_total 1$/m, 'in the metrics')
+  const a = (await app.inject({ method: 'GET', url: '/api/narrative/analytics?period=1d', headers: auth })).json()
+  t.equal(a.repaidGenerations, 1, 'in the analytics')
+  t.equal(a.generations, 2)
+  t.equal(a.totalRequests, 2, 'a re-paid generation is not a request')
+  t.ok(a.estimatedCost.repaid > 0 && Math.abs(a.estimatedCost.repaid - a.estimatedCost.openai / 2) < 1e-3, `its cost is one call's (${a.estimatedCost.repaid} of ${a.estimatedCost.openai})`)
+})

@@ -100,6 +100,10 @@ t.test('GET /admin: a bad token is refused with its reason, a good one shows liv
   t.equal(Number(await page.locator('#cost-without').getAttribute('data-value')), cost.withoutCache)
   t.equal(Number(await page.locator('#cost-total').getAttribute('data-value')), cost.total)
   t.match(await page.locator('#cost-saved').textContent(), /^-?\$\d+\.\d+$/)
+  // Re-paid generations (issue 17): the count and its cost, in the cost section.
+  t.equal(Number(await page.locator('#cost-repaid').getAttribute('data-value')), cost.repaid)
+  t.equal(Number(await page.locator('#cost-repaid').getAttribute('data-count')), analytics.repaidGenerations)
+  t.match(await page.locator('#cost-repaid').textContent(), /^\d+ \(\$\d+\.\d+\)$/)
   t.equal(await page.locator('#an-total').textContent(), '7')
 
   // The hit-rate chart accumulates samples in the page: more hits move it.

@@ -9,7 +9,9 @@ import { AuditRepository } from '../src/db/audit-repository.js'
 import { openPglite, openPostgres, type Database } from '../src/db/database.js'
 import { migrate } from '../src/db/migrations.js'
 import { globToLike, NarrativesRepository } from '../src/db/narratives-repository.js'
+import { BuildClaimsRepository } from '../src/db/build-claims-repository.js'
 import { uniqueDatabaseUrl } from './support/env.js'
+import { sleep } from './support/wait.js'
 
 function narrative (summary: string, engine = 'gpt-4o'): CachedNarrative {
   return {
@@ -34,7 +36,7 @@ function repositorySuite (t: Test, getDb: () => Promise<Database>): void {
   let db: Database
   t.beforeEach(async () => {
     db = await getDb()
-    await db.query('TRUNCATE narratives, analytics_events, user_keys, requested_profiles, audit_log')
+    await db.query('TRUNCATE narratives, analytics_events, user_keys, requested_profiles, audit_log, build_claims')
   })
 
   t.test('database: transactions commit, roll back, and concurrent ones do not interleave', async t => {
@@ -106,6 +108,34 @@ function repositorySuite (t: Test, getDb: () => Promise<Database>): void {
     t.equal((await repo.get('broken'))?.entry.narrative.summary, 'fixed')
   })
 
+  t.test('narratives: write() says whether a row of the same engine version was there before (a re-paid generation)', async t => {
+    const repo = new NarrativesRepository(db)
+    t.same(await repo.write('w', narrative('a'), 1, null, null), { written: true, existed: false }, 'first write')
+    t.same(await repo.write('w', narrative('b'), 2, null, null), { written: true, existed: true }, 'a newer write over it')
+    t.same(await repo.write('w', narrative('c'), 1, null, null), { written: false, existed: true }, 'an older write, refused')
+    await repo.write('v', { ...narrative('old'), version: 'narrative@0.9.0' }, 1, null, null)
+    t.same(await repo.write('v', narrative('new'), 2, null, null), { written: true, existed: false }, 'over an older engine version\'s row: a rebuild, not a re-payment')
+  })
+
+  t.test('build claims: one live owner at a time, released by its owner only, expired ones taken over, "built" once the row is there', async t => {
+    const claims = new BuildClaimsRepository(db)
+    const V = 'narrative@1.0.0'
+    t.same(await claims.claim('k', 'a', 60_000, V), { won: true, built: false }, 'a fresh key is claimed')
+    t.same(await claims.claim('k', 'b', 60_000, V), { won: false, built: false }, 'a live claim of another owner is left alone')
+    await claims.release('k', 'b')
+    t.same(await claims.claim('k', 'b', 60_000, V), { won: false, built: false }, 'another owner cannot release it')
+    await claims.release('k', 'a')
+    t.same(await claims.claim('k', 'b', 1, V), { won: true, built: false }, 'released: the next owner takes it')
+    await sleep(20)
+    t.same(await claims.claim('k', 'c', 60_000, V), { won: true, built: false }, 'expired (its owner died): taken over')
+    await new NarrativesRepository(db).upsert('k', narrative('x'), 1, null, null)
+    t.same(await claims.claim('k', 'd', 60_000, V), { won: false, built: true }, 'built: the row is there')
+    t.same(await claims.claim('k', 'd', 60_000, 'narrative@2.0.0'), { won: false, built: false }, 'a row of another engine version is not what the caller can serve')
+    t.equal(await claims.live(), 1, 'c still holds it')
+    const race = await Promise.all(Array.from({ length: 10 }, (_, i) => claims.claim('race', `o${i}`, 60_000, V)))
+    t.equal(race.filter(r => r.won).length, 1, 'ten owners at once: one wins')
+  })
+
   t.test('narratives: deleteByKeys and deleteMatching remove exactly those keys', async t => {
     const repo = new NarrativesRepository(db)
     const keys = ['narr:v1:a:1', 'narr:v1:a:2', 'narr:v1:b:1', 'narr:v1:b_2', 'stg:v1:a:1', 'narr:v1:100%']
@@ -135,6 +165,8 @@ function repositorySuite (t: Test, getDb: () => Promise<Database>): void {
       ev('miss', at(11)), ev('generation', at(11), { durationMs: 200, promptTokens: 11, completionTokens: 21, model: 'gpt-4o' }),
       ev('miss', at(12)), ev('generation', at(12), { durationMs: 300.4, promptTokens: 12, completionTokens: 22, model: 'gpt-4o' }),
       ev('miss', at(13)), ev('generation', at(13), { durationMs: 401, promptTokens: 5, completionTokens: 6, model: 'gpt-4o-mini' }),
+      // that one paid for a narrative already held: a 'repaid' record beside its 'generation' (not a request)
+      ev('repaid', at(13)),
       // a model call that recorded neither duration nor model (a refresh, say)
       ev('generation', at(14), {}),
       ev('fallback', at(20)), ev('fallback', at(21)), ev('error', at(22))
@@ -149,6 +181,7 @@ function repositorySuite (t: Test, getDb: () => Promise<Database>): void {
       cacheMisses: 4,
       fallbacks: 2,
       generations: 5,
+      repaidGenerations: 1,
       avgGenerationTimeMs: (100 + 200 + 300 + 401) / 4,
       promptTokens: 38,
       completionTokens: 69,
@@ -159,7 +192,7 @@ function repositorySuite (t: Test, getDb: () => Promise<Database>): void {
       ]
     })
     t.same(await repo.summary(at(1000)), {
-      totalRequests: 0, cacheHits: 0, cacheMisses: 0, fallbacks: 0, generations: 0, avgGenerationTimeMs: 0, promptTokens: 0, completionTokens: 0, byModel: []
+      totalRequests: 0, cacheHits: 0, cacheMisses: 0, fallbacks: 0, generations: 0, repaidGenerations: 0, avgGenerationTimeMs: 0, promptTokens: 0, completionTokens: 0, byModel: []
     }, 'an empty window is all zeros')
     t.equal((await repo.summary(0)).totalRequests, 18, 'from the beginning: the older ones too')
   })

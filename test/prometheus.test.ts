@@ -26,7 +26,7 @@ async function promtool (...args: string[]): Promise<string> {
 }
 
 t.test('promtool: the alert rules and the Prometheus configuration are valid', async t => {
-  t.match(await promtool('check', 'rules', 'alerts.yml'), /SUCCESS: 6 rules found/)
+  t.match(await promtool('check', 'rules', 'alerts.yml'), /SUCCESS: 7 rules found/)
   const config = await promtool('check', 'config', 'prometheus.yml')
   t.match(config, /is valid prometheus config file syntax/)
   t.match(config, /SUCCESS: 1 rule files found/, 'the configuration loads alerts.yml')
@@ -34,11 +34,12 @@ t.test('promtool: the alert rules and the Prometheus configuration are valid', a
 
 t.test('promtool test rules: each alert fires on synthetic series, and only when it should', async t => {
   // Redis down (breaker never closed for 5 minutes), hit rate under 50% and 90%,
-  // p95 of cached answers over 100 ms, refresh failures over 5%, memory over 80%.
+  // p95 of cached answers over 100 ms, refresh failures over 5%, memory over 80%,
+  // a re-paid generation (the model paid twice for one narrative).
   const out = await promtool('test', 'rules', 'alerts.test.yml')
   t.match(out, /SUCCESS/)
   const tests = await readFile(join(PROMETHEUS_DIR, 'alerts.test.yml'), 'utf8')
-  for (const alert of ['NarrativeRedisDown', 'NarrativeHitRateCritical', 'NarrativeHitRateLow', 'NarrativeLatencyP95High', 'NarrativeRefreshErrorRate', 'NarrativeMemoryHigh']) {
+  for (const alert of ['NarrativeRedisDown', 'NarrativeHitRateCritical', 'NarrativeHitRateLow', 'NarrativeLatencyP95High', 'NarrativeRefreshErrorRate', 'NarrativeMemoryHigh', 'NarrativeModelRepaid']) {
     t.match(tests, new RegExp(`alertname: ${alert}\\n\\s+exp_alerts:\\n\\s+- exp_labels`), `${alert} is shown firing`)
   }
 })
@@ -132,9 +133,9 @@ t.test('a real Prometheus scrapes GET /metrics with ops/prometheus/prometheus.ym
   const rules = (await waitUntil(async () => {
     const body = await (await fetch(`${api}/rules`)).json() as { data: { groups: Array<{ rules: Array<{ name: string, health: string, lastError?: string }> }> } }
     const all = body.data.groups.flatMap(g => g.rules)
-    return all.length === 6 && all.every(r => r.health === 'ok') ? all : undefined
+    return all.length === 7 && all.every(r => r.health === 'ok') ? all : undefined
   }, what('the alert rules evaluated')))!
-  t.same(rules.map(r => r.name).sort(), ['NarrativeHitRateCritical', 'NarrativeHitRateLow', 'NarrativeLatencyP95High', 'NarrativeMemoryHigh', 'NarrativeRedisDown', 'NarrativeRefreshErrorRate'])
+  t.same(rules.map(r => r.name).sort(), ['NarrativeHitRateCritical', 'NarrativeHitRateLow', 'NarrativeLatencyP95High', 'NarrativeMemoryHigh', 'NarrativeModelRepaid', 'NarrativeRedisDown', 'NarrativeRefreshErrorRate'])
   const alerts = await (await fetch(`${api}/alerts`)).json() as { data: { alerts: unknown[] } }
   t.same(alerts.data.alerts, [], 'no alert pending or firing')
 

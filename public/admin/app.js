@@ -238,6 +238,9 @@
     setFigure('cost-total', cost.total, usd(cost.total))
     setFigure('cost-without-row', cost.withoutCache, usd(cost.withoutCache))
     setFigure('cost-saved-row', cost.saved, usd(cost.saved))
+    // The model paid twice for one narrative: how many times, and what it cost (issue 17).
+    setFigure('cost-repaid', cost.repaid, integer(analytics.repaidGenerations) + ' (' + usd(cost.repaid) + ')')
+    $('cost-repaid').dataset.count = String(analytics.repaidGenerations)
     $('an-total').textContent = integer(analytics.totalRequests)
     setFigure('an-hit-rate', analytics.hitRate, percent(analytics.hitRate))
     $('an-generations').textContent = integer(analytics.generations)

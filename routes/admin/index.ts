@@ -84,10 +84,11 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       fallbacks: summary.fallbacks,
       hitRate: summary.totalRequests === 0 ? 0 : round(summary.cacheHits / summary.totalRequests),
       generations: summary.generations,
+      repaidGenerations: summary.repaidGenerations,
       topSystems,
       avgGenerationTime: Math.round(summary.avgGenerationTimeMs),
       tokens: { prompt: summary.promptTokens, completion: summary.completionTokens },
-      estimatedCost: estimateCost({ byModel: summary.byModel, totalRequests: summary.totalRequests, periodDays: days, redisMonthlyUsd: config.redisMonthlyUsd, redisInUse: store.kind !== 'memory', prices: config.modelPrices }),
+      estimatedCost: estimateCost({ byModel: summary.byModel, totalRequests: summary.totalRequests, repaidGenerations: summary.repaidGenerations, periodDays: days, redisMonthlyUsd: config.redisMonthlyUsd, redisInUse: store.kind !== 'memory', prices: config.modelPrices }),
       period
     }
   })

@@ -7,8 +7,10 @@
  * - 'generation': the extra record of one model call (its duration, tokens and
  *   model). Not a request: a 'miss' that called the model records a 'miss' and
  *   a 'generation'. Tokens and durations are read from 'generation' events only.
+ * - 'repaid': the extra record of a generation of a key the durable tier
+ *   already held (the model paid twice for one narrative). Not a request either.
  */
-export const ANALYTICS_EVENT_TYPES = ['hit', 'stale', 'miss', 'durable', 'generation', 'fallback', 'error'] as const
+export const ANALYTICS_EVENT_TYPES = ['hit', 'stale', 'miss', 'durable', 'generation', 'repaid', 'fallback', 'error'] as const
 export type AnalyticsEventType = typeof ANALYTICS_EVENT_TYPES[number]
 
 export interface AnalyticsEvent {

@@ -10,7 +10,8 @@ import type { CircuitBreaker } from './breaker.js'
 import { CacheCorruptionError, decodeEntry, encodeEntry, type CachedNarrative } from './codec.js'
 import type { Logger } from './logger.js'
 import type { CacheStore } from './store.js'
-import type { DurableTier } from './durable-tier.js'
+import type { DurableTier, DurableWriteOutcome } from './durable-tier.js'
+import type { BuildClaims } from './build-claims.js'
 import { ProgressHub } from './progress-hub.js'
 import type { LocalTier } from './local-tier.js'
 
@@ -44,6 +45,11 @@ export interface EngineEvents {
   generation?: (job: NarrativeJob, generation: Generation, durationMs: number, reason: GenerationReason) => void
   /** A value written to the store, with its encoded size. */
   stored?: (bytes: number) => void
+  /**
+   * A generation on the request path whose durable write found the narrative
+   * already there: the model was paid again for something paid for before.
+   */
+  repaid?: (job: NarrativeJob) => void
 }
 
 export interface Resolution {
@@ -89,6 +95,8 @@ export interface EngineDeps {
   durable?: DurableTier
   /** The in-process first tier: fresh entries served with no Redis round trip. */
   local?: LocalTier
+  /** Durable build claims (with the durable tier): a build outlives a Redis that lost its lock. */
+  claims?: BuildClaims
   events?: EngineEvents
 }
 
@@ -106,6 +114,8 @@ export interface EngineCounters {
   corruptEntries: number
   storeErrors: number
   storeTimeouts: number
+  /** Request-path generations of a key the durable tier already held (see EngineEvents.repaid). */
+  repaidGenerations: number
 }
 
 /** What a builder announces: the value landed, the build failed, or it gave the lock back unbuilt. */
@@ -125,7 +135,7 @@ const FAILED_MARKER_SLACK_MS = 2000
  */
 export class NarrativeEngine {
   readonly counters: EngineCounters = {
-    hits: 0, staleHits: 0, durableHits: 0, misses: 0, fallbacks: 0, generations: 0, refreshStarted: 0, refreshSkippedLocked: 0, refreshSucceeded: 0, refreshFailed: 0, corruptEntries: 0, storeErrors: 0, storeTimeouts: 0
+    hits: 0, staleHits: 0, durableHits: 0, misses: 0, fallbacks: 0, generations: 0, refreshStarted: 0, refreshSkippedLocked: 0, refreshSucceeded: 0, refreshFailed: 0, corruptEntries: 0, storeErrors: 0, storeTimeouts: 0, repaidGenerations: 0
   }
 
   private readonly inflight = new Map<string, Promise<Resolution>>()
@@ -311,10 +321,16 @@ export class NarrativeEngine {
       await this.releaseAndAnnounce(job.key, lock, token, 'ready')
       return fromDurable
     }
+    const claim = await this.claimBuild(job, token, true)
+    if (claim.answer !== undefined) {
+      await this.releaseAndAnnounce(job.key, lock, token, claim.answer.status === 'fallback' ? 'released' : 'ready')
+      return claim.answer
+    }
     try {
       await this.checkPermit(job, true)
     } catch (err) {
       // Not this request's turn: free the key at once for the next one.
+      this.releaseClaim(job, claim.owner)
       await this.releaseAndAnnounce(job.key, lock, token, 'released')
       throw err
     }
@@ -325,6 +341,7 @@ export class NarrativeEngine {
       ({ generation, ms: generationMs } = await this.generate(job, this.deps.options.generation, 'request', true))
     } catch (err) {
       this.deps.logger.warn({ key: job.key, err: describe(err) }, 'narrator failed; answering with the template')
+      this.releaseClaim(job, claim.owner)
       // Sent right before the release, with no await between, on the same connection (the
       // lock's slot in a Cluster): it lands before the lock is free, at no extra round trip.
       await Promise.all([this.markFailed(job.key), this.releaseAndAnnounce(job.key, lock, token, 'failed')])
@@ -340,23 +357,28 @@ export class NarrativeEngine {
     // process meanwhile are answered from the entry; other instances wait
     // for the lock. close() waits for all of it.
     this.landing.set(job.key, entry)
-    const landed = new Promise<void>(resolve => { setImmediate(() => { resolve(this.land(job, entry, version)) }) })
+    const landed = new Promise<void>(resolve => { setImmediate(() => { resolve(this.land(job, entry, version, claim.owner)) }) })
       .finally(() => { if (this.landing.get(job.key) === entry) this.landing.delete(job.key) })
     this.track(landed.then(async () => { await this.releaseAndAnnounce(job.key, lock, token, 'ready') }))
     return { status: 'miss', key: job.key, narrative: generation.narrative, engine: generation.engine, writtenAt, generated: true, generation, generationMs }
   }
 
-  /** Writes a built entry to the durable tier (in the background) and to the store, then to the local tier. Never rejects. */
-  private async land (job: NarrativeJob, entry: CachedNarrative, version: number): Promise<void> {
+  /**
+   * Writes a built entry to the durable tier (in the background) and to the
+   * store, then to the local tier; the build's claim is released once the
+   * durable row is there. Never rejects.
+   */
+  private async land (job: NarrativeJob, entry: CachedNarrative, version: number, claimOwner?: string): Promise<void> {
     let encoded: Buffer
     try {
       encoded = encodeEntry(entry, version)
     } catch (err) {
       // Too large: the answer was still good, only uncached.
       this.deps.logger.warn({ key: job.key, reason: describe(err) }, 'narrative served but not cached')
+      this.releaseClaim(job, claimOwner)
       return
     }
-    this.deps.durable?.put(job.key, entry, version, job.profile, job.locale)
+    this.afterDurableWrite(job, this.deps.durable?.put(job.key, entry, version, job.profile, job.locale), claimOwner)
     try {
       if (await this.store(s => s.setIfNewer(job.key, encoded, version, this.deps.options.ttlSeconds * 1000))) this.deps.local?.set(job.key, entry)
       this.deps.events?.stored?.(encoded.length)
@@ -576,18 +598,83 @@ export class NarrativeEngine {
   private async direct (job: NarrativeJob): Promise<Resolution> {
     const fromDurable = await this.fromDurable(job, false)
     if (fromDurable !== null) return fromDurable
-    await this.checkPermit(job, false)
+    // Without Redis, the durable claim is the only thing between the instances.
+    const claim = await this.claimBuild(job, randomUUID(), false)
+    if (claim.answer !== undefined) return claim.answer
+    try {
+      await this.checkPermit(job, false)
+    } catch (err) {
+      this.releaseClaim(job, claim.owner)
+      throw err
+    }
     try {
       const version = this.clock()
       const { generation, ms } = await this.generate(job, this.deps.options.generation, 'request', false)
       this.counters.fallbacks++
       const now = this.clock()
-      this.deps.durable?.put(job.key, this.entryFor(job, generation, now, now), version, job.profile, job.locale)
+      this.afterDurableWrite(job, this.deps.durable?.put(job.key, this.entryFor(job, generation, now, now), version, job.profile, job.locale), claim.owner)
       return { status: 'fallback', key: job.key, narrative: generation.narrative, engine: generation.engine, writtenAt: now, generated: true, generation, generationMs: ms }
     } catch (err) {
+      this.releaseClaim(job, claim.owner)
       this.deps.logger.warn({ key: job.key, err: describe(err) }, 'narrator failed without the cache; answering with the template')
       return this.templateFallback(job)
     }
+  }
+
+  // ---- Durable build claims (issue 17): a build outlives a Redis that lost its lock. ----
+
+  /**
+   * Called by a builder once the durable tier had nothing for the key and
+   * before the model is asked. `answer` set: do not build, answer with it
+   * (another instance's build landed meanwhile, or it was waited for in vain
+   * and the template stands in, as for a waiter on a Redis lock). Otherwise
+   * build; `owner` is the claim to release once the durable row is written.
+   */
+  private async claimBuild (job: NarrativeJob, token: string, repopulate: boolean): Promise<{ answer?: Resolution, owner?: string }> {
+    const claims = this.deps.claims
+    if (claims === undefined) return {}
+    const owner = `${this.instanceId}/${token}`
+    const outcome = await claims.acquire(job.key, owner, this.deps.options.maxWaitMs)
+    if (outcome === 'won') return { owner }
+    // The database cannot say: build, as before there were claims (the guarantee's limit).
+    if (outcome === 'unavailable') return {}
+    if (outcome === 'timeout') {
+      this.deps.logger.warn({ key: job.key, waitedMs: this.deps.options.maxWaitMs }, 'gave up waiting for another instance\'s claimed build')
+      return { answer: this.templateFallback(job) }
+    }
+    const answer = await this.fromDurable(job, repopulate)
+    // Built, but the row could not be read now: build (its write counts it as re-paid).
+    return answer === null ? {} : { answer }
+  }
+
+  /** Frees a claim this build took (none when `owner` is undefined), in the background. */
+  private releaseClaim (job: NarrativeJob, owner: string | undefined): void {
+    if (owner === undefined || this.deps.claims === undefined) return
+    this.track(this.deps.claims.release(job.key, owner))
+  }
+
+  /**
+   * Once the durable write of a request's generation has ended: counts the
+   * generation as re-paid when the row was already there, then releases the
+   * build's claim (after the write, so whoever waits on the claim finds the row).
+   */
+  private afterDurableWrite (job: NarrativeJob, write: Promise<DurableWriteOutcome> | undefined, claimOwner: string | undefined): void {
+    if (write === undefined) {
+      this.releaseClaim(job, claimOwner)
+      return
+    }
+    this.track(write.then(outcome => {
+      if (outcome !== 'failed' && outcome.existed) {
+        this.counters.repaidGenerations++
+        this.deps.logger.warn({ key: job.key }, 'the model was paid for a narrative the durable tier already held')
+        try {
+          this.deps.events?.repaid?.(job)
+        } catch (err) {
+          this.deps.logger.warn({ err: describe(err) }, 'repaid event handler failed')
+        }
+      }
+      this.releaseClaim(job, claimOwner)
+    }))
   }
 
   /** The template stands in: it needs nothing that can fail, and is never stored. */

@@ -3,7 +3,7 @@ import type { Database } from './database.js'
 import { clampLimit, cleanJson, cleanText, exactText, optionalInt, optionalText } from './sanitize.js'
 
 export interface AnalyticsSummary {
-  /** Requests: every event but 'generation'. */
+  /** Requests: every event but 'generation' and 'repaid'. */
   totalRequests: number
   /** 'hit' + 'stale' + 'durable'. */
   cacheHits: number
@@ -12,6 +12,8 @@ export interface AnalyticsSummary {
   fallbacks: number
   /** Model calls ('generation' events). */
   generations: number
+  /** Of those, generations of a key the durable tier already held ('repaid' events). */
+  repaidGenerations: number
   /** Mean duration of the generations that carry one; 0 when there were none. */
   avgGenerationTimeMs: number
   /** Tokens of the 'generation' events. */
@@ -129,11 +131,12 @@ export class AnalyticsRepository {
   async summary (sinceMs: number): Promise<AnalyticsSummary> {
     const [totals] = await this.#db.query<Record<string, number | string | null>>(
       `SELECT
-         COALESCE(sum(count) FILTER (WHERE event <> 'generation'), 0) AS total_requests,
+         COALESCE(sum(count) FILTER (WHERE event NOT IN ('generation', 'repaid')), 0) AS total_requests,
          COALESCE(sum(count) FILTER (WHERE event IN ('hit', 'stale', 'durable')), 0) AS cache_hits,
          COALESCE(sum(count) FILTER (WHERE event = 'miss'), 0) AS cache_misses,
          COALESCE(sum(count) FILTER (WHERE event = 'fallback'), 0) AS fallbacks,
          COALESCE(sum(count) FILTER (WHERE event = 'generation'), 0) AS generations,
+         COALESCE(sum(count) FILTER (WHERE event = 'repaid'), 0) AS repaid_generations,
          avg(duration_ms) FILTER (WHERE event = 'generation') AS avg_generation_ms,
          COALESCE(sum(prompt_tokens) FILTER (WHERE event = 'generation'), 0) AS prompt_tokens,
          COALESCE(sum(completion_tokens) FILTER (WHERE event = 'generation'), 0) AS completion_tokens
@@ -149,6 +152,7 @@ export class AnalyticsRepository {
       cacheMisses: Number(totals.cache_misses ?? 0),
       fallbacks: Number(totals.fallbacks ?? 0),
       generations: Number(totals.generations ?? 0),
+      repaidGenerations: Number(totals.repaid_generations ?? 0),
       avgGenerationTimeMs: Number(totals.avg_generation_ms ?? 0),
       promptTokens: Number(totals.prompt_tokens ?? 0),
       completionTokens: Number(totals.completion_tokens ?? 0),
@@ -168,7 +172,7 @@ export class AnalyticsRepository {
   async topSystems (sinceMs: number, limit: number): Promise<SystemCount[]> {
     const rows = await this.#db.query<{ system: string, count: number | string }>(
       `SELECT systems[1] AS system, sum(count) AS count FROM analytics_events
-       WHERE at >= $1 AND event <> 'generation' AND cardinality(systems) > 0
+       WHERE at >= $1 AND event NOT IN ('generation', 'repaid') AND cardinality(systems) > 0
        GROUP BY 1 ORDER BY count DESC, system LIMIT $2`, [Math.floor(sinceMs), clampLimit(limit)])
     return rows.map(r => ({ system: r.system, count: Number(r.count) }))
   }
@@ -181,7 +185,7 @@ export class AnalyticsRepository {
     const rows = await this.#db.query<{ key: string, count: number | string, profile: object, locale: string }>(
       `SELECT e.key, e.count, r.profile, r.locale
        FROM (SELECT key, sum(count) AS count FROM analytics_events
-             WHERE at >= $1 AND event <> 'generation' GROUP BY key) e
+             WHERE at >= $1 AND event NOT IN ('generation', 'repaid') GROUP BY key) e
        JOIN requested_profiles r ON r.key = e.key
        ORDER BY e.count DESC, e.key LIMIT $2`, [Math.floor(sinceMs), clampLimit(limit)])
     return rows.map(r => ({ key: r.key, count: Number(r.count), profile: r.profile, locale: r.locale }))

@@ -76,6 +76,25 @@ CREATE INDEX audit_log_at_idx ON audit_log (at);
     sql: `
 ALTER TABLE analytics_events ADD COLUMN count integer NOT NULL DEFAULT 1 CHECK (count >= 1);
 `
+  },
+  {
+    version: 3,
+    name: 'build claims (a durable record of builds in flight), re-paid generations in analytics',
+    // build_claims: one row per key being built, so a build outlives a Redis
+    // that lost its lock (src/cache/build-claims.ts). Times on the database's
+    // clock. 'repaid': a generation of a key that already had a durable row.
+    sql: `
+CREATE TABLE build_claims (
+  key        text PRIMARY KEY,
+  owner      text NOT NULL,
+  claimed_at bigint NOT NULL,
+  expires_at bigint NOT NULL
+);
+
+ALTER TABLE analytics_events DROP CONSTRAINT analytics_events_event_check;
+ALTER TABLE analytics_events ADD CONSTRAINT analytics_events_event_check
+  CHECK (event IN ('hit', 'stale', 'miss', 'durable', 'generation', 'repaid', 'fallback', 'error'));
+`
   }
 ]
 

@@ -28,10 +28,22 @@ export class NarrativesRepository {
    * keeps what the row had. Resolves true when it wrote.
    */
   async upsert (key: string, entry: CachedNarrative, version: number, profile: object | null, locale: string | null): Promise<boolean> {
+    return (await this.write(key, entry, version, profile, locale)).written
+  }
+
+  /**
+   * upsert(), and `existed`: the row held an entry of the same engine version
+   * before this write (read in the statement's snapshot), so the narrative had
+   * been paid for already. Two first writes racing within one statement's
+   * time may both see no row; that under-counts, never over-counts.
+   */
+  async write (key: string, entry: CachedNarrative, version: number, profile: object | null, locale: string | null): Promise<{ written: boolean, existed: boolean }> {
     if (!Number.isFinite(version) || version < 0) throw new TypeError(`version must be a non-negative number of ms, got ${version}`)
     const now = this.#now()
-    const rows = await this.#db.query(
-      `INSERT INTO narratives AS n (key, engine, version, entry, profile, locale, created_at, updated_at)
+    const rows = await this.#db.query<{ written: number | string, existed: boolean }>(
+      `WITH prior AS (SELECT 1 FROM narratives WHERE key = $1 AND entry->>'version' = $8),
+       w AS (
+       INSERT INTO narratives AS n (key, engine, version, entry, profile, locale, created_at, updated_at)
        VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7, $7)
        ON CONFLICT (key) DO UPDATE SET
          engine = excluded.engine,
@@ -41,7 +53,8 @@ export class NarrativesRepository {
          locale = COALESCE(excluded.locale, n.locale),
          updated_at = excluded.updated_at
        WHERE n.version < excluded.version
-       RETURNING 1 AS written`,
+       RETURNING 1)
+       SELECT (SELECT count(*) FROM w) AS written, EXISTS (SELECT 1 FROM prior) AS existed`,
       [
         key,
         cleanText(entry.engine, 200),
@@ -49,9 +62,10 @@ export class NarrativesRepository {
         JSON.stringify(cleanJson(entry)),
         profile === null || profile === undefined ? null : JSON.stringify(cleanJson(profile)),
         optionalText(locale, 100),
-        now
+        now,
+        entry.version
       ])
-    return rows.length > 0
+    return { written: Number(rows[0]?.written ?? 0) > 0, existed: rows[0]?.existed === true }
   }
 
   /**

@@ -14,6 +14,8 @@ export interface CostInputs {
   byModel: UsageByModel[]
   /** Requests answered in the period, from the cache or not. */
   totalRequests: number
+  /** Generations of a key already paid for (the durable tier held it). Default 0. */
+  repaidGenerations?: number
   periodDays: number
   redisMonthlyUsd: number
   /** Whether a Redis is used at all: with the in-process store there is none to pay for. */
@@ -30,6 +32,8 @@ export interface CostEstimate {
   /** What the same requests would have cost with one model call each. */
   withoutCache: number
   saved: number
+  /** What the re-paid generations cost, at the average cost per call: included in `openai`, money a working cache would not have spent. */
+  repaid: number
 }
 
 const round = (usd: number): number => Math.round(usd * 10_000) / 10_000
@@ -52,5 +56,6 @@ export function estimateCost (inputs: CostInputs): CostEstimate {
   const withoutCache = perCall * inputs.totalRequests
   const redis = inputs.redisInUse ? inputs.redisMonthlyUsd * inputs.periodDays / 30 : 0
   const total = openai + redis
-  return { openai: round(openai), redis: round(redis), total: round(total), withoutCache: round(withoutCache), saved: round(withoutCache - total) }
+  const repaid = perCall * (inputs.repaidGenerations ?? 0)
+  return { openai: round(openai), redis: round(redis), total: round(total), withoutCache: round(withoutCache), saved: round(withoutCache - total), repaid: round(repaid) }
 }

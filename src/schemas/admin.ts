@@ -31,6 +31,7 @@ export const AnalyticsSchema = Type.Object({
   fallbacks: Type.Integer(),
   hitRate: Type.Number(),
   generations: Type.Integer({ description: 'model calls, refreshes included' }),
+  repaidGenerations: Type.Integer({ description: 'of those, generations of a narrative the durable tier already held: the model paid twice for it' }),
   topSystems: Type.Array(Type.Object({ system: Type.String(), count: Type.Integer() })),
   avgGenerationTime: Type.Number({ description: 'milliseconds' }),
   tokens: Type.Object({ prompt: Type.Integer(), completion: Type.Integer() }),
@@ -39,7 +40,8 @@ export const AnalyticsSchema = Type.Object({
     redis: Type.Number({ description: 'USD: REDIS_MONTHLY_COST_USD prorated over the period; 0 with the in-process store (no Redis)' }),
     total: Type.Number(),
     withoutCache: Type.Number({ description: 'USD: one model call per request at the average cost per call' }),
-    saved: Type.Number({ description: 'withoutCache - total' })
+    saved: Type.Number({ description: 'withoutCache - total' }),
+    repaid: Type.Number({ description: 'USD: the re-paid generations at the average cost per call (included in openai)' })
   }),
   period: Type.String()
 })

@@ -117,7 +117,7 @@ t.test('PostgreSQL killed mid-run under load: answers within a few hundred ms ex
   t.equal(s.openai.calls, calls, 'no model call: the durable rows were not lost')
 })
 
-t.test('PostgreSQL frozen (SIGSTOP): no request pays more than the 300 ms read deadline; analytics dropped, bounded; thawed, nothing lost', async t => {
+t.test('PostgreSQL frozen (SIGSTOP): no request waits on it more than its stall window (1 s); analytics dropped, bounded; thawed, nothing lost', async t => {
   const { pg, url, s, app } = await withTenDurableRows(t)
 
   let n = 10
@@ -128,7 +128,10 @@ t.test('PostgreSQL frozen (SIGSTOP): no request pays more than the 300 ms read d
   const during = await load.stop()
   t.comment(summary(during))
   t.same(during.filter(r => r.code !== 200), [], 'every request 200')
-  t.same(during.filter(r => r.ms > 30 + 300 + 250).map(r => r.ms), [], 'none slower than the model, the 300 ms durable deadline and a margin')
+  // A frozen database answers nothing: a durable read is given up after 1 s of silence
+  // (src/cache/durable-tier.ts), and the build claim that would follow is then skipped.
+  // A slow database that still answers is waited for (issue 17).
+  t.same(during.filter(r => r.ms > 30 + 1000 + 500).map(r => r.ms), [], 'none slower than the model, one stall window and a margin')
   t.ok(app.db.buffer.counters.dropped > 0, `analytics dropped and counted (${app.db.buffer.counters.dropped})`)
   t.ok(app.db.buffer.bufferedRows <= 50, `the buffer stayed bounded (${app.db.buffer.bufferedRows} rows)`)
   const ready = await app.inject('/ready')

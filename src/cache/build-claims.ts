@@ -1,0 +1,124 @@
+import type { Logger } from './logger.js'
+
+/**
+ * A durable record that a build is under way (src/db/build-claims-repository.ts
+ * keeps it in PostgreSQL). Redis locks vanish with a FLUSHALL, a restart
+ * without persistence or a failover to a replica that never saw them; a claim
+ * does not, so an instance that wins a fresh Redis lock for a key another
+ * instance is still building waits for that build instead of paying the model
+ * again. A claim expires like a lock, so a dead instance's claim frees itself.
+ */
+export interface BuildClaimStore {
+  /**
+   * Takes the claim on `key` for `owner` for `ttlMs` (measured on the
+   * database's clock, so instances' clocks need not agree), unless another
+   * owner holds one that has not expired. In the same round trip, says whether
+   * the durable tier holds a row for the key: a build that landed since the
+   * caller read it (of `entryVersion`, the engine version it can serve).
+   */
+  claim (key: string, owner: string, ttlMs: number, entryVersion: string): Promise<{ won: boolean, built: boolean }>
+  /** Deletes the claim if `owner` still holds it. */
+  release (key: string, owner: string): Promise<void>
+}
+
+/**
+ * - won: nobody else is building the key: build it, then release().
+ * - built: the durable tier has the key now: read it there, do not build.
+ * - unavailable: PostgreSQL cannot say (down, breaker open): build without a
+ *   claim. With Redis lost at the same moment, two instances may then pay for
+ *   one key; that is the guarantee's stated limit.
+ * - timeout: another instance held the claim past `waitMs`: answer without
+ *   building (as a waiter on a Redis lock does), never pay a second time.
+ */
+export type ClaimOutcome = 'won' | 'built' | 'unavailable' | 'timeout'
+
+export interface BuildClaimsOptions {
+  /** How long a claim lives unless released: the longest build it covers, like a lock. */
+  ttlMs: number
+  /** Backoff between two looks at another instance's claim. */
+  pollMinMs: number
+  pollMaxMs: number
+  /** The engine version of the rows that count as built (an older version's row is rebuilt). */
+  entryVersion: string
+  /** True while the database is known to say nothing (the durable tier's `silent`): no claim is tried then. */
+  databaseSilent?: () => boolean
+  clock?: () => number
+}
+
+/** Runs a database call, or rejects when it is given up (the durable tier's guard: breaker, budget, stall). */
+export type DatabaseGuard = <T>(op: () => Promise<T>) => Promise<T>
+
+/**
+ * Takes and waits on build claims for the engine. Calls go through the
+ * durable tier's guard (its breaker and rule), so a database that is down
+ * costs one failed call, not a wait.
+ */
+export class BuildClaims {
+  private readonly clock: () => number
+  readonly counters = { won: 0, waited: 0, built: 0, unavailable: 0, timeouts: 0 }
+
+  constructor (
+    private readonly store: BuildClaimStore,
+    private readonly guard: DatabaseGuard,
+    private readonly logger: Logger,
+    private readonly options: BuildClaimsOptions
+  ) {
+    if (!(options.ttlMs > 0)) throw new Error('build claims ttlMs must be positive')
+    if (!(options.pollMinMs > 0 && options.pollMaxMs >= options.pollMinMs)) throw new Error('build claims pollMinMs must be positive and at most pollMaxMs')
+    this.clock = options.clock ?? Date.now
+  }
+
+  /**
+   * Claims `key` for `owner`, waiting up to `waitMs` while another owner holds
+   * a live claim (it is building: its row lands, or its claim is released or
+   * expires, and then this one is taken).
+   */
+  async acquire (key: string, owner: string, waitMs: number): Promise<ClaimOutcome> {
+    const deadline = this.clock() + waitMs
+    let delay = this.options.pollMinMs
+    let waited = false
+    for (;;) {
+      let answer: { won: boolean, built: boolean }
+      try {
+        if (this.options.databaseSilent?.() === true) throw new Error('the database is silent')
+        answer = await this.guard(() => this.store.claim(key, owner, this.options.ttlMs, this.options.entryVersion))
+      } catch (err) {
+        this.counters.unavailable++
+        this.logger.debug({ key, err: (err as Error).message }, 'build claim unavailable: building without one')
+        return 'unavailable'
+      }
+      if (answer.built) {
+        // Our own claim is of no use: the key is built.
+        if (answer.won) this.releaseQuietly(key, owner)
+        this.counters.built++
+        return 'built'
+      }
+      if (answer.won) {
+        this.counters.won++
+        return 'won'
+      }
+      if (!waited) this.counters.waited++
+      waited = true
+      const left = deadline - this.clock()
+      if (left <= 0) {
+        this.counters.timeouts++
+        return 'timeout'
+      }
+      await new Promise(resolve => setTimeout(resolve, Math.min(delay, left)))
+      delay = Math.min(delay * 2, this.options.pollMaxMs)
+    }
+  }
+
+  /** Frees a claim taken by acquire(); never rejects (an unreleased claim expires). */
+  async release (key: string, owner: string): Promise<void> {
+    try {
+      await this.guard(() => this.store.release(key, owner))
+    } catch (err) {
+      this.logger.debug({ key, err: (err as Error).message }, 'build claim not released: it expires')
+    }
+  }
+
+  private releaseQuietly (key: string, owner: string): void {
+    this.release(key, owner).catch(() => {})
+  }
+}
