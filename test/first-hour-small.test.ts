@@ -68,8 +68,8 @@ t.test('/admin/ with a trailing slash serves the dashboard', async t => {
 
 t.test('cost model: Redis is charged only when a Redis is used', async t => {
   const common = { byModel: [{ model: 'template', promptTokens: 0, completionTokens: 0, generations: 2 }], totalRequests: 5, periodDays: 7, redisMonthlyUsd: 10, prices: { template: { input: 0, output: 0 } } }
-  t.same(estimateCost({ ...common, redisInUse: false }), { openai: 0, redis: 0, total: 0, withoutCache: 0, saved: 0 })
-  t.same(estimateCost({ ...common, redisInUse: true }), { openai: 0, redis: 2.3333, total: 2.3333, withoutCache: 0, saved: -2.3333 })
+  t.same(estimateCost({ ...common, redisInUse: false }), { openai: 0, redis: 0, total: 0, withoutCache: 0, saved: 0, repaid: 0 })
+  t.same(estimateCost({ ...common, redisInUse: true }), { openai: 0, redis: 2.3333, total: 2.3333, withoutCache: 0, saved: -2.3333, repaid: 0 })
 })
 
 t.test('analytics on the in-process store charge no Redis: no negative "Saved" with the template narrator', async t => {
