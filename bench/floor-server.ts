@@ -1,8 +1,8 @@
 import Fastify from 'fastify'
 import { Redis } from 'ioredis'
-import { serverOptions } from '../src/app.js'
-import { registerJsonBodyParser } from '../src/json-body.js'
-import { NarrativeRequestSchema, NarrativeResponseSchema } from '../src/schemas/narrative.js'
+import { serverOptions } from '../src/app.ts'
+import { registerJsonBodyParser } from '../src/json-body.ts'
+import { NarrativeRequestSchema, NarrativeResponseSchema } from '../src/schemas/narrative.ts'
 
 /**
  * The floors the hit path is measured against, all answering a constant of

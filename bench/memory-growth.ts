@@ -1,14 +1,14 @@
 import { readFile, writeFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
-import { CircuitBreaker } from '../src/cache/breaker.js'
-import { LocalTier } from '../src/cache/local-tier.js'
-import { silentLogger } from '../src/cache/logger.js'
-import { MemoryStore } from '../src/cache/memory-store.js'
-import { NarrativeEngine } from '../src/cache/narrative-engine.js'
-import { normalizeProfile } from '../src/domain/profile.js'
-import { OpenAINarrator } from '../src/narrator/openai-narrator.js'
-import { startFakeOpenAI } from '../test/support/fake-openai.js'
-import { heldBy } from '../test/support/signals.js'
+import { CircuitBreaker } from '../src/cache/breaker.ts'
+import { LocalTier } from '../src/cache/local-tier.ts'
+import { silentLogger } from '../src/cache/logger.ts'
+import { MemoryStore } from '../src/cache/memory-store.ts'
+import { NarrativeEngine } from '../src/cache/narrative-engine.ts'
+import { normalizeProfile } from '../src/domain/profile.ts'
+import { OpenAINarrator } from '../src/narrator/openai-narrator.ts'
+import { startFakeOpenAI } from '../test/support/fake-openai.ts'
+import { heldBy } from '../test/support/signals.ts'
 
 /**
  * npm run bench:memory [-- --calls N]: does the heap grow with model calls?

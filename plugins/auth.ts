@@ -2,9 +2,9 @@ import { randomBytes } from 'node:crypto'
 import fp from 'fastify-plugin'
 import fastifyJwt from '@fastify/jwt'
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { IpAllowlist } from '../src/admin/ip-allowlist.js'
-import { claimsProblem } from '../src/admin/token.js'
-import { AdminIpForbiddenError, AdminRoleForbiddenError, AdminTokenError } from '../src/errors.js'
+import { IpAllowlist } from '../src/admin/ip-allowlist.ts'
+import { claimsProblem } from '../src/admin/token.ts'
+import { AdminIpForbiddenError, AdminRoleForbiddenError, AdminTokenError } from '../src/errors.ts'
 
 declare module '@fastify/jwt' {
   interface FastifyJWT {

@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import { CircuitBreaker } from '../src/cache/breaker.js'
+import { CircuitBreaker } from '../src/cache/breaker.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -1,11 +1,11 @@
 import fp from 'fastify-plugin'
-import { AnalyticsBuffer, type AnalyticsBufferOptions } from '../src/analytics/buffer.js'
-import { AnalyticsRetention } from '../src/analytics/retention.js'
-import { AnalyticsRepository } from '../src/db/analytics-repository.js'
-import { AuditRepository } from '../src/db/audit-repository.js'
-import { DeferredDatabase, openDatabase, type Database, type PostgresOptions } from '../src/db/database.js'
-import { migrate } from '../src/db/migrations.js'
-import { NarrativesRepository } from '../src/db/narratives-repository.js'
+import { AnalyticsBuffer, type AnalyticsBufferOptions } from '../src/analytics/buffer.ts'
+import { AnalyticsRetention } from '../src/analytics/retention.ts'
+import { AnalyticsRepository } from '../src/db/analytics-repository.ts'
+import { AuditRepository } from '../src/db/audit-repository.ts'
+import { DeferredDatabase, openDatabase, type Database, type PostgresOptions } from '../src/db/database.ts'
+import { migrate } from '../src/db/migrations.ts'
+import { NarrativesRepository } from '../src/db/narratives-repository.ts'
 
 /** 'starting' while the first open + migrate is under way; 'down' once an attempt failed (retried in the background). */
 export type DbState = 'up' | 'down' | 'embedded' | 'starting'

@@ -2,10 +2,10 @@ import fp from 'fastify-plugin'
 import type { onResponseHookHandler } from 'fastify'
 import cluster from 'node:cluster'
 import { createHash } from 'node:crypto'
-import { childrenBy, createMetrics, type Metrics } from '../src/metrics.js'
-import { AdminIpForbiddenError, MetricsUnavailableError } from '../src/errors.js'
-import { fleetMetrics, shareMetrics } from '../src/workers.js'
-import { errorResponses } from '../src/schemas/error.js'
+import { childrenBy, createMetrics, type Metrics } from '../src/metrics.ts'
+import { AdminIpForbiddenError, MetricsUnavailableError } from '../src/errors.ts'
+import { fleetMetrics, shareMetrics } from '../src/workers.ts'
+import { errorResponses } from '../src/schemas/error.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {

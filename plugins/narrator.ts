@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
-import { OpenAINarrator } from '../src/narrator/openai-narrator.js'
-import { TemplateNarrator, type Narrator } from '../src/narrator/narrator.js'
+import { OpenAINarrator } from '../src/narrator/openai-narrator.ts'
+import { TemplateNarrator, type Narrator } from '../src/narrator/narrator.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -2,8 +2,8 @@ import fp from 'fastify-plugin'
 import rateLimit, { type FastifyRateLimitStoreCtor } from '@fastify/rate-limit'
 import RedisStore from '@fastify/rate-limit/store/RedisStore.js'
 import type { Cluster, Redis } from 'ioredis'
-import { RateLimitStoreDownError } from '../src/errors.js'
-import { rateLimitKey } from '../src/client-key.js'
+import { RateLimitStoreDownError } from '../src/errors.ts'
+import { rateLimitKey } from '../src/client-key.ts'
 
 /** Admin routes: 10 requests a second on average, bursts of 20 (a 20-request window of 2 s). */
 export const ADMIN_RATE_LIMIT = { max: 20, timeWindow: 2000 }

@@ -1,9 +1,9 @@
 import fp from 'fastify-plugin'
 import fastifyRedis from '@fastify/redis'
 import type { Cluster, Redis } from 'ioredis'
-import { MemoryStore } from '../src/cache/memory-store.js'
-import { createRedisClient, RedisStore } from '../src/cache/redis-store.js'
-import type { CacheStore } from '../src/cache/store.js'
+import { MemoryStore } from '../src/cache/memory-store.ts'
+import { createRedisClient, RedisStore } from '../src/cache/redis-store.ts'
+import type { CacheStore } from '../src/cache/store.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {

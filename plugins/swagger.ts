@@ -1,8 +1,8 @@
 import fp from 'fastify-plugin'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
-import { packageInfo as pkg } from '../src/package-info.js'
-import { ErrorSchema } from '../src/schemas/error.js'
+import { packageInfo as pkg } from '../src/package-info.ts'
+import { ErrorSchema } from '../src/schemas/error.ts'
 
 /**
  * The OpenAPI document, built from the routes' TypeBox schemas. Registered

@@ -1,5 +1,5 @@
 import { writeFile } from 'node:fs/promises'
-import { openapiDocument } from './openapi-document.js'
+import { openapiDocument } from './openapi-document.ts'
 
 /** npm run openapi: regenerates openapi/openapi.json; test/openapi.test.ts fails on drift. */
 const target = new URL('../openapi/openapi.json', import.meta.url)

@@ -1,6 +1,6 @@
 import Fastify from 'fastify'
-import app, { serverOptions } from '../src/app.js'
-import { loadConfig } from '../src/config.js'
+import app, { serverOptions } from '../src/app.ts'
+import { loadConfig } from '../src/config.ts'
 
 /**
  * The OpenAPI document exactly as the app serves it at /documentation/json,

@@ -1,10 +1,10 @@
 import { parseArgs } from 'node:util'
 import Fastify from 'fastify'
 import fp from 'fastify-plugin'
-import app, { serverOptions } from '../src/app.js'
-import { loadConfig } from '../src/config.js'
-import { prewarmTop } from '../src/admin/prewarm-top.js'
-import { PERIOD_DAYS, type Period } from '../src/admin/pattern.js'
+import app, { serverOptions } from '../src/app.ts'
+import { loadConfig } from '../src/config.ts'
+import { prewarmTop } from '../src/admin/prewarm-top.ts'
+import { PERIOD_DAYS, type Period } from '../src/admin/pattern.ts'
 
 /**
  * npm run prewarm -- --top 100 [--period 30d] [--concurrency 4]

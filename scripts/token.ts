@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util'
-import { mintAdminToken, parseTtl } from '../src/admin/token.js'
-import { loadConfig } from '../src/config.js'
-import { adminTokenSecret } from '../src/admin/development-secret.js'
+import { mintAdminToken, parseTtl } from '../src/admin/token.ts'
+import { loadConfig } from '../src/config.ts'
+import { adminTokenSecret } from '../src/admin/development-secret.ts'
 
 /**
  * npm run token -- --sub alice --ttl 1h

@@ -1,5 +1,5 @@
 import { isIP } from 'node:net'
-import { unmap } from './admin/ip-allowlist.js'
+import { unmap } from './admin/ip-allowlist.ts'
 
 /**
  * Who a rate limit counts: an IPv4 address as it is, an IPv6 address by its

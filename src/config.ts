@@ -1,12 +1,12 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { readFileSync } from 'node:fs'
-import { IpAllowlist } from './admin/ip-allowlist.js'
-import { parseDuration, type AdminTokenPolicy } from './admin/token.js'
-import { canonicalLocale } from './domain/locale.js'
-import { canonicalName } from './domain/systems.js'
-import { LOCALE_PATTERN, RESERVED_NAMES, SYSTEM_NAME_PATTERN } from './schemas/narrative.js'
-import { DEFAULT_MODEL_PRICES, type ModelPrice } from './domain/cost.js'
+import { IpAllowlist } from './admin/ip-allowlist.ts'
+import { parseDuration, type AdminTokenPolicy } from './admin/token.ts'
+import { canonicalLocale } from './domain/locale.ts'
+import { canonicalName } from './domain/systems.ts'
+import { LOCALE_PATTERN, RESERVED_NAMES, SYSTEM_NAME_PATTERN } from './schemas/narrative.ts'
+import { DEFAULT_MODEL_PRICES, type ModelPrice } from './domain/cost.ts'
 
 /**
  * Every environment variable of the contract, in one schema. The values are

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import sjson from 'secure-json-parse'
-import { UnsupportedMediaTypeError } from './errors.js'
+import { UnsupportedMediaTypeError } from './errors.ts'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -12,7 +12,12 @@ declare module 'fastify' {
 class JsonBodyError extends Error {
   override readonly name: string = 'JsonBodyError'
   readonly statusCode = 400
-  constructor (message: string, readonly code: string) { super(message) }
+  readonly code: string
+
+  constructor (message: string, code: string) {
+    super(message)
+    this.code = code
+  }
 }
 
 /**

@@ -20,7 +20,10 @@ export class LruMap<K, V> {
   private clock = 0
   private readonly recentSpan: number
 
-  constructor (readonly maxEntries: number) {
+  readonly maxEntries: number
+
+  constructor (maxEntries: number) {
+    this.maxEntries = maxEntries
     if (!Number.isSafeInteger(maxEntries) || maxEntries < 1) throw new TypeError(`LruMap maxEntries must be a positive whole number, got ${maxEntries}`)
     this.recentSpan = Math.max(1, maxEntries >> 1)
   }

@@ -1,7 +1,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
-import type { EngineCounters } from './cache/narrative-engine.js'
-import type { BreakerState } from './cache/breaker.js'
-import type { NarratorCounters } from './narrator/narrator.js'
+import type { EngineCounters } from './cache/narrative-engine.ts'
+import type { BreakerState } from './cache/breaker.ts'
+import type { NarratorCounters } from './narrator/narrator.ts'
 
 export interface MetricSources {
   counters: () => EngineCounters | undefined

@@ -1,15 +1,15 @@
-import { PermitDeniedError, type NarrativeEngine, type NarrativeJob, type Resolution } from './cache/narrative-engine.js'
-import { GenerationLimitExceeded, type GenerationLimiter } from './cache/generation-limiter.js'
-import type { AnalyticsEvent } from './analytics/event.js'
-import { LruMap } from './lru-map.js'
-import { rateLimitKey } from './client-key.js'
-import { cacheKey, refusedKey } from './domain/cache-key.js'
-import { canonicalRequest, type CanonicalOptions } from './domain/canonical.js'
-import { RefusedInputError, systemsByWeight, type NormalizedProfile, type Profile } from './domain/profile.js'
-import { ENGINE_VERSION } from './domain/prompt.js'
-import { GenerationGlobalLimitedError, GenerationRateLimitedError, InvalidLocaleError, InvalidProfileError } from './errors.js'
-import type { NarrativeRequest, NarrativeResponse } from './schemas/narrative.js'
-import { isStoredRequest } from './schemas/stored-request.js'
+import { PermitDeniedError, type NarrativeEngine, type NarrativeJob, type Resolution } from './cache/narrative-engine.ts'
+import { GenerationLimitExceeded, type GenerationLimiter } from './cache/generation-limiter.ts'
+import type { AnalyticsEvent } from './analytics/event.ts'
+import { LruMap } from './lru-map.ts'
+import { rateLimitKey } from './client-key.ts'
+import { cacheKey, refusedKey } from './domain/cache-key.ts'
+import { canonicalRequest, type CanonicalOptions } from './domain/canonical.ts'
+import { RefusedInputError, systemsByWeight, type NormalizedProfile, type Profile } from './domain/profile.ts'
+import { ENGINE_VERSION } from './domain/prompt.ts'
+import { GenerationGlobalLimitedError, GenerationRateLimitedError, InvalidLocaleError, InvalidProfileError } from './errors.ts'
+import type { NarrativeRequest, NarrativeResponse } from './schemas/narrative.ts'
+import { isStoredRequest } from './schemas/stored-request.ts'
 
 export interface ServedNarrative {
   body: NarrativeResponse
@@ -90,7 +90,10 @@ export class NarrativeService {
   private readonly clock: () => number
   private readonly memo = new LruMap<string, BodyFacts>(MEMO_ENTRIES)
 
-  constructor (private readonly deps: NarrativeServiceDeps) {
+  private readonly deps: NarrativeServiceDeps
+
+  constructor (deps: NarrativeServiceDeps) {
+    this.deps = deps
     this.clock = deps.clock ?? Date.now
   }
 

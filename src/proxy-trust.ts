@@ -1,5 +1,5 @@
-import { IpAllowlist } from './admin/ip-allowlist.js'
-import type { TrustProxy } from './config.js'
+import { IpAllowlist } from './admin/ip-allowlist.ts'
+import type { TrustProxy } from './config.ts'
 
 /** Fastify's `trustProxy` option: which hops' X-Forwarded-For entries request.ip may come from. */
 export type FastifyTrustProxy = false | ((address: string, hop: number) => boolean)

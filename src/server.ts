@@ -2,10 +2,10 @@ import cluster from 'node:cluster'
 import Fastify from 'fastify'
 import closeWithGrace from 'close-with-grace'
 import { pino } from 'pino'
-import app, { serverOptions } from './app.js'
-import { ConfigError, loadConfig, type Config } from './config.js'
-import { runPrimary } from './workers.js'
-import { adminTokenSecret } from './admin/development-secret.js'
+import app, { serverOptions } from './app.ts'
+import { ConfigError, loadConfig, type Config } from './config.ts'
+import { runPrimary } from './workers.ts'
+import { adminTokenSecret } from './admin/development-secret.ts'
 
 /** The only file that listens (in a worker, when WORKERS is above 1). */
 async function main (): Promise<void> {

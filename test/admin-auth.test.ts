@@ -1,8 +1,8 @@
 import t from 'tap'
 import { createHmac } from 'node:crypto'
 import type { FastifyInstance, InjectOptions } from 'fastify'
-import { build, stack } from './helper.js'
-import { mintAdminToken } from '../src/admin/token.js'
+import { build, stack } from './helper.ts'
+import { mintAdminToken } from '../src/admin/token.ts'
 
 const SECRET = 'test-secret-that-is-long-enough-0123456789'
 const b64 = (value: object | string): string => Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64url')

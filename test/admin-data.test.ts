@@ -1,9 +1,9 @@
 import t, { type Test } from 'tap'
 import { Redis } from 'ioredis'
 import type { FastifyInstance } from 'fastify'
-import { build, bodyFor, exampleBody, stack } from './helper.js'
-import { mintAdminToken } from '../src/admin/token.js'
-import { waitUntil } from './support/wait.js'
+import { build, bodyFor, exampleBody, stack } from './helper.ts'
+import { mintAdminToken } from '../src/admin/token.ts'
+import { waitUntil } from './support/wait.ts'
 
 const SECRET = 'test-secret-that-is-long-enough-0123456789'
 const auth = { authorization: `Bearer ${mintAdminToken(SECRET, 'alice', 3600)}` }
@@ -195,7 +195,7 @@ t.test('waiting for someone else\'s generation never counts', async t => {
 })
 
 t.test('Redis down: admin routes fail closed with 503; the public route is not limited by the dead store', async t => {
-  const { startRedis } = await import('./support/redis-server.js')
+  const { startRedis } = await import('./support/redis-server.ts')
   const redis = await startRedis()
   t.teardown(() => redis.stop())
   const s = await stack(t)
@@ -212,7 +212,7 @@ t.test('Redis down: admin routes fail closed with 503; the public route is not l
 })
 
 t.test('PostgreSQL stopped: requests still answer, analytics dropped and counted, /ready names it', async t => {
-  const { startPostgres } = await import('./support/postgres-server.js')
+  const { startPostgres } = await import('./support/postgres-server.ts')
   const pg = await startPostgres()
   t.teardown(() => pg.stop())
   const s = await stack(t)

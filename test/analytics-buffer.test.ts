@@ -1,12 +1,12 @@
 import t, { type Test } from 'tap'
-import { AnalyticsBuffer, type AnalyticsBufferCounters } from '../src/analytics/buffer.js'
-import type { AnalyticsEvent } from '../src/analytics/event.js'
-import { AnalyticsRepository } from '../src/db/analytics-repository.js'
-import { openPostgres, type Database } from '../src/db/database.js'
-import { migrate } from '../src/db/migrations.js'
-import { uniqueDatabaseUrl, uniquePrefix } from './support/env.js'
-import { startPostgres } from './support/postgres-server.js'
-import { sleep, waitUntil } from './support/wait.js'
+import { AnalyticsBuffer, type AnalyticsBufferCounters } from '../src/analytics/buffer.ts'
+import type { AnalyticsEvent } from '../src/analytics/event.ts'
+import { AnalyticsRepository } from '../src/db/analytics-repository.ts'
+import { openPostgres, type Database } from '../src/db/database.ts'
+import { migrate } from '../src/db/migrations.ts'
+import { uniqueDatabaseUrl, uniquePrefix } from './support/env.ts'
+import { startPostgres } from './support/postgres-server.ts'
+import { sleep, waitUntil } from './support/wait.ts'
 
 /** The i-th event under a key prefix; each i has a key of its own, so none coalesce (see the coalescing tests for that). */
 function event (key: string, i: number, extra: Partial<AnalyticsEvent> = {}): AnalyticsEvent {

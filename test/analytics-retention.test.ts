@@ -1,11 +1,11 @@
 import t from 'tap'
-import { AnalyticsRepository } from '../src/db/analytics-repository.js'
-import { AnalyticsRetention } from '../src/analytics/retention.js'
-import { openPostgres } from '../src/db/database.js'
-import { migrate } from '../src/db/migrations.js'
-import { build, stack } from './helper.js'
-import { uniqueDatabaseUrl, uniquePrefix } from './support/env.js'
-import { waitUntil } from './support/wait.js'
+import { AnalyticsRepository } from '../src/db/analytics-repository.ts'
+import { AnalyticsRetention } from '../src/analytics/retention.ts'
+import { openPostgres } from '../src/db/database.ts'
+import { migrate } from '../src/db/migrations.ts'
+import { build, stack } from './helper.ts'
+import { uniqueDatabaseUrl, uniquePrefix } from './support/env.ts'
+import { waitUntil } from './support/wait.ts'
 
 const DAY_MS = 86_400_000
 

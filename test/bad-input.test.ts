@@ -1,5 +1,5 @@
 import t from 'tap'
-import { build, exampleBody, stack } from './helper.js'
+import { build, exampleBody, stack } from './helper.ts'
 
 interface Case { name: string, payload?: unknown, raw?: string, contentType?: string, status: number, message: RegExp }
 

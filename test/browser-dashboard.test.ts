@@ -1,9 +1,9 @@
 import t from 'tap'
 import type { AddressInfo } from 'node:net'
-import { build, stack, type NarrativeBody } from './helper.js'
-import { mintAdminToken } from '../src/admin/token.js'
-import { openBrowser } from './support/browser.js'
-import { waitUntil } from './support/wait.js'
+import { build, stack, type NarrativeBody } from './helper.ts'
+import { mintAdminToken } from '../src/admin/token.ts'
+import { openBrowser } from './support/browser.ts'
+import { waitUntil } from './support/wait.ts'
 
 const JWT_SECRET = 'browser-dashboard-secret-0123456789abcdef'
 

@@ -1,8 +1,8 @@
 import t from 'tap'
 import type { AddressInfo } from 'node:net'
-import { build, exampleBody, stack } from './helper.js'
-import { mintAdminToken } from '../src/admin/token.js'
-import { openBrowser } from './support/browser.js'
+import { build, exampleBody, stack } from './helper.ts'
+import { mintAdminToken } from '../src/admin/token.ts'
+import { openBrowser } from './support/browser.ts'
 
 const JWT_SECRET = 'browser-swagger-secret-0123456789abcdef00'
 

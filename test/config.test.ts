@@ -4,9 +4,9 @@ import { once } from 'node:events'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { freePort } from './support/ports.js'
-import { waitUntil } from './support/wait.js'
-import { ConfigError, loadConfig } from '../src/config.js'
+import { freePort } from './support/ports.ts'
+import { waitUntil } from './support/wait.ts'
+import { ConfigError, loadConfig } from '../src/config.ts'
 
 t.test('defaults: embedded everything', async t => {
   const c = loadConfig({})

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { build, stack } from './helper.js'
+import { build, stack } from './helper.ts'
 
 t.test('GET /admin: one page, one script, one stylesheet, all of this origin, under the strict CSP', async t => {
   const s = await stack(t)

@@ -4,9 +4,9 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { DatabaseUnavailableError, openPglite, openPostgres, type Database } from '../src/db/database.js'
-import { migrate, migrations, MigrationError, type Migration } from '../src/db/migrations.js'
-import { uniqueDatabaseUrl } from './support/env.js'
+import { DatabaseUnavailableError, openPglite, openPostgres, type Database } from '../src/db/database.ts'
+import { migrate, migrations, MigrationError, type Migration } from '../src/db/migrations.ts'
+import { uniqueDatabaseUrl } from './support/env.ts'
 
 const TABLES = ['analytics_events', 'audit_log', 'build_claims', 'narratives', 'requested_profiles', 'schema_migrations', 'user_keys']
 

@@ -1,10 +1,10 @@
 import t from 'tap'
-import { DatabaseUnavailableError, openPostgres, type Database } from '../src/db/database.js'
-import { migrate } from '../src/db/migrations.js'
-import { NarrativesRepository } from '../src/db/narratives-repository.js'
-import { freePort } from './support/ports.js'
-import { startPostgres } from './support/postgres-server.js'
-import { waitUntil } from './support/wait.js'
+import { DatabaseUnavailableError, openPostgres, type Database } from '../src/db/database.ts'
+import { migrate } from '../src/db/migrations.ts'
+import { NarrativesRepository } from '../src/db/narratives-repository.ts'
+import { freePort } from './support/ports.ts'
+import { startPostgres } from './support/postgres-server.ts'
+import { waitUntil } from './support/wait.ts'
 
 /** How long `p` takes to settle, and how. */
 async function timed (p: Promise<unknown>): Promise<{ ms: number, error: unknown }> {

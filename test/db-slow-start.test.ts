@@ -8,12 +8,12 @@
 import t from 'tap'
 import Fastify from 'fastify'
 import fp from 'fastify-plugin'
-import app, { serverOptions } from '../src/app.js'
-import { loadConfig } from '../src/config.js'
-import { openPostgres, type Database } from '../src/db/database.js'
-import { bodyFor } from './helper.js'
-import { uniqueDatabaseUrl } from './support/env.js'
-import { waitUntil } from './support/wait.js'
+import app, { serverOptions } from '../src/app.ts'
+import { loadConfig } from '../src/config.ts'
+import { openPostgres, type Database } from '../src/db/database.ts'
+import { bodyFor } from './helper.ts'
+import { uniqueDatabaseUrl } from './support/env.ts'
+import { waitUntil } from './support/wait.ts'
 
 /** A real database whose every call waits until `open()`: a database that takes as long to open (and migrate) as we say. */
 function heldShut (real: Database): { database: Database, open: () => void, calls: () => number } {
@@ -79,7 +79,7 @@ t.test('a database that is slow to open: the app is ready at once, answers narra
 })
 
 t.test('the analytics buffer holds events while its database is not writable, without trying or spinning, then writes them', async t => {
-  const { AnalyticsBuffer } = await import('../src/analytics/buffer.js')
+  const { AnalyticsBuffer } = await import('../src/analytics/buffer.ts')
   let writable = false
   const batches: number[] = []
   const buffer = new AnalyticsBuffer({ repository: { insertBatch: async rows => { batches.push(rows.length) } }, flushIntervalMs: 20, batchSize: 2, maxBuffered: 4, writable: () => writable })

@@ -8,11 +8,11 @@ import { once } from 'node:events'
 import { readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { adminTokenSecret, developmentSecret, DEVELOPMENT_SECRET_FILE } from '../src/admin/development-secret.js'
-import { mintAdminToken } from '../src/admin/token.js'
-import { build } from './helper.js'
-import { freePort } from './support/ports.js'
-import { waitUntil } from './support/wait.js'
+import { adminTokenSecret, developmentSecret, DEVELOPMENT_SECRET_FILE } from '../src/admin/development-secret.ts'
+import { mintAdminToken } from '../src/admin/token.ts'
+import { build } from './helper.ts'
+import { freePort } from './support/ports.ts'
+import { waitUntil } from './support/wait.ts'
 
 const run = promisify(execFile)
 

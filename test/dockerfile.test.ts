@@ -1,6 +1,6 @@
 import t from 'tap'
 import { readFile } from 'node:fs/promises'
-import { DockerIgnore, parseDockerfile, parseEnv } from '../scripts/ci/replay-dockerfile.js'
+import { DockerIgnore, parseDockerfile, parseEnv } from '../scripts/ci/replay-dockerfile.ts'
 
 // The replay itself (npm run check:docker) builds and runs the image's stages; it
 // is a CI step of its own (minutes). These are the static facts it relies on.

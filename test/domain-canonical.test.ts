@@ -1,11 +1,11 @@
 import t from 'tap'
-import { canonicalLocale, servedLocale } from '../src/domain/locale.js'
-import { SystemCatalogue, canonicalName } from '../src/domain/systems.js'
-import { canonicalRequest } from '../src/domain/canonical.js'
-import { RefusedInputError, canonicalJson, normalizeProfile, type Profile } from '../src/domain/profile.js'
-import { isStoredRequest } from '../src/schemas/stored-request.js'
-import { lenientUserPath } from '../src/admin/user-path.js'
-import { exactText } from '../src/db/sanitize.js'
+import { canonicalLocale, servedLocale } from '../src/domain/locale.ts'
+import { SystemCatalogue, canonicalName } from '../src/domain/systems.ts'
+import { canonicalRequest } from '../src/domain/canonical.ts'
+import { RefusedInputError, canonicalJson, normalizeProfile, type Profile } from '../src/domain/profile.ts'
+import { isStoredRequest } from '../src/schemas/stored-request.ts'
+import { lenientUserPath } from '../src/admin/user-path.ts'
+import { exactText } from '../src/db/sanitize.ts'
 
 t.test('locales: one canonical tag, invalid ones undefined; served locales by RFC 4647 lookup', async t => {
   t.equal(canonicalLocale('EN-us'), 'en-US')

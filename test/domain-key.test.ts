@@ -1,9 +1,9 @@
 import t from 'tap'
 import fc from 'fast-check'
-import { bucket, canonicalJson, normalizeProfile, profileHash, sha1Hex, type Profile } from '../src/domain/profile.js'
-import { cacheKey } from '../src/domain/cache-key.js'
-import { ENGINE_VERSION, PROMPT_HASH, buildMessages } from '../src/domain/prompt.js'
-import { canonicalLocale } from '../src/domain/locale.js'
+import { bucket, canonicalJson, normalizeProfile, profileHash, sha1Hex, type Profile } from '../src/domain/profile.ts'
+import { cacheKey } from '../src/domain/cache-key.ts'
+import { ENGINE_VERSION, PROMPT_HASH, buildMessages } from '../src/domain/prompt.ts'
+import { canonicalLocale } from '../src/domain/locale.ts'
 
 const example: Profile = {
   classification: 'primary',

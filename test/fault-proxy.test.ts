@@ -2,9 +2,9 @@ import t, { type Test } from 'tap'
 import { connect, createServer, type Server, type Socket } from 'node:net'
 import { once } from 'node:events'
 import { Redis } from 'ioredis'
-import { startFaultProxy, type FaultProxy } from './support/fault-proxy.js'
-import { sharedRedisUrl, uniquePrefix } from './support/env.js'
-import { sleep, waitUntil } from './support/wait.js'
+import { startFaultProxy, type FaultProxy } from './support/fault-proxy.ts'
+import { sharedRedisUrl, uniquePrefix } from './support/env.ts'
+import { sleep, waitUntil } from './support/wait.ts'
 
 /** A TCP server that echoes, or answers every chunk with `reply` when given. */
 async function startEcho (t: Test, reply?: Buffer): Promise<Server> {

@@ -1,7 +1,7 @@
 import t from 'tap'
-import { build, exampleBody, stack } from './helper.js'
-import { mintAdminToken } from '../src/admin/token.js'
-import { estimateCost } from '../src/domain/cost.js'
+import { build, exampleBody, stack } from './helper.ts'
+import { mintAdminToken } from '../src/admin/token.ts'
+import { estimateCost } from '../src/domain/cost.ts'
 
 const post = { method: 'POST' as const, url: '/api/narrative' }
 

@@ -4,12 +4,12 @@ import { once } from 'node:events'
 import { Writable } from 'node:stream'
 import Fastify, { type FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
-import app, { serverOptions } from '../src/app.js'
-import { loadConfig } from '../src/config.js'
-import { bodyFor, stack } from './helper.js'
-import type { FakeOpenAI } from './support/fake-openai.js'
-import { uniqueDatabaseUrl } from './support/env.js'
-import { sleep } from './support/wait.js'
+import app, { serverOptions } from '../src/app.ts'
+import { loadConfig } from '../src/config.ts'
+import { bodyFor, stack } from './helper.ts'
+import type { FakeOpenAI } from './support/fake-openai.ts'
+import { uniqueDatabaseUrl } from './support/env.ts'
+import { sleep } from './support/wait.ts'
 
 /** The app listening on a loopback port, with the front door of serverOptions and a count of the requests Fastify itself was given. */
 interface Listening { app: FastifyInstance, url: string, port: number, openai: FakeOpenAI, routedByFastify: () => number, logLines: Array<Record<string, unknown>> }

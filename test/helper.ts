@@ -1,9 +1,9 @@
 import Fastify, { type FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
-import app, { serverOptions, type AppOptions } from '../src/app.js'
-import { loadConfig, type Config } from '../src/config.js'
-import { startFakeOpenAI, type FakeOpenAI } from './support/fake-openai.js'
-import { sharedRedisUrl, uniqueDatabaseUrl, uniquePrefix, type Teardownable } from './support/env.js'
+import app, { serverOptions, type AppOptions } from '../src/app.ts'
+import { loadConfig, type Config } from '../src/config.ts'
+import { startFakeOpenAI, type FakeOpenAI } from './support/fake-openai.ts'
+import { sharedRedisUrl, uniqueDatabaseUrl, uniquePrefix, type Teardownable } from './support/env.ts'
 
 export interface BuildOptions extends Omit<AppOptions, 'config'> {
   /** Environment variables on top of the test defaults. */

@@ -1,8 +1,8 @@
 import t from 'tap'
 import { Redis } from 'ioredis'
-import { build, bodyFor, stack } from './helper.js'
-import { mintAdminToken } from '../src/admin/token.js'
-import { sleep, waitUntil } from './support/wait.js'
+import { build, bodyFor, stack } from './helper.ts'
+import { mintAdminToken } from '../src/admin/token.ts'
+import { sleep, waitUntil } from './support/wait.ts'
 
 const SECRET = 'test-secret-that-is-long-enough-0123456789'
 const auth = { authorization: `Bearer ${mintAdminToken(SECRET, 'alice', 3600)}` }

@@ -1,17 +1,17 @@
 import t from 'tap'
 import { gzipSync } from 'node:zlib'
 import { Redis } from 'ioredis'
-import { build, exampleBody, stack } from './helper.js'
-import { NarrativeEngine } from '../src/cache/narrative-engine.js'
-import { RedisStore } from '../src/cache/redis-store.js'
-import { CircuitBreaker } from '../src/cache/breaker.js'
-import { silentLogger } from '../src/cache/logger.js'
-import { normalizeProfile, type Profile } from '../src/domain/profile.js'
-import { MemoryStore } from '../src/cache/memory-store.js'
-import { cacheKey, failedBuildKey, lockKey } from '../src/domain/cache-key.js'
-import { NarratorError, type Generation, type Narrator } from '../src/narrator/narrator.js'
-import { withVersion, type CacheStore } from '../src/cache/store.js'
-import { sleep, waitUntil } from './support/wait.js'
+import { build, exampleBody, stack } from './helper.ts'
+import { NarrativeEngine } from '../src/cache/narrative-engine.ts'
+import { RedisStore } from '../src/cache/redis-store.ts'
+import { CircuitBreaker } from '../src/cache/breaker.ts'
+import { silentLogger } from '../src/cache/logger.ts'
+import { normalizeProfile, type Profile } from '../src/domain/profile.ts'
+import { MemoryStore } from '../src/cache/memory-store.ts'
+import { cacheKey, failedBuildKey, lockKey } from '../src/domain/cache-key.ts'
+import { NarratorError, type Generation, type Narrator } from '../src/narrator/narrator.ts'
+import { withVersion, type CacheStore } from '../src/cache/store.ts'
+import { sleep, waitUntil } from './support/wait.ts'
 
 t.test('a lock holder that dies: the lock expires and another instance builds', async t => {
   const s = await stack(t)
@@ -37,7 +37,16 @@ t.test('a lock holder that dies: the lock expires and another instance builds', 
 class SlowNarrator implements Narrator {
   readonly isModel = true
   calls = 0
-  constructor (readonly engine: string, private readonly ms: number, private readonly text: string) {}
+  readonly engine: string
+  private readonly ms: number
+  private readonly text: string
+
+  constructor (engine: string, ms: number, text: string) {
+    this.engine = engine
+    this.ms = ms
+    this.text = text
+  }
+
   async generate (): Promise<Generation> {
     this.calls++
     // Ignores the abort signal on purpose: a paused process does not see its deadline either.
@@ -86,7 +95,12 @@ class FailingNarrator implements Narrator {
   readonly engine = 'gpt-4o'
   readonly isModel = true
   calls = 0
-  constructor (private readonly ms: number) {}
+  private readonly ms: number
+
+  constructor (ms: number) {
+    this.ms = ms
+  }
+
   async generate (): Promise<Generation> {
     this.calls++
     await sleep(this.ms)

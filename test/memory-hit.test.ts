@@ -2,8 +2,8 @@ import t, { type Test } from 'tap'
 import { connect } from 'node:net'
 import { once } from 'node:events'
 import type { FastifyInstance } from 'fastify'
-import { build, bodyFor, stack } from './helper.js'
-import { sleep } from './support/wait.js'
+import { build, bodyFor, stack } from './helper.ts'
+import { sleep } from './support/wait.ts'
 
 const post = { method: 'POST' as const, url: '/api/narrative' }
 

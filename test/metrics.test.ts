@@ -2,11 +2,11 @@ import t from 'tap'
 import { Writable } from 'node:stream'
 import Fastify from 'fastify'
 import fp from 'fastify-plugin'
-import app, { serverOptions } from '../src/app.js'
-import { loadConfig } from '../src/config.js'
-import { build, bodyFor, stack } from './helper.js'
-import { uniqueDatabaseUrl } from './support/env.js'
-import { mintAdminToken } from '../src/admin/token.js'
+import app, { serverOptions } from '../src/app.ts'
+import { loadConfig } from '../src/config.ts'
+import { build, bodyFor, stack } from './helper.ts'
+import { uniqueDatabaseUrl } from './support/env.ts'
+import { mintAdminToken } from '../src/admin/token.ts'
 
 function metricValue (text: string, name: string, labels = ''): number {
   const line = text.split('\n').find(l => l.startsWith(`${name}${labels} `) || (labels === '' && l.startsWith(`${name} `)))

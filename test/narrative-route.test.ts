@@ -1,5 +1,5 @@
 import t from 'tap'
-import { build, exampleBody, stack, bodyFor } from './helper.js'
+import { build, exampleBody, stack, bodyFor } from './helper.ts'
 
 t.test('real Redis + model: a miss calls the model once, then hits; same bucket hits', async t => {
   const s = await stack(t)

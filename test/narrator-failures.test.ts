@@ -1,5 +1,5 @@
 import t from 'tap'
-import { build, exampleBody, stack } from './helper.js'
+import { build, exampleBody, stack } from './helper.ts'
 
 const post = { method: 'POST' as const, url: '/api/narrative', payload: exampleBody }
 

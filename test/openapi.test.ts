@@ -1,6 +1,6 @@
 import t from 'tap'
 import { readFile } from 'node:fs/promises'
-import { openapiDocument } from '../scripts/openapi-document.js'
+import { openapiDocument } from '../scripts/openapi-document.ts'
 
 t.test('openapi/openapi.json is what the app generates (run `npm run openapi` after changing a route)', async t => {
   const committed = await readFile(new URL('../openapi/openapi.json', import.meta.url), 'utf8')

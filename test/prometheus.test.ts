@@ -6,10 +6,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
-import { build, bodyFor, stack } from './helper.js'
-import { freePort } from './support/ports.js'
-import { track } from './support/reaper.js'
-import { sleep, waitUntil } from './support/wait.js'
+import { build, bodyFor, stack } from './helper.ts'
+import { freePort } from './support/ports.ts'
+import { track } from './support/reaper.ts'
+import { sleep, waitUntil } from './support/wait.ts'
 
 const execFileP = promisify(execFile)
 const OPS = fileURLToPath(new URL('../ops/', import.meta.url))

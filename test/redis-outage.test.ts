@@ -1,7 +1,7 @@
 import t from 'tap'
-import { build, bodyFor, stack } from './helper.js'
-import { startRedis } from './support/redis-server.js'
-import { sleep, waitUntil } from './support/wait.js'
+import { build, bodyFor, stack } from './helper.ts'
+import { startRedis } from './support/redis-server.ts'
+import { sleep, waitUntil } from './support/wait.ts'
 
 t.test('Redis killed under a stream of requests: every request answers 200 and the breaker opens; restarted: it closes and hits resume', async t => {
   const redis = await startRedis()

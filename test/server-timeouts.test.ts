@@ -7,8 +7,8 @@ import t from 'tap'
 import { connect } from 'node:net'
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
-import { KEEP_ALIVE_IDLE_MS, SILENT_ANSWER_MS } from '../src/app.js'
-import { build } from './helper.js'
+import { KEEP_ALIVE_IDLE_MS, SILENT_ANSWER_MS } from '../src/app.ts'
+import { build } from './helper.ts'
 
 t.test('keep-alive idle 65 s (above balancers\' 60 s), advertised to clients; headers 10 s, request 30 s, silent answer 60 s', async t => {
   const app = await build(t, { listen: true })

@@ -1,10 +1,10 @@
 import t from 'tap'
 import { Redis } from 'ioredis'
 import type { FastifyInstance } from 'fastify'
-import { build, bodyFor, stack } from './helper.js'
-import { postSse } from './support/sse-client.js'
-import { narrativeText } from '../src/domain/narrative-text.js'
-import { waitUntil } from './support/wait.js'
+import { build, bodyFor, stack } from './helper.ts'
+import { postSse } from './support/sse-client.ts'
+import { narrativeText } from '../src/domain/narrative-text.ts'
+import { waitUntil } from './support/wait.ts'
 
 function urlOf (app: FastifyInstance): string {
   return `http://127.0.0.1:${(app.server.address() as { port: number }).port}/api/narrative`

@@ -1,11 +1,11 @@
 import t, { type Test } from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { build, exampleBody, stack, bodyFor } from './helper.js'
-import { startRedisCluster } from './support/redis-server.js'
-import { freePort } from './support/ports.js'
-import { waitUntil } from './support/wait.js'
-import { uniqueDatabaseUrl } from './support/env.js'
+import { build, exampleBody, stack, bodyFor } from './helper.ts'
+import { startRedisCluster } from './support/redis-server.ts'
+import { freePort } from './support/ports.ts'
+import { waitUntil } from './support/wait.ts'
+import { uniqueDatabaseUrl } from './support/env.ts'
 
 const N = 200
 

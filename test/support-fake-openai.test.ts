@@ -2,7 +2,7 @@
 // the real `openai` SDK expects, including the failure modes.
 import OpenAI from 'openai'
 import t from 'tap'
-import { defaultContent, startFakeOpenAI } from './support/fake-openai.js'
+import { defaultContent, startFakeOpenAI } from './support/fake-openai.ts'
 
 const messages = [
   { role: 'system' as const, content: 'Reply with JSON {summary, bullets}.' },

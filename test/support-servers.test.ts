@@ -5,11 +5,11 @@ import { existsSync } from 'node:fs'
 import { connect } from 'node:net'
 import { promisify } from 'node:util'
 import t from 'tap'
-import { sharedDatabaseUrl, sharedRedisUrl, uniqueDatabaseUrl, uniquePrefix } from './support/env.js'
-import { freePort } from './support/ports.js'
-import { psql, startPostgres } from './support/postgres-server.js'
-import { isProcessAlive } from './support/reaper.js'
-import { pingRedis, redisCli, startRedis, startRedisCluster } from './support/redis-server.js'
+import { sharedDatabaseUrl, sharedRedisUrl, uniqueDatabaseUrl, uniquePrefix } from './support/env.ts'
+import { freePort } from './support/ports.ts'
+import { psql, startPostgres } from './support/postgres-server.ts'
+import { isProcessAlive } from './support/reaper.ts'
+import { pingRedis, redisCli, startRedis, startRedisCluster } from './support/redis-server.ts'
 
 const execFileP = promisify(execFile)
 

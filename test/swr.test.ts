@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap'
-import { startRedisCluster } from './support/redis-server.js'
-import { build, exampleBody, stack } from './helper.js'
-import { waitUntil } from './support/wait.js'
+import { startRedisCluster } from './support/redis-server.ts'
+import { build, exampleBody, stack } from './helper.ts'
+import { waitUntil } from './support/wait.ts'
 
 const DAY = 86_400_000
 

@@ -1,9 +1,9 @@
 import t from 'tap'
-import { LruMap } from '../src/lru-map.js'
-import { NarrativeService } from '../src/narrative-service.js'
-import type { NarrativeEngine } from '../src/cache/narrative-engine.js'
-import { InvalidProfileError } from '../src/errors.js'
-import type { AnalyticsEvent } from '../src/analytics/event.js'
+import { LruMap } from '../src/lru-map.ts'
+import { NarrativeService } from '../src/narrative-service.ts'
+import type { NarrativeEngine } from '../src/cache/narrative-engine.ts'
+import { InvalidProfileError } from '../src/errors.ts'
+import type { AnalyticsEvent } from '../src/analytics/event.ts'
 
 t.test('LruMap keeps at most maxEntries and forgets the least recently used; peek does not make an entry recent', async t => {
   const map = new LruMap<string, number>(2)

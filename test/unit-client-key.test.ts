@@ -1,5 +1,5 @@
 import t from 'tap'
-import { rateLimitKey } from '../src/client-key.js'
+import { rateLimitKey } from '../src/client-key.ts'
 
 t.test('rateLimitKey: IPv4 as it is, IPv6 by its /64, mapped IPv4 as IPv4', async t => {
   const cases: Array<[string, string]> = [

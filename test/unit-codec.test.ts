@@ -3,8 +3,8 @@ import fc from 'fast-check'
 import { gzipSync } from 'node:zlib'
 import {
   CacheCorruptionError, COMPRESS_ABOVE_BYTES, decodeEntry, encodeEntry, MAX_VALUE_BYTES, ValueTooLargeError, type CachedNarrative
-} from '../src/cache/codec.js'
-import { versionOf, withVersion } from '../src/cache/store.js'
+} from '../src/cache/codec.ts'
+import { versionOf, withVersion } from '../src/cache/store.ts'
 
 const ENGINE = 'narrative@1.0.0'
 

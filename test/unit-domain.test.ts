@@ -1,9 +1,9 @@
 import t from 'tap'
 import fc from 'fast-check'
-import { MAX_PERCENT_TOTAL, profileRuleViolation } from '../src/domain/rules.js'
-import { NarrativeFormatError, parseNarrative } from '../src/domain/narrative.js'
-import { templateNarrative } from '../src/domain/template-narrator.js'
-import type { NormalizedProfile } from '../src/domain/profile.js'
+import { MAX_PERCENT_TOTAL, profileRuleViolation } from '../src/domain/rules.ts'
+import { NarrativeFormatError, parseNarrative } from '../src/domain/narrative.ts'
+import { templateNarrative } from '../src/domain/template-narrator.ts'
+import type { NormalizedProfile } from '../src/domain/profile.ts'
 
 t.test('rules: primary and hybrid must name systems present in percentages', async t => {
   const pcts = { Arcturus: 42, Sirius: 18.5 }

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { IpAllowlist, unmap } from '../src/admin/ip-allowlist.js'
+import { IpAllowlist, unmap } from '../src/admin/ip-allowlist.ts'
 
 t.test('addresses and CIDRs, IPv4 and IPv6, mapped forms', async t => {
   const list = new IpAllowlist(['127.0.0.1', '::1', '10.1.0.0/16', '2001:db8::/32'])

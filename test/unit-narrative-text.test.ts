@@ -1,7 +1,7 @@
 import t from 'tap'
 import fc from 'fast-check'
-import { NarrativeTextStream, narrativeText } from '../src/domain/narrative-text.js'
-import { NARRATIVE_LIMITS, parseNarrative } from '../src/domain/narrative.js'
+import { NarrativeTextStream, narrativeText } from '../src/domain/narrative-text.ts'
+import { NARRATIVE_LIMITS, parseNarrative } from '../src/domain/narrative.ts'
 
 /** Feeds `raw` in pieces cut at `cuts`; returns the text shown and the reader. */
 function stream (raw: string, cuts: number[] = []): { text: string, reader: NarrativeTextStream } {

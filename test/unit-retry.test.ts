@@ -1,10 +1,10 @@
 import t, { type Test } from 'tap'
 import OpenAI from 'openai'
-import { DeadlineError, withRetry, type RetryPolicy } from '../src/narrator/retry.js'
-import { NarratorError } from '../src/narrator/narrator.js'
-import { toNarratorError } from '../src/narrator/openai-narrator.js'
-import { heldBy } from './support/signals.js'
-import { NarrativeFormatError } from '../src/domain/narrative.js'
+import { DeadlineError, withRetry, type RetryPolicy } from '../src/narrator/retry.ts'
+import { NarratorError } from '../src/narrator/narrator.ts'
+import { toNarratorError } from '../src/narrator/openai-narrator.ts'
+import { heldBy } from './support/signals.ts'
+import { NarrativeFormatError } from '../src/domain/narrative.ts'
 
 const policy = (p: Partial<RetryPolicy> = {}): RetryPolicy => ({ attempts: 3, baseDelayMs: 1, maxDelayMs: 10, deadlineMs: 5000, ...p })
 const zero = () => 0

@@ -1,12 +1,12 @@
 import t from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { exampleBody, stack } from './helper.js'
-import { loadConfig } from '../src/config.js'
-import { freePort } from './support/ports.js'
-import { sleep, waitUntil } from './support/wait.js'
-import { uniqueDatabaseUrl } from './support/env.js'
-import { childPids, isProcessAlive } from './support/reaper.js'
+import { exampleBody, stack } from './helper.ts'
+import { loadConfig } from '../src/config.ts'
+import { freePort } from './support/ports.ts'
+import { sleep, waitUntil } from './support/wait.ts'
+import { uniqueDatabaseUrl } from './support/env.ts'
+import { childPids, isProcessAlive } from './support/reaper.ts'
 
 /** The live (not zombie) children of `pid`. */
 const childrenOf = (pid: number): number[] => childPids(pid).filter(isProcessAlive).sort((x, y) => x - y)

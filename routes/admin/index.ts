@@ -1,14 +1,14 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { ENGINE_VERSION, PROMPT_HASH } from '../../src/domain/prompt.js'
-import { estimateCost } from '../../src/domain/cost.js'
-import { prewarmTop } from '../../src/admin/prewarm-top.js'
-import { humanBytes, namespacedMatch, PERIOD_DAYS } from '../../src/admin/pattern.js'
-import { ADMIN_RATE_LIMIT } from '../../plugins/rate-limit.js'
-import { errorResponses } from '../../src/schemas/error.js'
+import { ENGINE_VERSION, PROMPT_HASH } from '../../src/domain/prompt.ts'
+import { estimateCost } from '../../src/domain/cost.ts'
+import { prewarmTop } from '../../src/admin/prewarm-top.ts'
+import { humanBytes, namespacedMatch, PERIOD_DAYS } from '../../src/admin/pattern.ts'
+import { ADMIN_RATE_LIMIT } from '../../plugins/rate-limit.ts'
+import { errorResponses } from '../../src/schemas/error.ts'
 import {
   AnalyticsSchema, DeleteCacheSchema, DeleteUserSchema, PatternQuerySchema, PeriodQuerySchema,
   PrewarmBodySchema, PrewarmSchema, StatsSchema, UserParamsSchema
-} from '../../src/schemas/admin.js'
+} from '../../src/schemas/admin.ts'
 
 const DAY_MS = 86_400_000
 /** What every admin route may refuse with: no token, not allowed, too many calls, the rate-limit store down; and 500. */

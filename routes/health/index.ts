@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
-import { errorResponses } from '../../src/schemas/error.js'
+import { errorResponses } from '../../src/schemas/error.ts'
 
 const PartState = Type.Unsafe<string>({ type: 'string', description: 'up, down, degraded, embedded, or starting (the database is still opening: answers skip it meanwhile)' })
 const ReadySchema = Type.Object({

@@ -1,9 +1,9 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { NarrativeRequestSchema, NarrativeResponseSchema } from '../../src/schemas/narrative.js'
-import { errorResponses } from '../../src/schemas/error.js'
-import { noteAnswer, streamNarrative, wantsEventStream } from './stream.js'
-import { HitTexts, NARRATIVE_ROUTE, memoryHitFront, memoryHitHook } from './memory-hit.js'
-import { installFront } from '../../src/front-door.js'
+import { NarrativeRequestSchema, NarrativeResponseSchema } from '../../src/schemas/narrative.ts'
+import { errorResponses } from '../../src/schemas/error.ts'
+import { noteAnswer, streamNarrative, wantsEventStream } from './stream.ts'
+import { HitTexts, NARRATIVE_ROUTE, memoryHitFront, memoryHitHook } from './memory-hit.ts'
+import { installFront } from '../../src/front-door.ts'
 
 export interface NarrativeRoutesOptions {
   /** SSE heartbeat interval (default 15 s). */

@@ -1,12 +1,12 @@
 import { Readable } from 'node:stream'
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
 import type { FastifyInstance, FastifyReply, preParsingHookHandler } from 'fastify'
-import { MEMO_MAX_BODY_CHARS } from '../../src/narrative-service.js'
-import type { NarrativeResponse } from '../../src/schemas/narrative.js'
-import type { FrontHandler } from '../../src/front-door.js'
-import { nextRequestId } from '../../src/request-id.js'
-import { requestLine, writesRequestLines } from '../../plugins/metrics.js'
-import { acceptsEventStream, noteAnswer } from './stream.js'
+import { MEMO_MAX_BODY_CHARS } from '../../src/narrative-service.ts'
+import type { NarrativeResponse } from '../../src/schemas/narrative.ts'
+import type { FrontHandler } from '../../src/front-door.ts'
+import { nextRequestId } from '../../src/request-id.ts'
+import { requestLine, writesRequestLines } from '../../plugins/metrics.ts'
+import { acceptsEventStream, noteAnswer } from './stream.ts'
 
 /** The route whose hits are answered from memory. */
 export const NARRATIVE_ROUTE = '/api/narrative'

@@ -1,7 +1,7 @@
 import { PassThrough } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { chunkText, narrativeText } from '../../src/domain/narrative-text.js'
-import type { CacheStatus, NarrativeRequest } from '../../src/schemas/narrative.js'
+import { chunkText, narrativeText } from '../../src/domain/narrative-text.ts'
+import type { CacheStatus, NarrativeRequest } from '../../src/schemas/narrative.ts'
 
 export interface StreamOptions {
   /** A comment line this often keeps proxies from closing an idle stream. */

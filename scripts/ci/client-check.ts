@@ -12,8 +12,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import openapiTS, { COMMENT_HEADER, astToString } from 'openapi-typescript'
-import { freePort, start, waitForOk } from './serve.js'
-import { mintAdminToken } from '../../src/admin/token.js'
+import { freePort, start, waitForOk } from './serve.ts'
+import { mintAdminToken } from '../../src/admin/token.ts'
 
 const root = fileURLToPath(new URL('../..', import.meta.url))
 const typesFile = join(root, 'client', 'openapi.d.ts')

@@ -22,7 +22,7 @@ import { existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join, posix, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { NARRATIVE_BODY, freePort, start, waitForOk } from './serve.js'
+import { NARRATIVE_BODY, freePort, start, waitForOk } from './serve.ts'
 
 const context = fileURLToPath(new URL('../..', import.meta.url))
 const BASE_IMAGE = 'node:24-bookworm-slim'

@@ -8,7 +8,10 @@ import { BlockList, isIP } from 'node:net'
 export class IpAllowlist {
   private readonly list = new BlockList()
 
-  constructor (readonly entries: string[]) {
+  readonly entries: string[]
+
+  constructor (entries: string[]) {
+    this.entries = entries
     for (const entry of entries) {
       const [address, bits] = entry.split('/')
       const plain = unmap(address)

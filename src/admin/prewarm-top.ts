@@ -1,7 +1,7 @@
-import type { NarrativeEngine, NarrativeJob } from '../cache/narrative-engine.js'
-import { prewarm, type PrewarmResult } from '../cache/prewarm.js'
-import type { KeyCount } from '../db/analytics-repository.js'
-import { PERIOD_DAYS, type Period } from './pattern.js'
+import type { NarrativeEngine, NarrativeJob } from '../cache/narrative-engine.ts'
+import { prewarm, type PrewarmResult } from '../cache/prewarm.ts'
+import type { KeyCount } from '../db/analytics-repository.ts'
+import { PERIOD_DAYS, type Period } from './pattern.ts'
 
 export interface PrewarmTopDeps {
   engine: NarrativeEngine

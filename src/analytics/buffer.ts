@@ -1,5 +1,5 @@
-import { silentLogger, type Logger } from '../cache/logger.js'
-import { isAnalyticsEvent, type AnalyticsEvent } from './event.js'
+import { silentLogger, type Logger } from '../cache/logger.ts'
+import { isAnalyticsEvent, type AnalyticsEvent } from './event.ts'
 
 /** Where batches go: AnalyticsRepository fits. */
 export interface AnalyticsSink {

@@ -1,4 +1,4 @@
-import { silentLogger, type Logger } from '../cache/logger.js'
+import { silentLogger, type Logger } from '../cache/logger.ts'
 
 export interface RetentionOptions {
   /** Rows older than this go; 0 turns retention off. */
@@ -25,7 +25,10 @@ export class AnalyticsRetention {
   /** Rows deleted since start, and passes that failed. */
   readonly counters = { deleted: 0, failedPasses: 0 }
 
-  constructor (private readonly options: RetentionOptions) {
+  private readonly options: RetentionOptions
+
+  constructor (options: RetentionOptions) {
+    this.options = options
     if (!(options.retentionMs >= 0)) throw new TypeError('retentionMs must be zero or positive')
     this.clock = options.clock ?? Date.now
     this.logger = options.logger ?? silentLogger

@@ -41,7 +41,10 @@ export class CircuitBreaker {
   private readonly clock: () => number
   readonly name: string
 
-  constructor (private readonly options: BreakerOptions) {
+  private readonly options: BreakerOptions
+
+  constructor (options: BreakerOptions) {
+    this.options = options
     if (!(options.failureThreshold >= 1)) throw new Error('breaker failureThreshold must be at least 1')
     if (!(options.cooldownMs >= 0)) throw new Error('breaker cooldownMs must not be negative')
     this.clock = options.clock ?? Date.now

@@ -1,4 +1,4 @@
-import type { Logger } from './logger.js'
+import type { Logger } from './logger.ts'
 
 /**
  * A durable record that a build is under way (src/db/build-claims-repository.ts
@@ -57,12 +57,16 @@ export class BuildClaims {
   private readonly clock: () => number
   readonly counters = { won: 0, waited: 0, built: 0, unavailable: 0, timeouts: 0 }
 
-  constructor (
-    private readonly store: BuildClaimStore,
-    private readonly guard: DatabaseGuard,
-    private readonly logger: Logger,
-    private readonly options: BuildClaimsOptions
-  ) {
+  private readonly store: BuildClaimStore
+  private readonly guard: DatabaseGuard
+  private readonly logger: Logger
+  private readonly options: BuildClaimsOptions
+
+  constructor (store: BuildClaimStore, guard: DatabaseGuard, logger: Logger, options: BuildClaimsOptions) {
+    this.store = store
+    this.guard = guard
+    this.logger = logger
+    this.options = options
     if (!(options.ttlMs > 0)) throw new Error('build claims ttlMs must be positive')
     if (!(options.pollMinMs > 0 && options.pollMaxMs >= options.pollMinMs)) throw new Error('build claims pollMinMs must be positive and at most pollMaxMs')
     this.clock = options.clock ?? Date.now

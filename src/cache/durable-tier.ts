@@ -1,6 +1,6 @@
-import type { CachedNarrative } from './codec.js'
-import { BreakerOpenError, type CircuitBreaker } from './breaker.js'
-import type { Logger } from './logger.js'
+import type { CachedNarrative } from './codec.ts'
+import { BreakerOpenError, type CircuitBreaker } from './breaker.ts'
+import type { Logger } from './logger.ts'
 
 /** What the durable tier needs from its repository (src/db). */
 export interface DurableRepository {
@@ -74,12 +74,16 @@ export class DurableTier {
   private lastStallAt = -1
   private readonly stallMs: number
 
-  constructor (
-    private readonly repository: DurableRepository,
-    readonly breaker: CircuitBreaker,
-    private readonly logger: Logger,
-    private readonly options: DurableTierOptions
-  ) {
+  private readonly repository: DurableRepository
+  readonly breaker: CircuitBreaker
+  private readonly logger: Logger
+  private readonly options: DurableTierOptions
+
+  constructor (repository: DurableRepository, breaker: CircuitBreaker, logger: Logger, options: DurableTierOptions) {
+    this.repository = repository
+    this.breaker = breaker
+    this.logger = logger
+    this.options = options
     this.stallMs = options.stallMs ?? 1000
     if (!(options.readTimeoutMs > 0 && this.stallMs > 0)) throw new Error('durable tier readTimeoutMs and stallMs must be positive')
   }

@@ -1,6 +1,6 @@
-import type { CircuitBreaker } from './breaker.js'
-import { MemoryStore } from './memory-store.js'
-import type { CacheStore } from './store.js'
+import type { CircuitBreaker } from './breaker.ts'
+import { MemoryStore } from './memory-store.ts'
+import type { CacheStore } from './store.ts'
 
 export interface GenerationLimiterOptions {
   /** Model calls a client may cause per minute; 0 turns the limit off. */
@@ -16,8 +16,15 @@ export type LimitScope = 'client' | 'global'
 
 export class GenerationLimitExceeded extends Error {
   override readonly name: string = 'GenerationLimitExceeded'
-  constructor (readonly limit: number, readonly retryAfterSeconds: number, readonly scope: LimitScope = 'client') {
+  readonly limit: number
+  readonly retryAfterSeconds: number
+  readonly scope: LimitScope
+
+  constructor (limit: number, retryAfterSeconds: number, scope: LimitScope = 'client') {
     super(`over ${limit} generations a minute${scope === 'global' ? ' from all clients' : ''}`)
+    this.limit = limit
+    this.retryAfterSeconds = retryAfterSeconds
+    this.scope = scope
   }
 }
 
@@ -39,7 +46,14 @@ export class GenerationLimiter {
   private readonly local: MemoryStore
   private readonly globalPerMinute: number
 
-  constructor (private readonly store: CacheStore, private readonly breaker: CircuitBreaker, private readonly options: GenerationLimiterOptions) {
+  private readonly store: CacheStore
+  private readonly breaker: CircuitBreaker
+  private readonly options: GenerationLimiterOptions
+
+  constructor (store: CacheStore, breaker: CircuitBreaker, options: GenerationLimiterOptions) {
+    this.store = store
+    this.breaker = breaker
+    this.options = options
     checkLimit(options.perMinute, 'generation limit')
     this.globalPerMinute = options.globalPerMinute ?? 0
     checkLimit(this.globalPerMinute, 'global generation limit')

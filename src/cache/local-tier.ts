@@ -1,6 +1,6 @@
-import type { CachedNarrative } from './codec.js'
-import { globToRegExp } from './memory-store.js'
-import { LruMap } from '../lru-map.js'
+import type { CachedNarrative } from './codec.ts'
+import { globToRegExp } from './memory-store.ts'
+import { LruMap } from '../lru-map.ts'
 
 export interface LocalTierOptions {
   /** Entries held at most; the least recently used go first. */
@@ -26,7 +26,10 @@ export class LocalTier {
   hits = 0
   invalidations = 0
 
-  constructor (private readonly options: LocalTierOptions) {
+  private readonly options: LocalTierOptions
+
+  constructor (options: LocalTierOptions) {
+    this.options = options
     if (!(options.maxEntries >= 1)) throw new Error('local tier maxEntries must be at least 1')
     if (!(options.ttlMs > 0)) throw new Error('local tier ttlMs must be positive')
     this.slots = new LruMap(options.maxEntries)

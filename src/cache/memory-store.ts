@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events'
-import type { CacheStore } from './store.js'
-import { versionOf } from './store.js'
+import type { CacheStore } from './store.ts'
+import { versionOf } from './store.ts'
 
 interface Slot { value: Buffer, expiresAt: number }
 
@@ -23,7 +23,10 @@ export class MemoryStore implements CacheStore {
   private bytes = 0
   private readonly clock: () => number
 
-  constructor (private readonly options: MemoryStoreOptions) {
+  private readonly options: MemoryStoreOptions
+
+  constructor (options: MemoryStoreOptions) {
+    this.options = options
     if (!(options.maxBytes > 0)) throw new Error('memory store maxBytes must be positive')
     this.clock = options.clock ?? Date.now
     this.bus.setMaxListeners(0)

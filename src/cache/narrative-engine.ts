@@ -1,19 +1,19 @@
 import { randomUUID } from 'node:crypto'
-import type { Narrative } from '../domain/narrative.js'
-import type { NormalizedProfile } from '../domain/profile.js'
-import { failedBuildKey, lockKey, readyChannel, refreshLockKey } from '../domain/cache-key.js'
-import { ENGINE_VERSION, PROMPT_HASH } from '../domain/prompt.js'
-import { templateNarrative, TEMPLATE_ENGINE } from '../domain/template-narrator.js'
-import { NarratorError, type Generation, type Narrator } from '../narrator/narrator.js'
-import { withRetry, type RetryPolicy } from '../narrator/retry.js'
-import type { CircuitBreaker } from './breaker.js'
-import { CacheCorruptionError, decodeEntry, encodeEntry, type CachedNarrative } from './codec.js'
-import type { Logger } from './logger.js'
-import type { CacheStore } from './store.js'
-import type { DurableTier, DurableWriteOutcome } from './durable-tier.js'
-import type { BuildClaims } from './build-claims.js'
-import { ProgressHub } from './progress-hub.js'
-import type { LocalTier } from './local-tier.js'
+import type { Narrative } from '../domain/narrative.ts'
+import type { NormalizedProfile } from '../domain/profile.ts'
+import { failedBuildKey, lockKey, readyChannel, refreshLockKey } from '../domain/cache-key.ts'
+import { ENGINE_VERSION, PROMPT_HASH } from '../domain/prompt.ts'
+import { templateNarrative, TEMPLATE_ENGINE } from '../domain/template-narrator.ts'
+import { NarratorError, type Generation, type Narrator } from '../narrator/narrator.ts'
+import { withRetry, type RetryPolicy } from '../narrator/retry.ts'
+import type { CircuitBreaker } from './breaker.ts'
+import { CacheCorruptionError, decodeEntry, encodeEntry, type CachedNarrative } from './codec.ts'
+import type { Logger } from './logger.ts'
+import type { CacheStore } from './store.ts'
+import type { DurableTier, DurableWriteOutcome } from './durable-tier.ts'
+import type { BuildClaims } from './build-claims.ts'
+import { ProgressHub } from './progress-hub.ts'
+import type { LocalTier } from './local-tier.ts'
 
 export type EngineStatus = 'hit' | 'stale' | 'durable' | 'miss' | 'fallback'
 
@@ -35,7 +35,12 @@ export interface NarrativeJob {
 /** A permit refused: the caller's error is in `cause`. */
 export class PermitDeniedError extends Error {
   override readonly name: string = 'PermitDeniedError'
-  constructor (readonly reason: unknown) { super('generation not permitted') }
+  readonly reason: unknown
+
+  constructor (reason: unknown) {
+    super('generation not permitted')
+    this.reason = reason
+  }
 }
 
 export type GenerationReason = 'request' | 'refresh' | 'fallback'
@@ -159,7 +164,10 @@ export class NarrativeEngine {
   /** Tags this engine's announcements, so it does not evict its own fresh writes. */
   private readonly instanceId = randomUUID()
 
-  constructor (private readonly deps: EngineDeps) {
+  private readonly deps: EngineDeps
+
+  constructor (deps: EngineDeps) {
+    this.deps = deps
     const o = deps.options
     if (!(o.staleSeconds > 0 && o.staleSeconds < o.ttlSeconds)) throw new Error('engine staleSeconds must be positive and below ttlSeconds')
     if (!(o.maxWaitMs > 0)) throw new Error('engine maxWaitMs must be positive')

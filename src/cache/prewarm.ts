@@ -1,4 +1,4 @@
-import type { NarrativeEngine, NarrativeJob } from './narrative-engine.js'
+import type { NarrativeEngine, NarrativeJob } from './narrative-engine.ts'
 
 export interface PrewarmResult { warmed: number, skipped: number, failed: number }
 

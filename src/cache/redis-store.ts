@@ -1,6 +1,6 @@
 import { Cluster, Redis, type RedisOptions } from 'ioredis'
-import type { RedisTarget } from '../config.js'
-import type { CacheStore } from './store.js'
+import type { RedisTarget } from '../config.ts'
+import type { CacheStore } from './store.ts'
 
 /**
  * Newer wins: write only when the stored value's 13-digit version header is
@@ -75,7 +75,10 @@ export class RedisStore implements CacheStore {
   private subscriber: Redis | Cluster | undefined
   private readonly handlers = new Map<string, Set<(message: string) => void>>()
 
-  constructor (client: Redis | Cluster, private readonly options: RedisStoreOptions = {}) {
+  private readonly options: RedisStoreOptions
+
+  constructor (client: Redis | Cluster, options: RedisStoreOptions = {}) {
+    this.options = options
     this.kind = client instanceof Cluster ? 'cluster' : 'redis'
     client.defineCommand('narrSetIfNewer', { numberOfKeys: 1, lua: SET_IF_NEWER })
     client.defineCommand('narrReleaseLock', { numberOfKeys: 1, lua: RELEASE_LOCK })

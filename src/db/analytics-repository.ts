@@ -1,6 +1,6 @@
-import type { AnalyticsEvent } from '../analytics/event.js'
-import type { Database } from './database.js'
-import { clampLimit, cleanJson, cleanText, exactText, optionalInt, optionalText } from './sanitize.js'
+import type { AnalyticsEvent } from '../analytics/event.ts'
+import type { Database } from './database.ts'
+import { clampLimit, cleanJson, cleanText, exactText, optionalInt, optionalText } from './sanitize.ts'
 
 export interface AnalyticsSummary {
   /** Requests: every event but 'generation' and 'repaid'. */

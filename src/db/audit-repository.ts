@@ -1,5 +1,5 @@
-import type { Database } from './database.js'
-import { clampLimit, cleanText, optionalInt, optionalText } from './sanitize.js'
+import type { Database } from './database.ts'
+import { clampLimit, cleanText, optionalInt, optionalText } from './sanitize.ts'
 
 export interface AuditInput {
   /** ms since the epoch; default now. */

@@ -1,5 +1,5 @@
-import type { BuildClaimStore } from '../cache/build-claims.js'
-import type { Database } from './database.js'
+import type { BuildClaimStore } from '../cache/build-claims.ts'
+import type { Database } from './database.ts'
 
 /** Now on the database's clock, in ms: every instance measures claims on the same one. */
 const DB_NOW_MS = '(extract(epoch from clock_timestamp()) * 1000)::bigint'

@@ -1,4 +1,4 @@
-import type { Database } from './database.js'
+import type { Database } from './database.ts'
 
 export interface Migration {
   /** Strictly increasing; never reuse or edit an applied one: add a new version. */

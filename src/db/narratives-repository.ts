@@ -1,7 +1,7 @@
 import { TypeCompiler } from '@sinclair/typebox/compiler'
-import { CachedNarrativeSchema, type CachedNarrative } from '../cache/codec.js'
-import type { Database } from './database.js'
-import { cleanJson, cleanText, optionalText } from './sanitize.js'
+import { CachedNarrativeSchema, type CachedNarrative } from '../cache/codec.ts'
+import type { Database } from './database.ts'
+import { cleanJson, cleanText, optionalText } from './sanitize.ts'
 
 const checkShape = TypeCompiler.Compile(CachedNarrativeSchema)
 

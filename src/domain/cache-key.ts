@@ -1,6 +1,6 @@
-import { ENGINE_VERSION, PROMPT_HASH } from './prompt.js'
-import type { NormalizedProfile } from './profile.js'
-import { profileHash } from './profile.js'
+import { ENGINE_VERSION, PROMPT_HASH } from './prompt.ts'
+import type { NormalizedProfile } from './profile.ts'
+import { profileHash } from './profile.ts'
 
 export interface KeyOptions {
   prefix: string

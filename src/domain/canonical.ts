@@ -1,7 +1,7 @@
-import { canonicalLocale, servedLocale } from './locale.js'
-import { normalizeProfile, RefusedInputError, type NormalizedProfile, type Profile } from './profile.js'
-import { profileRuleViolation } from './rules.js'
-import type { SystemCatalogue } from './systems.js'
+import { canonicalLocale, servedLocale } from './locale.ts'
+import { normalizeProfile, RefusedInputError, type NormalizedProfile, type Profile } from './profile.ts'
+import { profileRuleViolation } from './rules.ts'
+import type { SystemCatalogue } from './systems.ts'
 
 /** What the operator narrows requests to (SYSTEMS, LOCALES); both optional. */
 export interface CanonicalOptions {

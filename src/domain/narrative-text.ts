@@ -1,4 +1,4 @@
-import { NARRATIVE_LIMITS, type Narrative } from './narrative.js'
+import { NARRATIVE_LIMITS, type Narrative } from './narrative.ts'
 
 /**
  * A narrative as the text a stream shows: the summary, then the bullets as

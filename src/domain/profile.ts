@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { canonicalName, type SystemCatalogue } from './systems.js'
+import { canonicalName, type SystemCatalogue } from './systems.ts'
 
 export type Classification = 'primary' | 'hybrid' | 'unresolved'
 
@@ -32,8 +32,11 @@ export function bucket (value: number): number {
 export class RefusedInputError extends Error {
   override readonly name: string = 'RefusedInputError'
   readonly code = 'NARR_REFUSED_INPUT'
-  constructor (readonly field: 'profile' | 'locale', message: string) {
+  readonly field: 'profile' | 'locale'
+
+  constructor (field: 'profile' | 'locale', message: string) {
     super(message)
+    this.field = field
   }
 }
 

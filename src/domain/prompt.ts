@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
-import type { NormalizedProfile } from './profile.js'
-import { canonicalJson } from './profile.js'
+import type { NormalizedProfile } from './profile.ts'
+import { canonicalJson } from './profile.ts'
 
 /**
  * Bump when the narrative's shape or the way it is produced changes: it is part

@@ -1,4 +1,4 @@
-import type { NormalizedProfile } from './profile.js'
+import type { NormalizedProfile } from './profile.ts'
 
 /** Largest total accepted: shares given with more precision than the buckets may add up to a little over 100. */
 export const MAX_PERCENT_TOTAL = 100.5

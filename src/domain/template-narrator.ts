@@ -1,6 +1,6 @@
-import type { Narrative } from './narrative.js'
-import type { NormalizedProfile } from './profile.js'
-import { systemsByWeight } from './profile.js'
+import type { Narrative } from './narrative.ts'
+import type { NormalizedProfile } from './profile.ts'
+import { systemsByWeight } from './profile.ts'
 
 export const TEMPLATE_ENGINE = 'template'
 

@@ -1,7 +1,7 @@
-import type { Narrative } from '../domain/narrative.js'
-import type { NormalizedProfile } from '../domain/profile.js'
-import { templateNarrative, TEMPLATE_ENGINE } from '../domain/template-narrator.js'
-import { narrativeText } from '../domain/narrative-text.js'
+import type { Narrative } from '../domain/narrative.ts'
+import type { NormalizedProfile } from '../domain/profile.ts'
+import { templateNarrative, TEMPLATE_ENGINE } from '../domain/template-narrator.ts'
+import { narrativeText } from '../domain/narrative-text.ts'
 
 export interface TokenUsage { promptTokens: number, completionTokens: number }
 
@@ -41,8 +41,15 @@ export interface Narrator {
 export class NarratorError extends Error {
   override readonly name: string = 'NarratorError'
   readonly code = 'NARR_NARRATOR_FAILED'
-  constructor (message: string, readonly retryable: boolean, readonly retryAfterMs?: number, readonly status?: number) {
+  readonly retryable: boolean
+  readonly retryAfterMs: number | undefined
+  readonly status: number | undefined
+
+  constructor (message: string, retryable: boolean, retryAfterMs?: number, status?: number) {
     super(message)
+    this.retryable = retryable
+    this.retryAfterMs = retryAfterMs
+    this.status = status
   }
 }
 

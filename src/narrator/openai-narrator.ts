@@ -1,9 +1,9 @@
 import OpenAI from 'openai'
-import { NARRATIVE_LIMITS, parseNarrative, NarrativeFormatError } from '../domain/narrative.js'
-import type { NormalizedProfile } from '../domain/profile.js'
-import { buildMessages } from '../domain/prompt.js'
-import { NarratorError, type Generation, type Narrator, type NarratorCounters, type OnText, type TokenUsage } from './narrator.js'
-import { NarrativeTextStream, narrativeText } from '../domain/narrative-text.js'
+import { NARRATIVE_LIMITS, parseNarrative, NarrativeFormatError } from '../domain/narrative.ts'
+import type { NormalizedProfile } from '../domain/profile.ts'
+import { buildMessages } from '../domain/prompt.ts'
+import { NarratorError, type Generation, type Narrator, type NarratorCounters, type OnText, type TokenUsage } from './narrator.ts'
+import { NarrativeTextStream, narrativeText } from '../domain/narrative-text.ts'
 
 export interface OpenAINarratorOptions {
   apiKey: string
@@ -61,7 +61,10 @@ export class OpenAINarrator implements Narrator {
   readonly counters: NarratorCounters = { repliesCut: 0 }
   private readonly client: OpenAI
 
-  constructor (private readonly options: OpenAINarratorOptions) {
+  private readonly options: OpenAINarratorOptions
+
+  constructor (options: OpenAINarratorOptions) {
+    this.options = options
     this.engine = options.model
     this.client = new OpenAI({ apiKey: options.apiKey, baseURL: options.baseURL, maxRetries: 0, timeout: options.timeoutMs })
   }

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import { NarratorError } from './narrator.js'
+import { NarratorError } from './narrator.ts'
 
 export interface RetryPolicy {
   attempts: number

@@ -1,5 +1,5 @@
 import { Type } from '@sinclair/typebox'
-import { USER_ID_DESCRIPTION, USER_ID_PATTERN } from './narrative.js'
+import { USER_ID_DESCRIPTION, USER_ID_PATTERN } from './narrative.ts'
 
 export const StatsSchema = Type.Object({
   keys: Type.Integer({ description: 'keys in the cache store (all of the Redis database, locks included)' }),

@@ -75,4 +75,4 @@ export const NarrativeResponseSchema = Type.Object({
 export type NarrativeResponse = Static<typeof NarrativeResponseSchema>
 
 /** The shared error body: src/schemas/error.ts. */
-export { ErrorSchema } from './error.js'
+export { ErrorSchema } from './error.ts'

@@ -1,4 +1,4 @@
-import { LOCALE_PATTERN, RESERVED_NAMES, SYSTEM_NAME_PATTERN, type NarrativeRequest } from './narrative.js'
+import { LOCALE_PATTERN, RESERVED_NAMES, SYSTEM_NAME_PATTERN, type NarrativeRequest } from './narrative.ts'
 
 const NAME = new RegExp(SYSTEM_NAME_PATTERN)
 const LOCALE = new RegExp(LOCALE_PATTERN)

@@ -1,5 +1,5 @@
 import type { FastifySchemaValidationError } from 'fastify/types/schema.js'
-import { USER_ID_PATTERN } from './narrative.js'
+import { USER_ID_PATTERN } from './narrative.ts'
 
 /** Patterns too cryptic to quote, said in words. */
 const PATTERN_PHRASES: Record<string, string> = {

@@ -4,8 +4,8 @@
 import t from 'tap'
 import { createHmac, createSign, generateKeyPairSync } from 'node:crypto'
 import type { FastifyInstance, InjectOptions } from 'fastify'
-import { build, bodyFor, stack } from '../helper.js'
-import { mintAdminToken } from '../../src/admin/token.js'
+import { build, bodyFor, stack } from '../helper.ts'
+import { mintAdminToken } from '../../src/admin/token.ts'
 
 const SECRET = 'fault-suite-secret-that-is-long-enough-000'
 const OLD_SECRET = 'the-previous-secret-that-is-long-enough-00'

@@ -11,8 +11,8 @@
 import t from 'tap'
 import fc from 'fast-check'
 import type { FastifyInstance } from 'fastify'
-import { build, stack } from '../helper.js'
-import { postSse } from '../support/sse-client.js'
+import { build, stack } from '../helper.ts'
+import { postSse } from '../support/sse-client.ts'
 
 const valid = { profile: { classification: 'unresolved', percentages: { Vega: 60, Sirius: 40 } } }
 const hostile = { profile: { classification: 'unresolved', percentages: { Vega: 60.4, Sirius: 40.4 } } }

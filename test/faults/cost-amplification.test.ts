@@ -7,8 +7,8 @@
 // can cost (a /48 holds 65,536 /64s, each with its own per-client budget).
 import t, { type Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
-import { build, bodyFor, stack, type Stack } from '../helper.js'
-import { postNarrative, redisClient } from './helpers.js'
+import { build, bodyFor, stack, type Stack } from '../helper.ts'
+import { postNarrative, redisClient } from './helpers.ts'
 
 const from = async (app: FastifyInstance, n: number, remoteAddress = '127.0.0.1'): Promise<{ code: number, status: string | undefined, retryAfter: string | undefined, body: { code?: string, message?: string } }> => {
   const res = await app.inject({ method: 'POST', url: '/api/narrative', payload: bodyFor(n), remoteAddress })

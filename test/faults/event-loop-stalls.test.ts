@@ -22,11 +22,11 @@
 import t, { type Test } from 'tap'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import type { FastifyInstance } from 'fastify'
-import { build, bodyFor, stack, type Stack } from '../helper.js'
-import { postSse } from '../support/sse-client.js'
-import { narrativeText } from '../../src/domain/narrative-text.js'
-import { NARRATIVE_LIMITS } from '../../src/domain/narrative.js'
-import { postNarrative, redisClient } from './helpers.js'
+import { build, bodyFor, stack, type Stack } from '../helper.ts'
+import { postSse } from '../support/sse-client.ts'
+import { narrativeText } from '../../src/domain/narrative-text.ts'
+import { NARRATIVE_LIMITS } from '../../src/domain/narrative.ts'
+import { postNarrative, redisClient } from './helpers.ts'
 
 const STALL_MS = 100
 const RUNS = 3

@@ -1,15 +1,15 @@
 // Shared by the fault suite (not a test file: tap runs only *.test.ts).
 import type { FastifyInstance, InjectOptions } from 'fastify'
 import { Redis } from 'ioredis'
-import { decodeEntry } from '../../src/cache/codec.js'
-import { versionOf } from '../../src/cache/store.js'
-import { cacheKey } from '../../src/domain/cache-key.js'
-import { buildMessages, ENGINE_VERSION } from '../../src/domain/prompt.js'
-import { defaultReply } from '../support/fake-openai.js'
-import type { Teardownable } from '../support/env.js'
-import { build, stack, type Stack } from '../helper.js'
-import { startRedis, type RedisProc } from '../support/redis-server.js'
-import type { BreakerPluginOptions } from '../../plugins/breaker.js'
+import { decodeEntry } from '../../src/cache/codec.ts'
+import { versionOf } from '../../src/cache/store.ts'
+import { cacheKey } from '../../src/domain/cache-key.ts'
+import { buildMessages, ENGINE_VERSION } from '../../src/domain/prompt.ts'
+import { defaultReply } from '../support/fake-openai.ts'
+import type { Teardownable } from '../support/env.ts'
+import { build, stack, type Stack } from '../helper.ts'
+import { startRedis, type RedisProc } from '../support/redis-server.ts'
+import type { BreakerPluginOptions } from '../../plugins/breaker.ts'
 
 export interface Outcome {
   /** HTTP status */

@@ -21,9 +21,9 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
-import { build, stack } from '../helper.js'
-import { mintAdminToken } from '../../src/admin/token.js'
-import { loadConfig } from '../../src/config.js'
+import { build, stack } from '../helper.ts'
+import { mintAdminToken } from '../../src/admin/token.ts'
+import { loadConfig } from '../../src/config.ts'
 
 // The delimiters of src/domain/prompt.ts, spelled out: the test pins the contract of the prompt's data block.
 const DATA_OPEN = '<profile-data>'

@@ -8,18 +8,18 @@ import { once } from 'node:events'
 import { randomUUID } from 'node:crypto'
 import fc from 'fast-check'
 import { Redis } from 'ioredis'
-import { build, exampleBody, stack, type Stack } from '../helper.js'
-import { RedisStore } from '../../src/cache/redis-store.js'
-import { MemoryStore } from '../../src/cache/memory-store.js'
-import type { CacheStore } from '../../src/cache/store.js'
-import { versionOf } from '../../src/cache/store.js'
-import { decodeEntry } from '../../src/cache/codec.js'
-import { ENGINE_VERSION } from '../../src/domain/prompt.js'
-import { lockKey, refreshLockKey } from '../../src/domain/cache-key.js'
-import { freePort } from '../support/ports.js'
-import { uniqueDatabaseUrl, uniquePrefix } from '../support/env.js'
-import { sleep, waitUntil } from '../support/wait.js'
-import { postNarrative, redisClient } from './helpers.js'
+import { build, exampleBody, stack, type Stack } from '../helper.ts'
+import { RedisStore } from '../../src/cache/redis-store.ts'
+import { MemoryStore } from '../../src/cache/memory-store.ts'
+import type { CacheStore } from '../../src/cache/store.ts'
+import { versionOf } from '../../src/cache/store.ts'
+import { decodeEntry } from '../../src/cache/codec.ts'
+import { ENGINE_VERSION } from '../../src/domain/prompt.ts'
+import { lockKey, refreshLockKey } from '../../src/domain/cache-key.ts'
+import { freePort } from '../support/ports.ts'
+import { uniqueDatabaseUrl, uniquePrefix } from '../support/env.ts'
+import { sleep, waitUntil } from '../support/wait.ts'
+import { postNarrative, redisClient } from './helpers.ts'
 
 /** A real server process (`node --import tsx src/server.ts`) on the test's Redis and fake model. */
 async function serverProcess (t: Test, s: Stack, env: Record<string, string> = {}): Promise<{ child: ChildProcess, url: string }> {
@@ -165,7 +165,14 @@ function validity (m: LockModel, from: number, to: number, slack: number): Valid
 }
 
 class Acquire implements fc.AsyncCommand<LockModel, Real> {
-  constructor (readonly contenders: number, readonly ttl: number) {}
+  readonly contenders: number
+  readonly ttl: number
+
+  constructor (contenders: number, ttl: number) {
+    this.contenders = contenders
+    this.ttl = ttl
+  }
+
   check (): boolean { return true }
   async run (m: LockModel, r: Real): Promise<void> {
     const tokens = Array.from({ length: this.contenders }, () => randomUUID())
@@ -190,7 +197,12 @@ class Acquire implements fc.AsyncCommand<LockModel, Real> {
 }
 
 class Release implements fc.AsyncCommand<LockModel, Real> {
-  constructor (readonly which: 'own' | 'stale' | 'foreign') {}
+  readonly which: 'own' | 'stale' | 'foreign'
+
+  constructor (which: 'own' | 'stale' | 'foreign') {
+    this.which = which
+  }
+
   check (m: LockModel): boolean { return this.which !== 'stale' || m.past.length > 1 }
   async run (m: LockModel, r: Real): Promise<void> {
     const token = this.which === 'own' ? (m.holder?.token ?? randomUUID()) : this.which === 'stale' ? m.past[0] : randomUUID()
@@ -216,7 +228,12 @@ class Release implements fc.AsyncCommand<LockModel, Real> {
 }
 
 class Wait implements fc.AsyncCommand<LockModel, Real> {
-  constructor (readonly ms: number) {}
+  readonly ms: number
+
+  constructor (ms: number) {
+    this.ms = ms
+  }
+
   check (): boolean { return true }
   async run (_m: LockModel, r: Real): Promise<void> { await r.wait(this.ms) }
   toString (): string { return `wait(${this.ms})` }

@@ -6,9 +6,9 @@
 // fallbacks) and the shutdown signal must hold nothing afterwards. The heap
 // itself is measured by bench/memory-growth.ts, not here.
 import t from 'tap'
-import { build, bodyFor, stack } from '../helper.js'
-import { heldBy } from '../support/signals.js'
-import { postNarrative } from './helpers.js'
+import { build, bodyFor, stack } from '../helper.ts'
+import { heldBy } from '../support/signals.ts'
+import { postNarrative } from './helpers.ts'
 
 /** The engine's process-long signal, private to it: what every generation would be attached to. */
 const shutdownSignalOf = (engine: unknown): AbortSignal => (engine as { shutdown: AbortController }).shutdown.signal

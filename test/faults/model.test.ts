@@ -4,10 +4,10 @@
 // partial or invalid is cached (in Redis or in the durable tier).
 import t, { type Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
-import { build, bodyFor, stack, type Stack } from '../helper.js'
-import { postSse } from '../support/sse-client.js'
-import { narrativeText } from '../../src/domain/narrative-text.js'
-import { postNarrative, redisClient, summary, type Outcome } from './helpers.js'
+import { build, bodyFor, stack, type Stack } from '../helper.ts'
+import { postSse } from '../support/sse-client.ts'
+import { narrativeText } from '../../src/domain/narrative-text.ts'
+import { postNarrative, redisClient, summary, type Outcome } from './helpers.ts'
 
 const urlOf = (app: FastifyInstance): string => `http://127.0.0.1:${(app.server.address() as { port: number }).port}/api/narrative`
 

@@ -4,14 +4,14 @@
 // this file's own and one PostgreSQL database; the fake model counts calls.
 import t, { type Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
-import { build, bodyFor, stack } from '../helper.js'
-import { lastUserMessage, type FakeOpenAI } from '../support/fake-openai.js'
-import { startFaultProxy } from '../support/fault-proxy.js'
-import { startRedis, type RedisProc } from '../support/redis-server.js'
-import { uniqueDatabaseUrl } from '../support/env.js'
-import { sleep } from '../support/wait.js'
-import { zipfSampler } from '../../bench/zipf.js'
-import { postNarrative, startLoad, summary } from './helpers.js'
+import { build, bodyFor, stack } from '../helper.ts'
+import { lastUserMessage, type FakeOpenAI } from '../support/fake-openai.ts'
+import { startFaultProxy } from '../support/fault-proxy.ts'
+import { startRedis, type RedisProc } from '../support/redis-server.ts'
+import { uniqueDatabaseUrl } from '../support/env.ts'
+import { sleep } from '../support/wait.ts'
+import { zipfSampler } from '../../bench/zipf.ts'
+import { postNarrative, startLoad, summary } from './helpers.ts'
 
 /** Requests, profiles (Zipf s = 1.1) and requests in flight of the cost workloads. */
 const REQUESTS = 1200

@@ -4,11 +4,11 @@
 // before the outage are still there after it.
 import t, { type Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
-import { build, bodyFor, stack, type Stack } from '../helper.js'
-import { psql, startPostgres, type PostgresProc } from '../support/postgres-server.js'
-import { sleep, waitUntil } from '../support/wait.js'
-import { postNarrative, redisClient, startLoad, summary } from './helpers.js'
-import { mintAdminToken } from '../../src/admin/token.js'
+import { build, bodyFor, stack, type Stack } from '../helper.ts'
+import { psql, startPostgres, type PostgresProc } from '../support/postgres-server.ts'
+import { sleep, waitUntil } from '../support/wait.ts'
+import { postNarrative, redisClient, startLoad, summary } from './helpers.ts'
+import { mintAdminToken } from '../../src/admin/token.ts'
 
 const SECRET = 'fault-suite-secret-that-is-long-enough-000'
 const db = { buffer: { maxBuffered: 50, batchSize: 10, flushIntervalMs: 100 }, retry: { minMs: 200, maxMs: 1000 } }

@@ -8,9 +8,9 @@
 import t from 'tap'
 import { spawnSync } from 'node:child_process'
 import type { FastifyInstance } from 'fastify'
-import { build, bodyFor, stack } from '../helper.js'
-import { mintAdminToken } from '../../src/admin/token.js'
-import { ConfigError, loadConfig } from '../../src/config.js'
+import { build, bodyFor, stack } from '../helper.ts'
+import { mintAdminToken } from '../../src/admin/token.ts'
+import { ConfigError, loadConfig } from '../../src/config.ts'
 
 const SECRET = 'proxy-trust-suite-secret-long-enough-0000'
 const PROXY = '10.0.0.5'

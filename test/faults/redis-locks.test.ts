@@ -1,9 +1,9 @@
 import t from 'tap'
-import { build, bodyFor, stack } from '../helper.js'
-import { startRedis } from '../support/redis-server.js'
-import { startFaultProxy } from '../support/fault-proxy.js'
-import { sleep, waitUntil } from '../support/wait.js'
-import { lockKeys, postNarrative, redisClient } from './helpers.js'
+import { build, bodyFor, stack } from '../helper.ts'
+import { startRedis } from '../support/redis-server.ts'
+import { startFaultProxy } from '../support/fault-proxy.ts'
+import { sleep, waitUntil } from '../support/wait.ts'
+import { lockKeys, postNarrative, redisClient } from './helpers.ts'
 
 t.test('a lock whose SET NX timed out (Redis paused for writes) is not left behind', async t => {
   const redis = await startRedis()

@@ -1,11 +1,11 @@
 // Redis behind the fault proxy: a black hole, slow links, resets and replies cut midway.
 import t, { type Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
-import { build, bodyFor, stack, type Stack } from '../helper.js'
-import { startRedis, type RedisProc } from '../support/redis-server.js'
-import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js'
-import { sleep } from '../support/wait.js'
-import { auditValues, postNarrative, redisClient, startLoad, summary, waitRecovered, type Outcome } from './helpers.js'
+import { build, bodyFor, stack, type Stack } from '../helper.ts'
+import { startRedis, type RedisProc } from '../support/redis-server.ts'
+import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.ts'
+import { sleep } from '../support/wait.ts'
+import { auditValues, postNarrative, redisClient, startLoad, summary, waitRecovered, type Outcome } from './helpers.ts'
 
 const breaker = { failureThreshold: 5, cooldownMs: 500 }
 

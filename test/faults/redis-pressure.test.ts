@@ -1,10 +1,10 @@
 // Redis alive but refusing or stalling: CLIENT PAUSE WRITE, out of memory
 // (noeviction), and connections killed mid-command with CLIENT KILL.
 import t from 'tap'
-import { build, bodyFor, stack } from '../helper.js'
-import { startRedis } from '../support/redis-server.js'
-import { sleep, waitUntil } from '../support/wait.js'
-import { auditValues, lockKeys, percentile, postNarrative, redisClient, startLoad, summary, waitRecovered, twoAppsOnOwnRedis } from './helpers.js'
+import { build, bodyFor, stack } from '../helper.ts'
+import { startRedis } from '../support/redis-server.ts'
+import { sleep, waitUntil } from '../support/wait.ts'
+import { auditValues, lockKeys, percentile, postNarrative, redisClient, startLoad, summary, waitRecovered, twoAppsOnOwnRedis } from './helpers.ts'
 
 const breaker = { failureThreshold: 5, cooldownMs: 500 }
 

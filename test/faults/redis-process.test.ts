@@ -1,10 +1,10 @@
 // Redis as a process: killed, frozen (SIGSTOP) and thawed, restarted, all under load.
 import t, { type Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
-import { build, bodyFor, stack } from '../helper.js'
-import { startRedis } from '../support/redis-server.js'
-import { sleep, waitUntil } from '../support/wait.js'
-import { auditValues, lockKeys, postNarrative, redisClient, startLoad, summary, twoAppsOnOwnRedis } from './helpers.js'
+import { build, bodyFor, stack } from '../helper.ts'
+import { startRedis } from '../support/redis-server.ts'
+import { sleep, waitUntil } from '../support/wait.ts'
+import { auditValues, lockKeys, postNarrative, redisClient, startLoad, summary, twoAppsOnOwnRedis } from './helpers.ts'
 
 const KEYS = 30
 const breaker = { failureThreshold: 5, cooldownMs: 500 }

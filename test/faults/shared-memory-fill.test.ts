@@ -13,10 +13,10 @@
 // and write nothing to requested_profiles or the per-user index. Pre-warm
 // checks every stored profile again as a request would be checked.
 import t from 'tap'
-import { build, stack } from '../helper.js'
-import { redisClient } from './helpers.js'
-import { mintAdminToken } from '../../src/admin/token.js'
-import type { AnalyticsEvent } from '../../src/analytics/event.js'
+import { build, stack } from '../helper.ts'
+import { redisClient } from './helpers.ts'
+import { mintAdminToken } from '../../src/admin/token.ts'
+import type { AnalyticsEvent } from '../../src/analytics/event.ts'
 
 const SECRET = 'fault-suite-secret-that-is-long-enough-000'
 const auth = { authorization: `Bearer ${mintAdminToken(SECRET, 'admin', 3600)}` }

@@ -1,10 +1,10 @@
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { bodyFor, stack } from '../helper.js'
-import { freePort } from '../support/ports.js'
-import { uniqueDatabaseUrl } from '../support/env.js'
-import { waitUntil } from '../support/wait.js'
+import { bodyFor, stack } from '../helper.ts'
+import { freePort } from '../support/ports.ts'
+import { uniqueDatabaseUrl } from '../support/env.ts'
+import { waitUntil } from '../support/wait.ts'
 
 t.test('SIGTERM with a request in flight on a keep-alive connection: 200, then exit 0 within 10 s', async t => {
   const s = await stack(t)

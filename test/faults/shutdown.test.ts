@@ -11,12 +11,12 @@ import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { request } from 'node:http'
 import { connect } from 'node:net'
-import { bodyFor, stack } from '../helper.js'
-import { freePort } from '../support/ports.js'
-import { uniqueDatabaseUrl } from '../support/env.js'
-import { psql } from '../support/postgres-server.js'
-import { sleep, waitUntil } from '../support/wait.js'
-import { auditValues, lockKeys, redisClient } from './helpers.js'
+import { bodyFor, stack } from '../helper.ts'
+import { freePort } from '../support/ports.ts'
+import { uniqueDatabaseUrl } from '../support/env.ts'
+import { psql } from '../support/postgres-server.ts'
+import { sleep, waitUntil } from '../support/wait.ts'
+import { auditValues, lockKeys, redisClient } from './helpers.ts'
 
 interface Answer { code: number | string, status: string | undefined, at: number, ms: number }
 

@@ -11,9 +11,9 @@
 // requestTimeout) = 60 s, i.e. 60 to 90 s: too slow to test here.)
 import t from 'tap'
 import { connect, type Socket } from 'node:net'
-import { build, exampleBody, stack } from '../helper.js'
-import { sleep } from '../support/wait.js'
-import { summary, type Outcome } from './helpers.js'
+import { build, exampleBody, stack } from '../helper.ts'
+import { sleep } from '../support/wait.ts'
+import { summary, type Outcome } from './helpers.ts'
 
 /** Node's default connectionsCheckingInterval (the app does not change it). */
 const CHECK_INTERVAL_MS = 30_000

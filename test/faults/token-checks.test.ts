@@ -11,9 +11,9 @@ import t from 'tap'
 import { createHmac } from 'node:crypto'
 import { spawnSync } from 'node:child_process'
 import type { FastifyInstance } from 'fastify'
-import { build, stack } from '../helper.js'
-import { CLOCK_SKEW_SECONDS, claimsProblem, mintAdminToken, parseTtl } from '../../src/admin/token.js'
-import { loadConfig } from '../../src/config.js'
+import { build, stack } from '../helper.ts'
+import { CLOCK_SKEW_SECONDS, claimsProblem, mintAdminToken, parseTtl } from '../../src/admin/token.ts'
+import { loadConfig } from '../../src/config.ts'
 
 const SECRET = 'token-checks-suite-secret-long-enough-000'
 const DAY = 86_400

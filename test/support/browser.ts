@@ -6,8 +6,8 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { chromium, type BrowserContext, type Page, type Request } from 'playwright-core'
-import { track } from './reaper.js'
-import type { Teardownable } from './env.js'
+import { track } from './reaper.ts'
+import type { Teardownable } from './env.ts'
 
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 

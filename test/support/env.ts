@@ -7,8 +7,8 @@
 // Tests that share a server must isolate themselves: uniquePrefix() for Redis
 // keys, uniqueDatabaseUrl() for PostgreSQL.
 import { randomBytes } from 'node:crypto'
-import { psql, startPostgres } from './postgres-server.js'
-import { startRedis } from './redis-server.js'
+import { psql, startPostgres } from './postgres-server.ts'
+import { startRedis } from './redis-server.ts'
 
 /** The part of tap's Test we need; keeps this file independent of tap's types. */
 export interface Teardownable {

@@ -88,7 +88,13 @@ class Link {
   private readonly ended = { up: false, down: false }
   closed = false
 
-  constructor (readonly client: Socket, private readonly proxy: Proxy) {}
+  readonly client: Socket
+  private readonly proxy: Proxy
+
+  constructor (client: Socket, proxy: Proxy) {
+    this.client = client
+    this.proxy = proxy
+  }
 
   /** Opens the server side (not while black-holed: then the client just waits). */
   open (): void {

@@ -10,9 +10,9 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { delimiter, join } from 'node:path'
 import { promisify } from 'node:util'
-import { freePort } from './ports.js'
-import { childPids, isProcessAlive as isAlive, track } from './reaper.js'
-import { sleep } from './wait.js'
+import { freePort } from './ports.ts'
+import { childPids, isProcessAlive as isAlive, track } from './reaper.ts'
+import { sleep } from './wait.ts'
 
 const execFileP = promisify(execFile)
 

@@ -9,9 +9,9 @@ import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { freePort } from './ports.js'
-import { track } from './reaper.js'
-import { sleep } from './wait.js'
+import { freePort } from './ports.ts'
+import { track } from './reaper.ts'
+import { sleep } from './wait.ts'
 
 const execFileP = promisify(execFile)
 

@@ -10,8 +10,8 @@
 import { spawn } from 'node:child_process'
 import { constants } from 'node:os'
 import { delimiter, resolve } from 'node:path'
-import { type PostgresProc, startPostgres } from './postgres-server.js'
-import { type RedisProc, startRedis } from './redis-server.js'
+import { type PostgresProc, startPostgres } from './postgres-server.ts'
+import { type RedisProc, startRedis } from './redis-server.ts'
 
 async function main (): Promise<number> {
   const [cmd, ...args] = process.argv.slice(2)
