@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto'
-import { setMaxListeners } from 'node:events'
 import type { Narrative } from '../domain/narrative.ts'
 import type { NormalizedProfile } from '../domain/profile.ts'
 import { failedBuildKey, lockKey, readyChannel, refreshLockKey } from '../domain/cache-key.ts'
@@ -173,10 +172,6 @@ export class NarrativeEngine {
     if (!(o.staleSeconds > 0 && o.staleSeconds < o.ttlSeconds)) throw new Error('engine staleSeconds must be positive and below ttlSeconds')
     if (!(o.maxWaitMs > 0)) throw new Error('engine maxWaitMs must be positive')
     this.clock = deps.clock ?? Date.now
-    // Every model call in flight listens to the shutdown signal (src/narrator/retry.ts), and
-    // removes its listener when it ends: more than 10 at once is load, not a leak, so
-    // Node's MaxListenersExceededWarning would only be noise in the logs.
-    setMaxListeners(0, this.shutdown.signal)
     // Each lock must outlive the build it protects, or a second builder starts;
     // and no longer: a holder that dies leaves its keys blocked for the whole TTL.
     const margin = o.lockMarginMs ?? 5000
