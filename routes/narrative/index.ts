@@ -4,6 +4,7 @@ import { errorResponses } from '../../src/schemas/error.ts'
 import { noteAnswer, streamNarrative, wantsEventStream } from './stream.ts'
 import { HitTexts, NARRATIVE_ROUTE, memoryHitFront, memoryHitHook } from './memory-hit.ts'
 import { installFront } from '../../src/front-door.ts'
+import cors from '@fastify/cors'
 
 export interface NarrativeRoutesOptions {
   /** SSE heartbeat interval (default 15 s). */
@@ -18,6 +19,18 @@ export function serverTiming (modelMs: number, elapsedMs: number): string {
 const routes: FastifyPluginAsyncTypebox<NarrativeRoutesOptions> = async (fastify, opts) => {
   const streamOptions = { heartbeatMs: opts.heartbeatMs ?? 15_000 }
   const texts = new HitTexts()
+  // Browsers may call the public route from CORS_ORIGINS, and only that route:
+  // the plugin's preflight route is a wildcard, so the delegator answers
+  // `origin: false` (no CORS) for every other path, the admin routes included.
+  const origins = fastify.config.corsOrigins
+  if (origins.length > 0) {
+    await fastify.register(cors, {
+      delegator: (request, callback) => {
+        const publicRoute = request.url.split('?')[0] === NARRATIVE_ROUTE
+        callback(null, publicRoute ? { origin: origins, methods: ['POST'], allowedHeaders: ['content-type', 'accept'], exposedHeaders: ['x-cache', 'server-timing', 'retry-after'], maxAge: 600 } : { origin: false })
+      }
+    })
+  }
   // A body seen before whose narrative this process holds is answered before
   // Fastify routes it, on a server made by serverOptions; else before parsing.
   installFront(fastify.server, memoryHitFront(fastify, texts))

@@ -22,7 +22,8 @@ const JSON_UTF8 = 'application/json; charset=utf-8'
 function mayBeFromMemory (headers: IncomingHttpHeaders): boolean {
   const length = headers['content-length']
   const type = headers['content-type']
-  return length !== undefined && type !== undefined && headers['transfer-encoding'] === undefined &&
+  // A request with an Origin (a browser's, cross-origin) takes the whole path, where CORS answers it.
+  return length !== undefined && type !== undefined && headers['transfer-encoding'] === undefined && headers.origin === undefined &&
     Number(length) <= MEMO_MAX_BODY_CHARS && JSON_TYPE.test(type) && !acceptsEventStream(headers.accept)
 }
 
