@@ -1,20 +1,8 @@
 // Shared by the CI checks in scripts/ci: start a command that serves HTTP in a
 // process group of its own, wait for it to answer, stop the whole group.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { createServer } from 'node:net'
-
-/** A TCP port that was free on 127.0.0.1 a moment ago. */
-export function freePort (): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.once('error', reject)
-    srv.listen({ port: 0, host: '127.0.0.1', exclusive: true }, () => {
-      const address = srv.address()
-      const port = typeof address === 'object' && address !== null ? address.port : 0
-      srv.close(err => (err !== undefined ? reject(err) : resolve(port)))
-    })
-  })
-}
+// The test suite's free-port finder: one implementation for tests and CI checks.
+export { freePort } from '../../test/support/ports.ts'
 
 export interface Started {
   child: ChildProcess
