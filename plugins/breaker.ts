@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import { CircuitBreaker } from '../src/cache/breaker.ts'
+import { CircuitBreaker } from '../src/swr/breaker.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -1,14 +1,14 @@
 import fp from 'fastify-plugin'
-import { CircuitBreaker } from '../src/cache/breaker.ts'
-import { DurableTier } from '../src/cache/durable-tier.ts'
-import { BuildClaims } from '../src/cache/build-claims.ts'
+import { CircuitBreaker } from '../src/swr/breaker.ts'
+import { DurableTier } from '../src/swr/durable-tier.ts'
+import { BuildClaims } from '../src/swr/build-claims.ts'
 import { BuildClaimsRepository } from '../src/db/build-claims-repository.ts'
 import { ENGINE_VERSION } from '../src/domain/prompt.ts'
-import { GenerationLimiter } from '../src/cache/generation-limiter.ts'
-import { NarrativeEngine, type EngineEvents, type NarrativeJob } from '../src/cache/narrative-engine.ts'
+import { GenerationLimiter } from '../src/generation-limiter.ts'
+import { NarrativeEngine, type EngineEvents, type NarrativeJob } from '../src/swr/engine.ts'
 import type { Generation } from '../src/narrator/narrator.ts'
-import { LocalTier } from '../src/cache/local-tier.ts'
-import { NarrativeService, systemsOf, type EventRecorder } from '../src/narrative-service.ts'
+import { LocalTier } from '../src/swr/local-tier.ts'
+import { NarrativeService, systemsOf, type EventRecorder } from '../src/narrative/service.ts'
 import { childrenBy } from '../src/metrics.ts'
 import { SystemCatalogue } from '../src/domain/systems.ts'
 
@@ -52,7 +52,7 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
     onStateChange: state => fastify.log.warn({ breaker: 'database', state }, `database circuit breaker ${state}`)
   })
   // A durable read is waited for up to the model's own deadline, not a short
-  // one of its own: the rule and its reason are in src/cache/durable-tier.ts.
+  // one of its own: the rule and its reason are in src/swr/durable-tier.ts.
   const durable = new DurableTier(db.narratives, durableBreaker, fastify.log, { readTimeoutMs: deadlineMs, available: db.isOpen })
   // Claims go through the durable tier's guard: one database, one verdict on whether it is up.
   const buildClaims = new BuildClaims(new BuildClaimsRepository(db.database), async op => await durable.guard(op), fastify.log, {

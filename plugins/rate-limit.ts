@@ -15,7 +15,7 @@ type Callback = (err: Error | null, result: { current: number, ttl: number } | n
  * cannot count, an admin request is refused with 503 rather than let through
  * unlimited (@fastify/rate-limit would answer 500, or skip the limit with
  * skipOnError). Only admin routes use this limiter; the public route's
- * generation limit is src/cache/generation-limiter.ts, which fails open.
+ * generation limit is src/generation-limiter.ts, which fails open.
  */
 interface StoreParams { continueExceeding?: boolean, exponentialBackoff?: boolean }
 

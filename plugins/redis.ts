@@ -1,9 +1,9 @@
 import fp from 'fastify-plugin'
 import fastifyRedis from '@fastify/redis'
 import type { Cluster, Redis } from 'ioredis'
-import { MemoryStore } from '../src/cache/memory-store.ts'
-import { createRedisClient, RedisStore } from '../src/cache/redis-store.ts'
-import type { CacheStore } from '../src/cache/store.ts'
+import { MemoryStore } from '../src/swr/memory-store.ts'
+import { createRedisClient, RedisStore } from '../src/swr/redis-store.ts'
+import type { CacheStore } from '../src/swr/store.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -42,7 +42,7 @@ async function quitOrDisconnect (client: Redis | Cluster): Promise<void> {
 
 /**
  * Redis through @fastify/redis (which decorates `fastify.redis` and closes it),
- * with client options that fail fast (src/cache/redis-store.ts). A Redis that
+ * with client options that fail fast (src/swr/redis-store.ts). A Redis that
  * is down at start-up is not fatal: @fastify/redis would wait for it, so in
  * that case the same client is decorated here and reconnects in the
  * background while the breaker keeps requests off it.

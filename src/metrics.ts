@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
-import type { EngineCounters } from './cache/narrative-engine.ts'
-import type { BreakerState } from './cache/breaker.ts'
+import type { EngineCounters } from './swr/engine.ts'
+import type { BreakerState } from './swr/breaker.ts'
 import type { NarratorCounters } from './narrator/narrator.ts'
 
 export interface MetricSources {

@@ -2,7 +2,7 @@
 // database breaker's errors used to say "the Redis circuit breaker is open",
 // sending whoever read the logs to the wrong dependency.
 import t from 'tap'
-import { BreakerOpenError, CircuitBreaker } from '../src/cache/breaker.ts'
+import { BreakerOpenError, CircuitBreaker } from '../src/swr/breaker.ts'
 import { build, stack } from './helper.ts'
 
 const boom = async (): Promise<never> => { throw new Error('boom') }

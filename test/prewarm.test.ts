@@ -1,6 +1,6 @@
 import t from 'tap'
 import { build, bodyFor, stack } from './helper.ts'
-import { prewarm } from '../src/cache/prewarm.ts'
+import { prewarm } from '../src/narrative/prewarm.ts'
 
 const DAY = 86_400_000
 

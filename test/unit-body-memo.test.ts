@@ -1,7 +1,7 @@
 import t from 'tap'
 import { LruMap } from '../src/lru-map.ts'
-import { NarrativeService } from '../src/narrative-service.ts'
-import type { NarrativeEngine } from '../src/cache/narrative-engine.ts'
+import { NarrativeService } from '../src/narrative/service.ts'
+import type { NarrativeEngine } from '../src/swr/engine.ts'
 import { InvalidProfileError } from '../src/errors.ts'
 import type { AnalyticsEvent } from '../src/analytics/event.ts'
 

@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap'
 import fc from 'fast-check'
-import { BreakerOpenError, CircuitBreaker, type BreakerState } from '../src/cache/breaker.ts'
+import { BreakerOpenError, CircuitBreaker, type BreakerState } from '../src/swr/breaker.ts'
 
 function setup (failureThreshold = 3, cooldownMs = 1000) {
   let now = 10_000

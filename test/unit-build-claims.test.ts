@@ -1,8 +1,8 @@
 // BuildClaims over an in-memory claim store: what a builder does when another
 // instance holds the claim, when the row lands, and when the database cannot say.
 import t from 'tap'
-import { BuildClaims, type BuildClaimStore } from '../src/cache/build-claims.ts'
-import { silentLogger } from '../src/cache/logger.ts'
+import { BuildClaims, type BuildClaimStore } from '../src/swr/build-claims.ts'
+import { silentLogger } from '../src/swr/logger.ts'
 
 /** Claims in a Map, with the same rules as the SQL (live claim of another owner wins; `built` once a row is set). */
 function memoryClaims () {

@@ -3,8 +3,8 @@ import fc from 'fast-check'
 import { gzipSync } from 'node:zlib'
 import {
   CacheCorruptionError, COMPRESS_ABOVE_BYTES, decodeEntry, encodeEntry, MAX_VALUE_BYTES, ValueTooLargeError, type CachedNarrative
-} from '../src/cache/codec.ts'
-import { versionOf, withVersion } from '../src/cache/store.ts'
+} from '../src/narrative/codec.ts'
+import { versionOf, withVersion } from '../src/swr/store.ts'
 
 const ENGINE = 'narrative@1.0.0'
 

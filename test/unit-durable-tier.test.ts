@@ -2,10 +2,10 @@
 // PostgreSQL is slow while it keeps answering; only when it is down (breaker
 // open, or silent for the stall window) or past the budget (the model's deadline).
 import t from 'tap'
-import { CircuitBreaker } from '../src/cache/breaker.ts'
-import type { CachedNarrative } from '../src/cache/codec.ts'
-import { DurableTier, type DurableRepository } from '../src/cache/durable-tier.ts'
-import { silentLogger } from '../src/cache/logger.ts'
+import { CircuitBreaker } from '../src/swr/breaker.ts'
+import type { CachedNarrative } from '../src/narrative/codec.ts'
+import { DurableTier, type DurableRepository } from '../src/swr/durable-tier.ts'
+import { silentLogger } from '../src/swr/logger.ts'
 
 const row = { entry: { version: 'narrative@1.0.0' } as unknown as CachedNarrative, version: 1 }
 const after = <T>(ms: number, value: T): Promise<T> => new Promise(resolve => setTimeout(() => resolve(value), ms))

@@ -1,7 +1,7 @@
 import t from 'tap'
 import fc from 'fast-check'
-import { MemoryStore } from '../src/cache/memory-store.ts'
-import { versionOf, withVersion } from '../src/cache/store.ts'
+import { MemoryStore } from '../src/swr/memory-store.ts'
+import { versionOf, withVersion } from '../src/swr/store.ts'
 
 function setup (maxBytes = 1_000_000) {
   let now = 1_000_000

@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream'
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
 import type { FastifyInstance, FastifyReply, preParsingHookHandler } from 'fastify'
-import { MEMO_MAX_BODY_CHARS } from '../../src/narrative-service.ts'
+import { MEMO_MAX_BODY_CHARS } from '../../src/narrative/service.ts'
 import type { NarrativeResponse } from '../../src/schemas/narrative.ts'
 import type { FrontHandler } from '../../src/front-door.ts'
 import { nextRequestId } from '../../src/request-id.ts'

@@ -1,5 +1,5 @@
-import type { NarrativeEngine, NarrativeJob } from '../cache/narrative-engine.ts'
-import { prewarm, type PrewarmResult } from '../cache/prewarm.ts'
+import type { NarrativeEngine, NarrativeJob } from '../swr/engine.ts'
+import { prewarm, type PrewarmResult } from '../narrative/prewarm.ts'
 import type { KeyCount } from '../db/analytics-repository.ts'
 import { PERIOD_DAYS, type Period } from './pattern.ts'
 

@@ -1,4 +1,4 @@
-import { silentLogger, type Logger } from '../cache/logger.ts'
+import { silentLogger, type Logger } from '../swr/logger.ts'
 import { isAnalyticsEvent, type AnalyticsEvent } from './event.ts'
 
 /** Where batches go: AnalyticsRepository fits. */

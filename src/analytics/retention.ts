@@ -1,4 +1,4 @@
-import { silentLogger, type Logger } from '../cache/logger.ts'
+import { silentLogger, type Logger } from '../swr/logger.ts'
 
 export interface RetentionOptions {
   /** Rows older than this go; 0 turns retention off. */

@@ -1,4 +1,4 @@
-import type { BuildClaimStore } from '../cache/build-claims.ts'
+import type { BuildClaimStore } from '../swr/build-claims.ts'
 import type { Database } from './database.ts'
 
 /** Now on the database's clock, in ms: every instance measures claims on the same one. */

@@ -81,7 +81,7 @@ ALTER TABLE analytics_events ADD COLUMN count integer NOT NULL DEFAULT 1 CHECK (
     version: 3,
     name: 'build claims (a durable record of builds in flight), re-paid generations in analytics',
     // build_claims: one row per key being built, so a build outlives a Redis
-    // that lost its lock (src/cache/build-claims.ts). Times on the database's
+    // that lost its lock (src/swr/build-claims.ts). Times on the database's
     // clock. 'repaid': a generation of a key that already had a durable row.
     sql: `
 CREATE TABLE build_claims (

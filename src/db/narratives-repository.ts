@@ -1,5 +1,5 @@
 import { TypeCompiler } from '@sinclair/typebox/compiler'
-import { CachedNarrativeSchema, type CachedNarrative } from '../cache/codec.ts'
+import { CachedNarrativeSchema, type CachedNarrative } from '../narrative/codec.ts'
 import type { Database } from './database.ts'
 import { cleanJson, cleanText, optionalText } from './sanitize.ts'
 

@@ -1,8 +1,8 @@
 // Shared by the fault suite (not a test file: tap runs only *.test.ts).
 import type { FastifyInstance, InjectOptions } from 'fastify'
 import { Redis } from 'ioredis'
-import { decodeEntry } from '../../src/cache/codec.ts'
-import { versionOf } from '../../src/cache/store.ts'
+import { decodeEntry } from '../../src/narrative/codec.ts'
+import { versionOf } from '../../src/swr/store.ts'
 import { cacheKey } from '../../src/domain/cache-key.ts'
 import { buildMessages, ENGINE_VERSION } from '../../src/domain/prompt.ts'
 import { defaultReply } from '../support/fake-openai.ts'

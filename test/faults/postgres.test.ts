@@ -129,7 +129,7 @@ t.test('PostgreSQL frozen (SIGSTOP): no request waits on it more than its stall 
   t.comment(summary(during))
   t.same(during.filter(r => r.code !== 200), [], 'every request 200')
   // A frozen database answers nothing: a durable read is given up after 1 s of silence
-  // (src/cache/durable-tier.ts), and the build claim that would follow is then skipped.
+  // (src/swr/durable-tier.ts), and the build claim that would follow is then skipped.
   // A slow database that still answers is waited for (issue 17).
   t.same(during.filter(r => r.ms > 30 + 1000 + 500).map(r => r.ms), [], 'none slower than the model, one stall window and a margin')
   t.ok(app.db.buffer.counters.dropped > 0, `analytics dropped and counted (${app.db.buffer.counters.dropped})`)

@@ -1,4 +1,4 @@
-import type { CachedNarrative } from './codec.ts'
+import type { CachedNarrative } from '../narrative/codec.ts'
 import { BreakerOpenError, type CircuitBreaker } from './breaker.ts'
 import type { Logger } from './logger.ts'
 
@@ -62,7 +62,7 @@ class DatabaseStalledError extends Error {
  * lost every key misses at once, the reads queue for the pool's connections,
  * the queue alone overruns the deadline, three of those open the breaker, and
  * for its cool-down every key already paid for is paid again (issue 17).
- * Build claims (src/cache/build-claims.ts) go through the same rule: guard().
+ * Build claims (src/swr/build-claims.ts) go through the same rule: guard().
  */
 export class DurableTier {
   private readonly pending = new Set<Promise<unknown>>()

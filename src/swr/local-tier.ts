@@ -1,4 +1,4 @@
-import type { CachedNarrative } from './codec.ts'
+import type { CachedNarrative } from '../narrative/codec.ts'
 import { globToRegExp } from './memory-store.ts'
 import { LruMap } from '../lru-map.ts'
 

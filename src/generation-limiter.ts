@@ -1,6 +1,6 @@
-import type { CircuitBreaker } from './breaker.ts'
-import { MemoryStore } from './memory-store.ts'
-import type { CacheStore } from './store.ts'
+import type { CircuitBreaker } from './swr/breaker.ts'
+import { MemoryStore } from './swr/memory-store.ts'
+import type { CacheStore } from './swr/store.ts'
 
 export interface GenerationLimiterOptions {
   /** Model calls a client may cause per minute; 0 turns the limit off. */

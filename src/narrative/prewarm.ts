@@ -1,4 +1,4 @@
-import type { NarrativeEngine, NarrativeJob } from './narrative-engine.ts'
+import type { NarrativeEngine, NarrativeJob } from '../swr/engine.ts'
 
 export interface PrewarmResult { warmed: number, skipped: number, failed: number }
 

@@ -7,7 +7,7 @@ import { templateNarrative, TEMPLATE_ENGINE } from '../domain/template-narrator.
 import { NarratorError, type Generation, type Narrator } from '../narrator/narrator.ts'
 import { withRetry, type RetryPolicy } from '../narrator/retry.ts'
 import type { CircuitBreaker } from './breaker.ts'
-import { CacheCorruptionError, decodeEntry, encodeEntry, type CachedNarrative } from './codec.ts'
+import { CacheCorruptionError, decodeEntry, encodeEntry, type CachedNarrative } from '../narrative/codec.ts'
 import type { Logger } from './logger.ts'
 import type { CacheStore } from './store.ts'
 import type { DurableTier, DurableWriteOutcome } from './durable-tier.ts'

@@ -1,7 +1,7 @@
 import { gunzipSync, gzipSync } from 'node:zlib'
 import { Type, type Static } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
-import { VERSION_DIGITS, withVersion } from './store.ts'
+import { VERSION_DIGITS, withVersion } from '../swr/store.ts'
 
 /** The value cached per key: the original design's CachedNarrative. */
 export const CachedNarrativeSchema = Type.Object({
