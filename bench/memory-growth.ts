@@ -4,7 +4,10 @@ import { CircuitBreaker } from '../src/swr/breaker.ts'
 import { LocalTier } from '../src/swr/local-tier.ts'
 import { silentLogger } from '../src/swr/logger.ts'
 import { MemoryStore } from '../src/swr/memory-store.ts'
-import { NarrativeEngine } from '../src/swr/engine.ts'
+import { SwrEngine } from '../src/swr/engine.ts'
+import { NarrativeBuilds } from '../src/narrative/adapter.ts'
+import { narrativeCodec, type NarrativeValue } from '../src/narrative/codec.ts'
+import { ENGINE_VERSION } from '../src/domain/prompt.ts'
 import { normalizeProfile } from '../src/domain/profile.ts'
 import { OpenAINarrator } from '../src/narrator/openai-narrator.ts'
 import { startFakeOpenAI } from '../test/support/fake-openai.ts'
@@ -27,22 +30,27 @@ if (gc === undefined) throw new Error('run with node --expose-gc (npm run bench:
 
 const openai = await startFakeOpenAI({ streamChunks: 4, streamDelayMs: 0 })
 const store = new MemoryStore({ maxBytes: 2 * 1024 * 1024 })
-const engine = new NarrativeEngine({
+const engine = new SwrEngine<NarrativeValue>({
   store,
   local: new LocalTier({ maxEntries: 1000, ttlMs: 60_000 }),
   breaker: new CircuitBreaker({ failureThreshold: 5, cooldownMs: 1000 }),
-  narrator: new OpenAINarrator({ apiKey: 'sk-bench', baseURL: openai.baseURL, model: 'gpt-4o', timeoutMs: 10_000 }),
+  codec: narrativeCodec(ENGINE_VERSION, 3600),
   logger: silentLogger,
   options: {
     prefix: 'mem',
     ttlSeconds: 3600,
     staleSeconds: 600,
-    generation: { attempts: 2, baseDelayMs: 50, maxDelayMs: 200, deadlineMs: 10_000 },
-    refresh: { attempts: 2, baseDelayMs: 50, maxDelayMs: 200, deadlineMs: 20_000 },
+    buildDeadlineMs: 10_000,
+    refreshDeadlineMs: 20_000,
     maxWaitMs: 12_000,
     pollMinMs: 50,
     pollMaxMs: 1000
   }
+})
+const builds = new NarrativeBuilds({
+  narrator: new OpenAINarrator({ apiKey: 'sk-bench', baseURL: openai.baseURL, model: 'gpt-4o', timeoutMs: 10_000 }),
+  generation: { attempts: 2, baseDelayMs: 50, maxDelayMs: 200, deadlineMs: 10_000 },
+  refresh: { attempts: 2, baseDelayMs: 50, maxDelayMs: 200, deadlineMs: 20_000 }
 })
 await engine.start()
 const profile = normalizeProfile({ classification: 'primary', primary: 'Vega', percentages: { Vega: 40, Sirius: 20 } })
@@ -75,7 +83,8 @@ for (let block = 0; block < calls; block += every) {
   await Promise.all(Array.from({ length: 8 }, async () => {
     while (next < end) {
       const i = next++
-      const result = await engine.resolve({ key: `mem:v1:bench:${i}`, profile, locale: 'en' })
+      const key = `mem:v1:bench:${i}`
+      const result = await engine.getOrBuild(key, builds.specFor({ key, profile, locale: 'en' }))
       if (result.status !== 'miss') throw new Error(`call ${i}: expected a miss, got ${result.status}`)
     }
   }))

@@ -3,8 +3,10 @@ import { CircuitBreaker } from '../src/swr/breaker.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
-    /** Guards every cache-store call; never the narrator. */
+    /** Guards every cache-store (Redis) call; never the narrator. */
     breaker: CircuitBreaker
+    /** Guards every call to the database (the durable tier and build claims). */
+    databaseBreaker: CircuitBreaker
   }
 }
 
@@ -13,12 +15,21 @@ export interface BreakerPluginOptions {
   cooldownMs?: number
 }
 
+/**
+ * The two circuit breakers, each named in its own errors, logs and the
+ * `narrative_breaker_state` metric: `redis` (options for tests) and `database`.
+ */
 export default fp<BreakerPluginOptions>(async (fastify, opts) => {
-  const breaker = new CircuitBreaker({
-    name: 'redis',
-    failureThreshold: opts.failureThreshold ?? 5,
-    cooldownMs: opts.cooldownMs ?? 5000,
-    onStateChange: state => fastify.log.warn({ breaker: 'redis', state }, `redis circuit breaker ${state}`)
-  })
-  fastify.decorate('breaker', breaker)
-}, { name: 'breaker', dependencies: ['config'] })
+  const make = (name: string, failureThreshold: number, cooldownMs: number): CircuitBreaker => {
+    const breaker = new CircuitBreaker({
+      name,
+      failureThreshold,
+      cooldownMs,
+      onStateChange: state => fastify.log.warn({ breaker: name, state }, `${name} circuit breaker ${state}`)
+    })
+    fastify.metrics.addBreaker(breaker)
+    return breaker
+  }
+  fastify.decorate('breaker', make('redis', opts.failureThreshold ?? 5, opts.cooldownMs ?? 5000))
+  fastify.decorate('databaseBreaker', make('database', 3, 5000))
+}, { name: 'breaker', dependencies: ['config', 'metrics'] })

@@ -1,27 +1,31 @@
 import fp from 'fastify-plugin'
-import { CircuitBreaker } from '../src/swr/breaker.ts'
 import { DurableTier } from '../src/swr/durable-tier.ts'
 import { BuildClaims } from '../src/swr/build-claims.ts'
+import { SwrEngine } from '../src/swr/engine.ts'
+import { LocalTier } from '../src/swr/local-tier.ts'
 import { BuildClaimsRepository } from '../src/db/build-claims-repository.ts'
 import { ENGINE_VERSION } from '../src/domain/prompt.ts'
-import { GenerationLimiter } from '../src/generation-limiter.ts'
-import { NarrativeEngine, type EngineEvents, type NarrativeJob } from '../src/swr/engine.ts'
-import type { Generation } from '../src/narrator/narrator.ts'
-import { LocalTier } from '../src/swr/local-tier.ts'
-import { NarrativeService, systemsOf, type EventRecorder } from '../src/narrative/service.ts'
-import { childrenBy } from '../src/metrics.ts'
 import { SystemCatalogue } from '../src/domain/systems.ts'
+import { GenerationLimiter } from '../src/generation-limiter.ts'
+import { NarrativeBuilds, type NarrativeJob } from '../src/narrative/adapter.ts'
+import { narrativeCodec, type NarrativeValue } from '../src/narrative/codec.ts'
+import { durableNarratives } from '../src/narrative/durable-narratives.ts'
+import { NarrativeService, systemsOf, type EventRecorder } from '../src/narrative/service.ts'
+import type { Generation } from '../src/narrator/narrator.ts'
+import type { NormalizedProfile } from '../src/domain/profile.ts'
+import { childrenBy } from '../src/metrics.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
-    engine: NarrativeEngine
+    /** The stale-while-revalidate engine, caching narratives. */
+    engine: SwrEngine<NarrativeValue>
     narratives: NarrativeService
     limiter: GenerationLimiter
-    durable: DurableTier
+    durable: DurableTier<NarrativeValue>
     /** Durable build claims: the record that a build is under way, outliving Redis. */
     buildClaims: BuildClaims
     /** The in-process first tier, when there is one. */
-    localTier: LocalTier | undefined
+    localTier: LocalTier<NarrativeValue> | undefined
     /** Counts an answered request (or 'error') in the metrics. */
     countAnswer: (status: string) => void
   }
@@ -36,24 +40,20 @@ export interface CachePluginOptions {
 }
 
 /**
- * Wires the engine: the store and its breaker, the narrator, the durable tier
- * and analytics when the db plugin is there, and the generation rate limit.
+ * Wires the engine to this server's parts (the store and locks, the durable
+ * tier and build claims over the db plugin's database, the in-process tier)
+ * and the narrative adapter to the engine (codec, builds, the generation
+ * rate limit as the permit, metrics and analytics of each generation).
  */
 export default fp<CachePluginOptions>(async (fastify, opts) => {
-  const { config, store, breaker, narrator } = fastify
+  const { config, store, breaker, databaseBreaker, narrator, locks, metrics } = fastify
   const deadlineMs = config.openai.timeoutMs
   const db = fastify.db
   const recorder: EventRecorder = db.buffer
 
-  const durableBreaker = new CircuitBreaker({
-    name: 'database',
-    failureThreshold: 3,
-    cooldownMs: 5000,
-    onStateChange: state => fastify.log.warn({ breaker: 'database', state }, `database circuit breaker ${state}`)
-  })
   // A durable read is waited for up to the model's own deadline, not a short
   // one of its own: the rule and its reason are in src/swr/durable-tier.ts.
-  const durable = new DurableTier(db.narratives, durableBreaker, fastify.log, { readTimeoutMs: deadlineMs, available: db.isOpen })
+  const durable = new DurableTier(durableNarratives(db.narratives, ENGINE_VERSION, config.ttlSeconds), databaseBreaker, fastify.log, { readTimeoutMs: deadlineMs, available: db.isOpen })
   // Claims go through the durable tier's guard: one database, one verdict on whether it is up.
   const buildClaims = new BuildClaims(new BuildClaimsRepository(db.database), async op => await durable.guard(op), fastify.log, {
     // Like the build lock: the longest build it covers, and a margin for the durable write.
@@ -65,40 +65,29 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
     clock: opts.clock
   })
 
-  const { metrics } = fastify
   let spentUsd = 0
   let paidCalls = 0
-  const events: EngineEvents = {
-    stored: bytes => metrics.valueSize.observe(bytes),
-    repaid: job => {
-      metrics.repaidGenerations.inc()
-      recorder.record({ at: Date.now(), event: 'repaid', key: job.key, systems: systemsOf(job.profile) })
-    },
-    generation: (job, generation, durationMs, reason) => {
-      metrics.modelCalls.inc({ engine: generation.engine, reason })
-      metrics.generationSeconds.observe({ engine: generation.engine }, durationMs / 1000)
-      const usage = generation.usage
-      if (usage !== undefined) {
-        metrics.tokens.inc({ model: generation.engine, kind: 'prompt' }, usage.promptTokens)
-        metrics.tokens.inc({ model: generation.engine, kind: 'completion' }, usage.completionTokens)
-        const price = config.modelPrices[generation.engine] ?? config.modelPrices['gpt-4o']
-        const usd = (usage.promptTokens * price.input + usage.completionTokens * price.output) / 1_000_000
-        metrics.cost.inc({ model: generation.engine }, usd)
-        spentUsd += usd
-        paidCalls++
-      }
-      recordGeneration(job, generation, durationMs)
+  function onGeneration (job: NarrativeJob, generation: Generation, durationMs: number, reason: string): void {
+    metrics.modelCalls.inc({ engine: generation.engine, reason })
+    metrics.generationSeconds.observe({ engine: generation.engine }, durationMs / 1000)
+    const usage = generation.usage
+    if (usage !== undefined) {
+      metrics.tokens.inc({ model: generation.engine, kind: 'prompt' }, usage.promptTokens)
+      metrics.tokens.inc({ model: generation.engine, kind: 'completion' }, usage.completionTokens)
+      const price = config.modelPrices[generation.engine] ?? config.modelPrices['gpt-4o']
+      const usd = (usage.promptTokens * price.input + usage.completionTokens * price.output) / 1_000_000
+      metrics.cost.inc({ model: generation.engine }, usd)
+      spentUsd += usd
+      paidCalls++
     }
-  }
-  function recordGeneration (job: NarrativeJob, generation: Generation, durationMs: number): void {
     recorder.record({
       at: Date.now(),
       event: 'generation',
       key: job.key,
       systems: systemsOf(job.profile),
       durationMs,
-      promptTokens: generation.usage?.promptTokens ?? null,
-      completionTokens: generation.usage?.completionTokens ?? null,
+      promptTokens: usage?.promptTokens ?? null,
+      completionTokens: usage?.completionTokens ?? null,
       model: generation.engine
     })
   }
@@ -112,30 +101,50 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
   // The in-process first tier only makes sense in front of a remote store.
   const local = store.kind === 'memory' || config.localCache.maxEntries === 0
     ? undefined
-    : new LocalTier({ maxEntries: config.localCache.maxEntries, ttlMs: config.localCache.ttlMs, clock: opts.clock })
-  const engine = new NarrativeEngine({
+    : new LocalTier<NarrativeValue>({ maxEntries: config.localCache.maxEntries, ttlMs: config.localCache.ttlMs, clock: opts.clock })
+  const refreshDeadlineMs = deadlineMs * 2
+  const engine = new SwrEngine<NarrativeValue>({
     store,
-    local,
     breaker,
-    narrator,
+    locks,
+    codec: narrativeCodec(ENGINE_VERSION, config.ttlSeconds),
+    local,
     durable,
     claims: buildClaims,
-    events,
     logger: fastify.log,
     clock: opts.clock,
+    events: {
+      stored: bytes => metrics.valueSize.observe(bytes),
+      repaid: (key, value) => {
+        metrics.repaidGenerations.inc()
+        recorder.record({ at: Date.now(), event: 'repaid', key, systems: systemsOf(value.profile as NormalizedProfile) })
+      }
+    },
     options: {
       prefix: config.cachePrefix,
       ttlSeconds: config.ttlSeconds,
       staleSeconds: config.staleSeconds,
-      generation: { attempts: config.openai.maxAttempts, baseDelayMs: 250, maxDelayMs: 2000, deadlineMs },
-      refresh: { attempts: 3, baseDelayMs: 500, maxDelayMs: 5000, deadlineMs: deadlineMs * 2 },
+      buildDeadlineMs: deadlineMs,
+      refreshDeadlineMs,
       // A waiter gives the builder its whole deadline and a little more before falling back.
       maxWaitMs: opts.maxWaitMs ?? deadlineMs + 2000,
       pollMinMs: opts.pollMinMs ?? 50,
       pollMaxMs: opts.pollMaxMs ?? 1000
     }
   })
+  const builds = new NarrativeBuilds({
+    narrator,
+    generation: { attempts: config.openai.maxAttempts, baseDelayMs: 250, maxDelayMs: 2000, deadlineMs },
+    refresh: { attempts: 3, baseDelayMs: 500, maxDelayMs: 5000, deadlineMs: refreshDeadlineMs },
+    onGeneration,
+    onError: err => fastify.log.warn({ err: (err as Error).message }, 'generation event handler failed')
+  })
   await engine.start()
+  metrics.provide({
+    engine: () => engine.counters,
+    durableReadsGivenUp: () => { const r = durable.readsGivenUp; return r.breakerOpen + r.timeout + r.error },
+    claimWaits: () => buildClaims.counters.waited
+  })
   // Refusals are remembered in this process only (the service's body memo): nothing a client sends is written to the shared store unless it is valid.
   const canonical = {
     systems: config.systems === undefined ? undefined : new SystemCatalogue(config.systems),
@@ -147,9 +156,9 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
   fastify.decorate('durable', durable)
   fastify.decorate('buildClaims', buildClaims)
   fastify.decorate('localTier', local)
-  fastify.decorate('narratives', new NarrativeService({ engine, canonical, limiter, recorder, prefix: config.cachePrefix, clock: opts.clock }))
+  fastify.decorate('narratives', new NarrativeService({ engine, builds, canonical, limiter, recorder, prefix: config.cachePrefix, clock: opts.clock }))
   fastify.addHook('onClose', async () => {
     await engine.close()
     await limiter.close()
   })
-}, { name: 'cache', dependencies: ['config', 'redis', 'breaker', 'narrator', 'db', 'metrics'] })
+}, { name: 'cache', dependencies: ['config', 'redis', 'breaker', 'locks', 'narrator', 'db', 'metrics'] })

@@ -169,6 +169,7 @@ export default fp<DbPluginOptions>(async (fastify, opts) => {
   }
 
   fastify.decorate('db', { database, narratives, analytics, audit, buffer, retention, state, isOpen, firstAttempt })
+  fastify.metrics.provide({ analytics: () => buffer.counters })
 
   fastify.addHook('onClose', async () => {
     closed = true
@@ -179,4 +180,4 @@ export default fp<DbPluginOptions>(async (fastify, opts) => {
     // Ours, attached or not (opened but never migrated); an injected one is the caller's.
     if (opts.database === undefined) await opened?.close()
   })
-}, { name: 'db', dependencies: ['config'] })
+}, { name: 'db', dependencies: ['config', 'metrics'] })

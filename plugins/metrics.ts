@@ -49,20 +49,8 @@ export function requestLine (method: string, route: string, statusCode: number, 
  * headers (so no token), no body (so no userId).
  */
 export default fp(async (fastify) => {
-  const metrics = createMetrics({
-    counters: () => fastify.hasDecorator('engine') ? fastify.engine.counters : undefined,
-    locksHeld: () => fastify.hasDecorator('engine') ? fastify.engine.locksHeld : 0,
-    // Each breaker under its own name (the label of narrative_breaker_state).
-    breakers: () => ({ [fastify.breaker.name]: fastify.breaker.state, ...(fastify.hasDecorator('durable') ? { [fastify.durable.breaker.name]: fastify.durable.breaker.state } : {}) }),
-    analytics: () => fastify.hasDecorator('db') ? fastify.db.buffer.counters : undefined,
-    narrator: () => fastify.hasDecorator('narrator') ? fastify.narrator.counters : undefined,
-    durableReadsGivenUp: () => {
-      if (!fastify.hasDecorator('durable')) return undefined
-      const r = fastify.durable.readsGivenUp
-      return r.breakerOpen + r.timeout + r.error
-    },
-    claimWaits: () => fastify.hasDecorator('buildClaims') ? fastify.buildClaims.counters.waited : undefined
-  })
+  // Figures are provided by the plugins that own them (metrics.provide, metrics.addBreaker).
+  const metrics = createMetrics()
   fastify.decorate('metrics', metrics)
   // One of several workers (WORKERS > 1): a scrape must see them all, whichever worker it reaches.
   const inCluster = cluster.isWorker
@@ -113,4 +101,4 @@ export default fp(async (fastify) => {
     }
     return await reply.type(metrics.registry.contentType).send(await metrics.registry.metrics())
   })
-}, { name: 'metrics', dependencies: ['config', 'breaker'] })
+}, { name: 'metrics', dependencies: ['config'] })

@@ -26,4 +26,5 @@ export default fp<NarratorPluginOptions>(async (fastify, opts) => {
   }
   fastify.log.info({ narrator: narrator.engine, baseURL: openai.baseURL }, 'narrator ready')
   fastify.decorate('narrator', narrator)
-}, { name: 'narrator', dependencies: ['config'] })
+  fastify.metrics.provide({ narrator: () => narrator.counters })
+}, { name: 'narrator', dependencies: ['config', 'metrics'] })

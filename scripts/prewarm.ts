@@ -30,7 +30,7 @@ async function main (): Promise<void> {
     // The same checks as a request (schema, SYSTEMS, LOCALES, domain rules): a stored profile they refuse is counted, never built.
     const jobOf = fastify.narratives.storedJob.bind(fastify.narratives)
     const onRefused = (key: string, reason: string): void => { fastify.log.warn({ key, reason }, 'pre-warm refused a stored profile') }
-    const result = await prewarmTop({ engine: fastify.engine, analytics: fastify.db.analytics, jobOf, onRefused }, { top, period: values.period as Period, concurrency })
+    const result = await prewarmTop({ warmer: fastify.narratives, analytics: fastify.db.analytics, jobOf, onRefused }, { top, period: values.period as Period, concurrency })
     process.stdout.write(JSON.stringify(result) + '\n')
   } finally {
     await fastify.close()

@@ -4,6 +4,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import configPlugin from '../plugins/config.ts'
 import redisPlugin from '../plugins/redis.ts'
 import breakerPlugin, { type BreakerPluginOptions } from '../plugins/breaker.ts'
+import locksPlugin from '../plugins/locks.ts'
 import narratorPlugin from '../plugins/narrator.ts'
 import cachePlugin, { type CachePluginOptions } from '../plugins/cache.ts'
 import dbPlugin, { type DbPluginOptions } from '../plugins/db.ts'
@@ -102,9 +103,11 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
   await instance.register(configPlugin, { config: opts.config })
   // Before any plugin that adds a route (plugins/metrics.ts adds /metrics): the document sees every route.
   await instance.register(swaggerPlugin)
+  // Metrics first: the plugins after it provide their own figures to it.
+  await instance.register(metricsPlugin)
   await instance.register(redisPlugin)
   await instance.register(breakerPlugin, opts.breaker ?? {})
-  await instance.register(metricsPlugin)
+  await instance.register(locksPlugin)
   await instance.register(narratorPlugin, { narrator: opts.narrator })
   await instance.register(dbPlugin, opts.db ?? {})
   await instance.register(cachePlugin, opts.cache ?? {})

@@ -1,19 +1,29 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { EngineCounters } from './swr/engine.ts'
 import type { BreakerState } from './swr/breaker.ts'
+import type { StoreFailureCounters } from './swr/guarded-store.ts'
 import type { NarratorCounters } from './narrator/narrator.ts'
 
+/**
+ * Where the mirrored metrics read their figures at scrape time. Each plugin
+ * that owns a figure provides it (metrics.provide, metrics.addBreaker); a
+ * figure nobody provides is simply not exposed.
+ */
 export interface MetricSources {
-  counters: () => EngineCounters | undefined
-  locksHeld: () => number
-  breakers: () => Record<string, BreakerState>
-  analytics: () => { dropped: number, written: number } | undefined
+  engine?: () => EngineCounters
+  locksHeld?: () => number
+  /** Store calls of the locks (the engine's own are in its counters). */
+  lockStoreFailures?: () => StoreFailureCounters
+  analytics?: () => { dropped: number, written: number }
   narrator?: () => NarratorCounters | undefined
-  /** Durable reads given up, for any reason (optional: apps without the cache plugin). */
-  durableReadsGivenUp?: () => number | undefined
+  /** Durable reads given up, for any reason. */
+  durableReadsGivenUp?: () => number
   /** Builds that waited on another instance's build claim. */
-  claimWaits?: () => number | undefined
+  claimWaits?: () => number
 }
+
+/** A circuit breaker as the metrics see it: its name (the label) and its state. */
+interface NamedBreaker { readonly name: string, readonly state: BreakerState }
 
 const BREAKER_VALUE: Record<BreakerState, number> = { closed: 0, 'half-open': 1, open: 2 }
 
@@ -53,13 +63,24 @@ export function childrenBy<T> (make: (...values: string[]) => T): (...values: st
  * Every metric the server exposes (names follow the original design's list),
  * in a registry of its own so several apps in one process never clash.
  */
-export function createMetrics (sources: MetricSources) {
+export function createMetrics () {
   const registry = new Registry()
   collectDefaultMetrics({ register: registry })
-  const c = (pick: (x: EngineCounters) => number) => () => { const x = sources.counters(); return x === undefined ? undefined : pick(x) }
+  const sources: MetricSources = {}
+  const breakers: NamedBreaker[] = []
+  const c = (pick: (x: EngineCounters) => number) => () => { const x = sources.engine?.(); return x === undefined ? undefined : pick(x) }
+  const storeFailures = (pick: (x: StoreFailureCounters) => number) => () => {
+    const engine = sources.engine?.()
+    const locks = sources.lockStoreFailures?.()
+    return engine === undefined && locks === undefined ? undefined : (engine === undefined ? 0 : pick(engine)) + (locks === undefined ? 0 : pick(locks))
+  }
 
   const metrics = {
     registry,
+    /** Registers where figures are read from (a plugin's own counters). */
+    provide (more: MetricSources): void { Object.assign(sources, more) },
+    /** Exposes a breaker's state under its name. */
+    addBreaker (breaker: NamedBreaker): void { breakers.push(breaker) },
     requests: new Counter({ name: 'narrative_requests_total', help: 'Narrative requests by cache status (hit, stale, durable, miss, fallback, error)', labelNames: ['status'] as const, registers: [registry] }),
     latency: new Histogram({
       name: 'narrative_http_request_duration_seconds',
@@ -82,15 +103,15 @@ export function createMetrics (sources: MetricSources) {
   mirroredCounter(registry, 'narrative_refresh_skipped_locked_total', 'Background refreshes skipped because another instance held the refresh lock', c(x => x.refreshSkippedLocked))
   mirroredCounter(registry, 'narrative_refresh_succeeded_total', 'Background refreshes that stored a new narrative', c(x => x.refreshSucceeded))
   mirroredCounter(registry, 'narrative_refresh_failed_total', 'Background refreshes that failed (the stale value stays)', c(x => x.refreshFailed))
-  mirroredCounter(registry, 'narrative_redis_errors_total', 'Cache store commands that failed (timeouts included)', c(x => x.storeErrors))
-  mirroredCounter(registry, 'narrative_redis_timeouts_total', 'Cache store commands that timed out', c(x => x.storeTimeouts))
+  mirroredCounter(registry, 'narrative_redis_errors_total', 'Cache store commands that failed (timeouts included)', storeFailures(x => x.storeErrors))
+  mirroredCounter(registry, 'narrative_redis_timeouts_total', 'Cache store commands that timed out', storeFailures(x => x.storeTimeouts))
   mirroredCounter(registry, 'narrative_corrupt_entries_total', 'Cache entries found corrupt, deleted and regenerated', c(x => x.corruptEntries))
   mirroredCounter(registry, 'narrative_model_replies_cut_total', 'Model replies cut off past the narrative\'s length limits (the template answered; nothing cached)', () => sources.narrator?.()?.repliesCut)
   mirroredCounter(registry, 'narrative_durable_reads_given_up_total', 'Durable (PostgreSQL) reads given up: the breaker was open, past the budget, or failed', () => sources.durableReadsGivenUp?.())
   mirroredCounter(registry, 'narrative_build_claim_waits_total', 'Builds that waited for another instance\'s durable build claim instead of paying the model', () => sources.claimWaits?.())
-  mirroredCounter(registry, 'narrative_analytics_dropped_total', 'Analytics events dropped (buffer full or database down)', () => sources.analytics()?.dropped)
-  mirroredCounter(registry, 'narrative_analytics_written_total', 'Analytics events written', () => sources.analytics()?.written)
-  new Gauge({ name: 'narrative_locks_in_flight', help: 'Build and refresh locks this instance holds', registers: [registry], collect () { this.set(sources.locksHeld()) } }) // eslint-disable-line no-new
+  mirroredCounter(registry, 'narrative_analytics_dropped_total', 'Analytics events dropped (buffer full or database down)', () => sources.analytics?.().dropped)
+  mirroredCounter(registry, 'narrative_analytics_written_total', 'Analytics events written', () => sources.analytics?.().written)
+  new Gauge({ name: 'narrative_locks_in_flight', help: 'Build and refresh locks this instance holds', registers: [registry], collect () { this.set(sources.locksHeld?.() ?? 0) } }) // eslint-disable-line no-new
   new Gauge({ // eslint-disable-line no-new
     name: 'narrative_breaker_state',
     help: 'Circuit breaker state: 0 closed, 1 half-open, 2 open',
@@ -99,7 +120,7 @@ export function createMetrics (sources: MetricSources) {
     labelNames: ['breaker'] as const,
     registers: [registry],
     collect () {
-      for (const [name, state] of Object.entries(sources.breakers())) this.set({ breaker: name }, BREAKER_VALUE[state])
+      for (const breaker of breakers) this.set({ breaker: breaker.name }, BREAKER_VALUE[breaker.state])
     }
   })
   return metrics

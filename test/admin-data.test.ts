@@ -251,7 +251,7 @@ t.test('a re-paid generation (PostgreSQL held the narrative but could not be rea
   await settled(app)
   t.equal(second.cache.status, 'miss')
   t.equal(s.openai.calls, 2, 'paid twice')
-  t.equal(app.engine.counters.repaidGenerations, 1, 'counted by the engine')
+  t.equal(app.engine.counters.repaidBuilds, 1, 'counted by the engine')
   t.match((await app.inject('/metrics')).body, /^narrative_repaid_generations_total 1$/m, 'in the metrics')
   const a = (await app.inject({ method: 'GET', url: '/api/narrative/analytics?period=1d', headers: auth })).json()
   t.equal(a.repaidGenerations, 1, 'in the analytics')

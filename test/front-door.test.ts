@@ -99,7 +99,7 @@ t.test('a hit from memory is answered before Fastify routes it, exactly as Fasti
   // A replaced narrative is sent as it is now, from the front door too.
   const key = JSON.parse(miss.text).cache.key as string
   const entry = l.app.localTier!.get(key)!
-  l.app.localTier!.set(key, { ...entry, narrative: { summary: 'Newer.', bullets: ['newer'] } })
+  l.app.localTier!.set(key, { ...entry, value: { ...entry.value, narrative: { summary: 'Newer.', bullets: ['newer'] } } })
   const replaced = await post(l.url, text)
   t.same(JSON.parse(replaced.text).narrative, { summary: 'Newer.', bullets: ['newer'] })
   t.equal(l.routedByFastify(), routed, 'still not routed by Fastify')

@@ -2,15 +2,8 @@ import t from 'tap'
 import { gzipSync } from 'node:zlib'
 import { Redis } from 'ioredis'
 import { build, exampleBody, stack } from './helper.ts'
-import { NarrativeEngine } from '../src/swr/engine.ts'
-import { RedisStore } from '../src/swr/redis-store.ts'
-import { CircuitBreaker } from '../src/swr/breaker.ts'
-import { silentLogger } from '../src/swr/logger.ts'
-import { normalizeProfile, type Profile } from '../src/domain/profile.ts'
-import { MemoryStore } from '../src/swr/memory-store.ts'
-import { cacheKey, failedBuildKey, lockKey } from '../src/domain/cache-key.ts'
-import { NarratorError, type Generation, type Narrator } from '../src/narrator/narrator.ts'
-import { withVersion, type CacheStore } from '../src/swr/store.ts'
+import { lockKey } from '../src/swr/keys.ts'
+import { withVersion } from '../src/swr/store.ts'
 import { sleep, waitUntil } from './support/wait.ts'
 
 t.test('a lock holder that dies: the lock expires and another instance builds', async t => {
@@ -32,131 +25,6 @@ t.test('a lock holder that dies: the lock expires and another instance builds', 
   // Released right after the answer (off the request's path), not left to expire (its TTL is the deadline plus 5 s).
   await waitUntil(async () => await redis.exists(lockKey(job.key)) === 0, { timeoutMs: 1000, what: 'the lock to be released' })
   t.pass('and released the lock it took')
-})
-
-class SlowNarrator implements Narrator {
-  readonly isModel = true
-  calls = 0
-  readonly engine: string
-  private readonly ms: number
-  private readonly text: string
-
-  constructor (engine: string, ms: number, text: string) {
-    this.engine = engine
-    this.ms = ms
-    this.text = text
-  }
-
-  async generate (): Promise<Generation> {
-    this.calls++
-    // Ignores the abort signal on purpose: a paused process does not see its deadline either.
-    await sleep(this.ms)
-    return { narrative: { summary: this.text, bullets: [] }, engine: this.engine }
-  }
-}
-
-t.test('a holder paused past its lock TTL never overwrites the newer value', async t => {
-  const s = await stack(t)
-  const clients = [new Redis(s.redisUrl), new Redis(s.redisUrl)]
-  t.teardown(() => Promise.all(clients.map(c => c.quit())))
-  const policy = { attempts: 1, baseDelayMs: 10, maxDelayMs: 10, deadlineMs: 500 }
-  const stores = clients.map(c => new RedisStore(c))
-  t.teardown(() => Promise.all(stores.map(st => st.close())))
-  const make = (narrator: Narrator, client: Redis): NarrativeEngine => new NarrativeEngine({
-    store: stores[clients.indexOf(client)],
-    breaker: new CircuitBreaker({ failureThreshold: 5, cooldownMs: 1000 }),
-    narrator,
-    logger: silentLogger,
-    options: { prefix: s.prefix, ttlSeconds: 3600, staleSeconds: 600, generation: policy, refresh: policy, maxWaitMs: 5000, pollMinMs: 20, pollMaxMs: 100, lockMarginMs: 0 }
-  })
-  const paused = new SlowNarrator('gpt-4o', 1500, 'written by the paused builder')
-  const prompt = new SlowNarrator('gpt-4o', 10, 'written by the later builder')
-  const a = make(paused, clients[0])
-  const b = make(prompt, clients[1])
-  await a.start()
-  await b.start()
-  t.teardown(async () => { await a.close(); await b.close() })
-  const profile = normalizeProfile(exampleBody.profile as Profile)
-  const job = { key: cacheKey(profile, 'en', { prefix: s.prefix }), profile, locale: 'en' }
-
-  const slow = a.resolve(job) // takes the lock (TTL 500 ms), then pauses 1500 ms
-  await sleep(700) // the lock has expired
-  const fast = await b.resolve(job)
-  t.equal(fast.status, 'miss')
-  t.equal(fast.narrative.summary, 'written by the later builder')
-  const late = await slow
-  t.equal(late.narrative.summary, 'written by the paused builder', 'the paused builder still answers its own caller')
-  const stored = await b.resolve(job)
-  t.equal(stored.status, 'hit')
-  t.equal(stored.narrative.summary, 'written by the later builder', 'the newer value was not overwritten')
-})
-
-class FailingNarrator implements Narrator {
-  readonly engine = 'gpt-4o'
-  readonly isModel = true
-  calls = 0
-  private readonly ms: number
-
-  constructor (ms: number) {
-    this.ms = ms
-  }
-
-  async generate (): Promise<Generation> {
-    this.calls++
-    await sleep(this.ms)
-    throw new NarratorError('model answered 500', false, undefined, 500)
-  }
-}
-
-/** The same store, but every announcement reaches this subscriber `delayMs` late. */
-function lateAnnouncements (store: CacheStore, delayMs: number): CacheStore {
-  const late = Object.create(store) as CacheStore
-  late.subscribe = async (channel, onMessage) => await store.subscribe(channel, message => { setTimeout(() => onMessage(message), delayMs).unref() })
-  return late
-}
-
-t.test('a waiter whose poll takes the lock a failed builder just freed answers from the template, with no second model call (Redis and memory)', async t => {
-  const s = await stack(t)
-  const client = new Redis(s.redisUrl)
-  const redisStore = new RedisStore(client)
-  t.teardown(async () => { await redisStore.close(); client.quit().catch(() => {}) })
-  const stores: Record<string, CacheStore> = { redis: redisStore, memory: new MemoryStore({ maxBytes: 1 << 20 }) }
-  const policy = { attempts: 1, baseDelayMs: 10, maxDelayMs: 10, deadlineMs: 2000 }
-  const profile = normalizeProfile(exampleBody.profile as Profile)
-  for (const [kind, store] of Object.entries(stores)) {
-    const job = { key: cacheKey(profile, 'en', { prefix: `${s.prefix}-${kind}` }), profile, locale: 'en' }
-    const make = (narrator: Narrator, via: CacheStore): NarrativeEngine => new NarrativeEngine({
-      store: via,
-      breaker: new CircuitBreaker({ failureThreshold: 5, cooldownMs: 1000 }),
-      narrator,
-      logger: silentLogger,
-      options: { prefix: `${s.prefix}-${kind}`, ttlSeconds: 3600, staleSeconds: 600, generation: policy, refresh: policy, maxWaitMs: 5000, pollMinMs: 20, pollMaxMs: 50 }
-    })
-    const builderModel = new FailingNarrator(300)
-    const waiterModel = new FailingNarrator(0)
-    const builder = make(builderModel, store)
-    // The 'failed' announcement reaches the waiter long after its next poll: the race, every time.
-    const waiter = make(waiterModel, lateAnnouncements(store, 1000))
-    await builder.start()
-    await waiter.start()
-    t.teardown(async () => { await builder.close(); await waiter.close() })
-
-    const building = builder.resolve(job)
-    await sleep(50) // the builder holds the lock
-    const started = Date.now()
-    const waited = await waiter.resolve(job)
-    t.equal((await building).status, 'fallback', `${kind}: the builder answers from the template`)
-    t.equal(waited.status, 'fallback', `${kind}: so does the waiter`)
-    t.equal(waited.engine, 'template')
-    t.ok(Date.now() - started < 1000, `${kind}: on its first poll after the failure, not on the late announcement`)
-    t.equal(builderModel.calls + waiterModel.calls, 1, `${kind}: one model call, not a second build by the waiter`)
-    t.notOk(await store.get(lockKey(job.key)), `${kind}: the waiter gave back the lock it took`)
-    t.ok(await store.get(failedBuildKey(job.key)), `${kind}: the marker is short-lived, but still there`)
-
-    // Not a negative cache: a fresh request still asks the model.
-    t.equal((await waiter.resolve(job)).status, 'fallback')
-    t.equal(waiterModel.calls, 1, `${kind}: a later request tries the model again`)
-  }
 })
 
 t.test('corrupt entries of each kind are deleted and regenerated', async t => {

@@ -97,7 +97,7 @@ t.test('a memory hit sends what the in-process tier holds now: its current age, 
   t.ok(later.cache.ageSeconds >= first.cache.ageSeconds + 1, `the age went on: ${first.cache.ageSeconds} s, then ${later.cache.ageSeconds} s`)
   // Another instance's newer narrative lands in this instance's tier: the next memory hit sends it.
   const entry = app.localTier!.get(miss.cache.key)!
-  app.localTier!.set(miss.cache.key, { ...entry, narrative: { summary: 'A newer narrative.', bullets: ['newer'] } })
+  app.localTier!.set(miss.cache.key, { ...entry, value: { ...entry.value, narrative: { summary: 'A newer narrative.', bullets: ['newer'] } } })
   const replaced = await app.inject({ ...post, payload: body })
   t.equal(path.calls, 0)
   t.same(replaced.json().narrative, { summary: 'A newer narrative.', bullets: ['newer'] }, 'the replaced narrative, not the text sent before')

@@ -50,7 +50,7 @@ t.test('the cached value in Redis has the CachedNarrative shape and the TTL', as
   const raw = await redis.getBuffer(key)
   t.ok(raw)
   const entry = JSON.parse(raw!.subarray(14).toString())
-  t.same(Object.keys(entry).sort(), ['engine', 'meta', 'narrative', 'profile', 'prompt_hash', 'version'])
+  t.same(Object.keys(entry).sort(), ['engine', 'locale', 'meta', 'narrative', 'profile', 'prompt_hash', 'version'])
   t.equal(entry.version, 'narrative@1.0.0')
   t.equal(entry.meta.ttl_seconds, 30 * 86400)
   t.equal(entry.meta.compression, 'none')

@@ -17,7 +17,7 @@ t.test('prewarm builds missing entries with bounded concurrency, skips fresh one
 
   let peak = 0
   const watch = setInterval(() => { peak = Math.max(peak, s.openai.inFlight) }, 5)
-  const result = await prewarm(app.engine, jobs, 3)
+  const result = await prewarm(app.narratives, jobs, 3)
   clearInterval(watch)
   t.same(result, { warmed: 10, skipped: 2, failed: 0 })
   t.equal(s.openai.calls, 12)
@@ -28,11 +28,11 @@ t.test('prewarm builds missing entries with bounded concurrency, skips fresh one
   }
 
   offset = 8 * DAY
-  const again = await prewarm(app.engine, jobs.slice(0, 4), 2)
+  const again = await prewarm(app.narratives, jobs.slice(0, 4), 2)
   t.same(again, { warmed: 4, skipped: 0, failed: 0 }, 'stale entries are refreshed')
   t.equal(s.openai.calls, 16)
 
   s.openai.setMode('error500')
-  const failing = await prewarm(app.engine, [app.narratives.keyOf(bodyFor(99) as never)], 1)
+  const failing = await prewarm(app.narratives, [app.narratives.keyOf(bodyFor(99) as never)], 1)
   t.same(failing, { warmed: 0, skipped: 0, failed: 1 }, 'a template stand-in is a failure, not a warm entry')
 })

@@ -1,7 +1,9 @@
 import t from 'tap'
 import { LruMap } from '../src/lru-map.ts'
 import { NarrativeService } from '../src/narrative/service.ts'
-import type { NarrativeEngine } from '../src/swr/engine.ts'
+import type { SwrEngine } from '../src/swr/engine.ts'
+import type { NarrativeValue } from '../src/narrative/codec.ts'
+import type { NarrativeBuilds } from '../src/narrative/adapter.ts'
 import { InvalidProfileError } from '../src/errors.ts'
 import type { AnalyticsEvent } from '../src/analytics/event.ts'
 
@@ -49,14 +51,15 @@ t.test('LruMap in a larger map: a key used once every maxEntries / 2 insertions 
 function service (): { narratives: NarrativeService, jobs: Array<{ key: string, profile: unknown }>, recorded: AnalyticsEvent[] } {
   const jobs: Array<{ key: string, profile: unknown }> = []
   const recorded: AnalyticsEvent[] = []
+  const builds = { specFor: (job: { key: string, profile: unknown }) => job } as unknown as NarrativeBuilds
   const engine = {
-    resolve: async (job: { key: string, profile: unknown }) => {
+    getOrBuild: async (key: string, job: { key: string, profile: unknown }) => {
       jobs.push(job)
-      return { status: 'hit', key: job.key, narrative: { summary: 's', bullets: [] }, engine: 'template', writtenAt: Date.now(), generated: false }
+      return { status: 'hit', key, value: { narrative: { summary: 's', bullets: [] }, engine: 'template' }, writtenAt: Date.now(), built: false }
     }
-  } as unknown as NarrativeEngine
+  } as unknown as SwrEngine<NarrativeValue>
   const recorder = { record: (event: AnalyticsEvent) => { recorded.push(event) } }
-  return { narratives: new NarrativeService({ engine, recorder, prefix: 'memo' }), jobs, recorded }
+  return { narratives: new NarrativeService({ engine, builds, recorder, prefix: 'memo' }), jobs, recorded }
 }
 
 t.test('NarrativeService remembers what a body text decides: same text, same facts; other text, its own', async t => {

@@ -70,7 +70,7 @@ t.test('just under 64 KiB (size_bytes included) is not compressed', async t => {
 t.test('over 128 KiB throws ValueTooLargeError', async t => {
   const err = (() => { try { encodeEntry(entryOfSize(MAX_VALUE_BYTES + 1), 5) } catch (e) { return e } })()
   t.ok(err instanceof ValueTooLargeError)
-  t.equal((err as ValueTooLargeError).code, 'NARR_VALUE_TOO_LARGE')
+  t.equal((err as ValueTooLargeError).code, 'SWR_VALUE_TOO_LARGE')
 })
 
 // A regression test: encodeEntry once checked the size before writing meta.size_bytes,

@@ -3,16 +3,16 @@
 // open, or silent for the stall window) or past the budget (the model's deadline).
 import t from 'tap'
 import { CircuitBreaker } from '../src/swr/breaker.ts'
-import type { CachedNarrative } from '../src/narrative/codec.ts'
+import type { Entry } from '../src/swr/types.ts'
 import { DurableTier, type DurableRepository } from '../src/swr/durable-tier.ts'
 import { silentLogger } from '../src/swr/logger.ts'
 
-const row = { entry: { version: 'narrative@1.0.0' } as unknown as CachedNarrative, version: 1 }
+const row = { entry: { value: 'v', createdAt: 1, refreshedAt: 1, staleAfter: 2 } as Entry<string>, version: 1 }
 const after = <T>(ms: number, value: T): Promise<T> => new Promise(resolve => setTimeout(() => resolve(value), ms))
 const never = (): Promise<never> => new Promise(() => {})
 
-function tier (get: DurableRepository['get'], options: { readTimeoutMs: number, stallMs: number }): DurableTier {
-  const repository: DurableRepository = { get, write: async () => ({ written: true, existed: false }) }
+function tier (get: DurableRepository<string>['get'], options: { readTimeoutMs: number, stallMs: number }): DurableTier<string> {
+  const repository: DurableRepository<string> = { get, write: async () => ({ written: true, existed: false }) }
   return new DurableTier(repository, new CircuitBreaker({ failureThreshold: 3, cooldownMs: 60_000 }), silentLogger, options)
 }
 

@@ -132,7 +132,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     const { top = 100, period = '30d', concurrency = 4 } = request.body ?? {}
     const jobOf = fastify.narratives.storedJob.bind(fastify.narratives)
     const onRefused = (key: string, reason: string): void => { request.log.info({ key, reason }, 'pre-warm refused a stored profile') }
-    return await prewarmTop({ engine, analytics: db.analytics, jobOf, onRefused }, { top, period, concurrency })
+    return await prewarmTop({ warmer: fastify.narratives, analytics: db.analytics, jobOf, onRefused }, { top, period, concurrency })
   })
 }
 

@@ -82,7 +82,7 @@ export async function streamNarrative (fastify: FastifyInstance, request: Fastif
   }
 
   // Text from a build in this process, piece by piece as it is written (first what was written before we watched).
-  const unwatch = fastify.engine.progress.watch(job.key, newText => {
+  const unwatch = fastify.narratives.progress.watch(job.key, newText => {
     start('miss')
     delta(newText)
   })

@@ -1,10 +1,11 @@
-import type { NarrativeEngine, NarrativeJob } from '../swr/engine.ts'
-import { prewarm, type PrewarmResult } from '../narrative/prewarm.ts'
+import type { NarrativeJob } from '../narrative/adapter.ts'
+import { prewarm, type PrewarmResult, type Warmer } from '../narrative/prewarm.ts'
 import type { KeyCount } from '../db/analytics-repository.ts'
 import { PERIOD_DAYS, type Period } from './pattern.ts'
 
 export interface PrewarmTopDeps {
-  engine: NarrativeEngine
+  /** The narrative service (NarrativeService.warm). */
+  warmer: Warmer
   analytics: { topKeys: (sinceMs: number, limit: number) => Promise<KeyCount[]> }
   /**
    * The job a stored profile and locale make today, or why today's request
@@ -43,5 +44,5 @@ export async function prewarmTop (deps: PrewarmTopDeps, options: PrewarmTopOptio
     }
     jobs.set(job.key, job)
   }
-  return { ...await prewarm(deps.engine, [...jobs.values()], options.concurrency), refused }
+  return { ...await prewarm(deps.warmer, [...jobs.values()], options.concurrency), refused }
 }

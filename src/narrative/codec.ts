@@ -1,9 +1,9 @@
-import { gunzipSync, gzipSync } from 'node:zlib'
 import { Type, type Static } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
-import { VERSION_DIGITS, withVersion } from '../swr/store.ts'
+import { CacheCorruptionError, openJson, sealJson, ValueTooLargeError, type EntryCodec } from '../swr/codec.ts'
+import type { Entry } from '../swr/types.ts'
 
-/** The value cached per key: the original design's CachedNarrative. */
+/** A narrative entry as stored (in the store and the durable tier's rows): the original design's CachedNarrative. */
 export const CachedNarrativeSchema = Type.Object({
   version: Type.String(),
   engine: Type.String(),
@@ -14,6 +14,8 @@ export const CachedNarrativeSchema = Type.Object({
     hybrid: Type.Optional(Type.Array(Type.String())),
     percentages: Type.Record(Type.String(), Type.Number())
   }),
+  /** The request's locale (entries written before it was kept have none). */
+  locale: Type.Optional(Type.String()),
   narrative: Type.Object({ summary: Type.String({ minLength: 1 }), bullets: Type.Array(Type.String()) }),
   meta: Type.Object({
     created_at: Type.Number(),
@@ -27,23 +29,15 @@ export const CachedNarrativeSchema = Type.Object({
 export type CachedNarrative = Static<typeof CachedNarrativeSchema>
 const checkShape = TypeCompiler.Compile(CachedNarrativeSchema)
 
+/** What the engine caches for a narrative: the stored form without its times. */
+export type NarrativeValue = Omit<CachedNarrative, 'meta'>
+
 /** Values larger than this are gzipped. */
 export const COMPRESS_ABOVE_BYTES = 64 * 1024
 /** Narratives larger than this are served but never cached; also the gunzip output cap. */
 export const MAX_VALUE_BYTES = 128 * 1024
 
-const FORMAT_JSON = 0x6a // 'j'
-const FORMAT_GZIP = 0x7a // 'z'
-
-export class CacheCorruptionError extends Error {
-  override readonly name: string = 'CacheCorruptionError'
-  readonly code = 'NARR_CACHE_CORRUPT'
-}
-
-export class ValueTooLargeError extends Error {
-  override readonly name: string = 'ValueTooLargeError'
-  readonly code = 'NARR_VALUE_TOO_LARGE'
-}
+export { CacheCorruptionError, ValueTooLargeError }
 
 /**
  * Encodes an entry as version digits + format byte + JSON (or gzip of it).
@@ -60,38 +54,39 @@ export function encodeEntry (entry: CachedNarrative, version: number): Buffer {
     json = Buffer.from(JSON.stringify(sized))
   }
   if (json.length > MAX_VALUE_BYTES) throw new ValueTooLargeError(`narrative is ${json.length} bytes, over the ${MAX_VALUE_BYTES} byte limit`)
-  const compress = sized.meta.compression === 'gzip'
-  const payload = compress ? gzipSync(json) : json
-  return withVersion(version, Buffer.concat([Buffer.of(compress ? FORMAT_GZIP : FORMAT_JSON), payload]))
+  return sealJson(json, version, sized.meta.compression === 'gzip')
 }
 
 /**
- * Decodes a stored value, checking every layer: format byte, gzip (with an
- * output cap, so a gzip bomb costs at most MAX_VALUE_BYTES), JSON, shape and
- * engine version. Anything off is a CacheCorruptionError, never a crash.
+ * Decodes a stored value, checking every layer: the envelope (format byte,
+ * gzip capped at MAX_VALUE_BYTES, JSON: src/swr/codec.ts), then the shape and
+ * the engine version. Anything off is a CacheCorruptionError, never a crash.
  */
 export function decodeEntry (stored: Buffer, expectedVersion: string): CachedNarrative {
-  if (stored.length <= VERSION_DIGITS + 1 || !/^[0-9]{13}$/.test(stored.subarray(0, VERSION_DIGITS).toString('latin1'))) {
-    throw new CacheCorruptionError('stored value has no version header')
-  }
-  const format = stored[VERSION_DIGITS]
-  let json: Buffer = stored.subarray(VERSION_DIGITS + 1)
-  if (format === FORMAT_GZIP) {
-    try {
-      json = gunzipSync(json, { maxOutputLength: MAX_VALUE_BYTES })
-    } catch (err) {
-      throw new CacheCorruptionError(`stored value does not gunzip within ${MAX_VALUE_BYTES} bytes: ${(err as Error).message}`)
-    }
-  } else if (format !== FORMAT_JSON) {
-    throw new CacheCorruptionError('stored value has an unknown format byte')
-  }
-  let value: unknown
-  try {
-    value = JSON.parse(json.toString('utf8'))
-  } catch {
-    throw new CacheCorruptionError('stored value is not JSON')
-  }
+  const value = openJson(stored, MAX_VALUE_BYTES)
   if (!checkShape.Check(value)) throw new CacheCorruptionError('stored value does not have the CachedNarrative shape')
   if (value.version !== expectedVersion) throw new CacheCorruptionError(`stored value is of version ${value.version}, expected ${expectedVersion}`)
   return value
+}
+
+/** The stored form of an engine entry. */
+export function toCached (entry: Entry<NarrativeValue>, ttlSeconds: number): CachedNarrative {
+  return {
+    ...entry.value,
+    meta: { created_at: entry.createdAt, refreshed_at: entry.refreshedAt, stale_after: entry.staleAfter, ttl_seconds: ttlSeconds, size_bytes: 0, compression: 'none' }
+  }
+}
+
+/** The engine entry of a stored one. */
+export function fromCached (cached: CachedNarrative): Entry<NarrativeValue> {
+  const { meta, ...value } = cached
+  return { value, createdAt: meta.created_at, refreshedAt: meta.refreshed_at, staleAfter: meta.stale_after }
+}
+
+/** The narrative adapter's codec: entries of `engineVersion` only (another version's is corrupt to it, and rebuilt). */
+export function narrativeCodec (engineVersion: string, ttlSeconds: number): EntryCodec<NarrativeValue> {
+  return {
+    encode: (entry, version) => encodeEntry(toCached(entry, ttlSeconds), version),
+    decode: stored => fromCached(decodeEntry(stored, engineVersion))
+  }
 }

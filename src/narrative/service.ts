@@ -1,4 +1,7 @@
-import { PermitDeniedError, type NarrativeEngine, type NarrativeJob, type Resolution } from '../swr/engine.ts'
+import type { SwrEngine } from '../swr/engine.ts'
+import { BuildRefusedError, type Resolution } from '../swr/types.ts'
+import type { NarrativeBuilds, NarrativeJob } from './adapter.ts'
+import type { NarrativeValue } from './codec.ts'
 import { GenerationLimitExceeded, type GenerationLimiter } from '../generation-limiter.ts'
 import type { AnalyticsEvent } from '../analytics/event.ts'
 import { LruMap } from '../lru-map.ts'
@@ -11,9 +14,25 @@ import { GenerationGlobalLimitedError, GenerationRateLimitedError, InvalidLocale
 import type { NarrativeRequest, NarrativeResponse } from '../schemas/narrative.ts'
 import { isStoredRequest } from '../schemas/stored-request.ts'
 
+/** The public statuses: a call that waited for another's build is answered as the miss it shared. */
+export type NarrativeStatus = 'hit' | 'stale' | 'durable' | 'miss' | 'fallback'
+
+/** How a narrative was found, in the route's terms. */
+export interface NarrativeResolution {
+  status: NarrativeStatus
+  key: string
+  narrative: NarrativeValue['narrative']
+  engine: string
+  writtenAt: number
+  /** True when this call made the narrator write (a model call was paid for). */
+  generated: boolean
+  /** How long the narrator took (retries included), when it wrote for this call. */
+  generationMs?: number
+}
+
 export interface ServedNarrative {
   body: NarrativeResponse
-  resolution: Resolution
+  resolution: NarrativeResolution
 }
 
 /** Where request events go: the analytics buffer, which never blocks. */
@@ -22,7 +41,9 @@ export interface EventRecorder {
 }
 
 export interface NarrativeServiceDeps {
-  engine: NarrativeEngine
+  engine: SwrEngine<NarrativeValue>
+  /** The narrative adapter: how the engine builds a narrative, and what stands in. */
+  builds: NarrativeBuilds
   prefix: string
   /** The catalogue of systems (SYSTEMS) and the served locales (LOCALES), when the operator sets them. */
   canonical?: CanonicalOptions
@@ -159,9 +180,10 @@ export class NarrativeService {
   fromMemory (bodyText: string): ServedNarrative | undefined {
     const facts = this.memo.get(bodyText)
     if (facts === undefined || facts.refusal !== undefined) return undefined
-    const resolution = this.deps.engine.localHit(facts.key)
-    if (resolution === undefined) return undefined
+    const found = this.deps.engine.localHit(facts.key)
+    if (found === undefined) return undefined
     this.record('hit', facts, facts.userId)
+    const resolution = narrativeResolution(found)
     return { body: this.toBody(resolution), resolution }
   }
 
@@ -189,16 +211,30 @@ export class NarrativeService {
 
   /** Asks the engine for a prepared job and records what happened. */
   async execute (job: PreparedJob, userId?: string): Promise<ServedNarrative> {
-    let resolution: Resolution
+    let resolution: NarrativeResolution
     try {
-      resolution = await this.deps.engine.resolve(job)
+      resolution = narrativeResolution(await this.deps.engine.getOrBuild(job.key, this.deps.builds.specFor(job)))
     } catch (err) {
       this.record('error', job, userId)
-      if (err instanceof PermitDeniedError && err.reason instanceof GenerationLimitExceeded) throw rateLimited(err.reason)
+      if (err instanceof BuildRefusedError && err.reason instanceof GenerationLimitExceeded) throw rateLimited(err.reason)
       throw err
     }
     this.record(resolution.status, job, userId)
     return { body: this.toBody(resolution), resolution }
+  }
+
+  /**
+   * Makes sure a job's key holds a fresh narrative (pre-warm): skipped when it
+   * does, built when missing, refreshed now when stale; the template standing
+   * in counts as failed.
+   */
+  async warm (job: NarrativeJob): Promise<'warmed' | 'skipped' | 'failed'> {
+    return await this.deps.engine.warm(job.key, this.deps.builds.specFor(job))
+  }
+
+  /** What this process's builds have written so far, for streaming requests. */
+  get progress (): NarrativeBuilds['progress'] {
+    return this.deps.builds.progress
   }
 
   /**
@@ -224,13 +260,25 @@ export class NarrativeService {
     })
   }
 
-  private toBody (r: Resolution): NarrativeResponse {
+  private toBody (r: NarrativeResolution): NarrativeResponse {
     return {
       narrative: r.narrative,
       cache: { status: r.status, key: r.key, ageSeconds: Math.max(0, Math.floor((this.clock() - r.writtenAt) / 1000)) },
       engine: r.engine,
       version: ENGINE_VERSION
     }
+  }
+}
+
+function narrativeResolution (r: Resolution<NarrativeValue>): NarrativeResolution {
+  return {
+    status: r.status === 'coalesced' ? 'miss' : r.status,
+    key: r.key,
+    narrative: r.value.narrative,
+    engine: r.value.engine,
+    writtenAt: r.writtenAt,
+    generated: r.built,
+    generationMs: r.buildMs
   }
 }
 

@@ -5,7 +5,7 @@ import type { Logger } from './logger.ts'
  * keeps it in PostgreSQL). Redis locks vanish with a FLUSHALL, a restart
  * without persistence or a failover to a replica that never saw them; a claim
  * does not, so an instance that wins a fresh Redis lock for a key another
- * instance is still building waits for that build instead of paying the model
+ * instance is still building waits for that build instead of paying for it
  * again. A claim expires like a lock, so a dead instance's claim frees itself.
  */
 export interface BuildClaimStore {

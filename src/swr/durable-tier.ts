@@ -1,18 +1,19 @@
-import type { CachedNarrative } from '../narrative/codec.ts'
+import type { Entry } from './types.ts'
 import { BreakerOpenError, type CircuitBreaker } from './breaker.ts'
 import type { Logger } from './logger.ts'
 
-/** What the durable tier needs from its repository (src/db). */
-export interface DurableRepository {
-  get (key: string): Promise<{ entry: CachedNarrative, version: number } | null>
-  /** Newer-wins write; `existed`: a row of the same engine version was there before (the narrative was paid for already). */
-  write (key: string, entry: CachedNarrative, version: number, profile: object, locale: string): Promise<{ written: boolean, existed: boolean }>
+/** What the durable tier needs from its repository (the adapter's, over src/db). */
+export interface DurableRepository<V> {
+  /** The entry and the version it was written with; null when there is none the adapter can serve. */
+  get (key: string): Promise<{ entry: Entry<V>, version: number } | null>
+  /** Newer-wins write; `existed`: a servable row was there before (the value had been paid for already). */
+  write (key: string, entry: Entry<V>, version: number): Promise<{ written: boolean, existed: boolean }>
 }
 
 export interface DurableTierOptions {
   /**
-   * A call's budget: past it the call is given up (a read: the model is
-   * asked). Set it to the model's own deadline (see the class comment for why).
+   * A call's budget: past it the call is given up (a read: the value is
+   * built). Set it to the build's own deadline (see the class comment for why).
    */
   readTimeoutMs: number
   /**
@@ -30,7 +31,7 @@ export interface DurableTierOptions {
   stallMs?: number
 }
 
-/** How a write ended: `existed` means a row of this engine version was already there. */
+/** How a write ended: `existed` means a servable row was already there. */
 export type DurableWriteOutcome = { written: boolean, existed: boolean } | 'failed'
 
 class DatabaseOpeningError extends Error {
@@ -47,24 +48,25 @@ class DatabaseStalledError extends Error {
 
 /**
  * PostgreSQL behind its own breaker. A failed read is a miss, a failed write
- * is logged (the narrative is still in Redis and in the answer).
+ * is logged (the value is still in the store and in the answer).
  *
  * The rule for reads (issue 17): a read is given up only when the database is
- * down, or when waiting longer would cost more than the model would.
+ * down, or when waiting longer would cost more than the build would.
  * - Down: its breaker is open, or it has answered nothing at all, to any call
  *   of this tier, for `stallMs` (1 s) while the read waits: frozen, black-holed.
  *   A database that keeps answering other calls is slow, not down, and is waited for.
- * - Costing more than the model: past the model's own deadline, the request
- *   would have given up on the model too.
+ * - Costing more than the build: past the build's own deadline (a model
+ *   call's, for the adapters here), the request would have given up on it too.
  * Within that, a read is always waited for, however slow, because a read costs
- * nothing and a model call costs money, and a miss waits for the model anyway.
+ * nothing and a build (a model call) costs money, and a miss waits for the build anyway.
  * A fixed short deadline (it was 300 ms) is wrong under load: when Redis is
  * lost every key misses at once, the reads queue for the pool's connections,
  * the queue alone overruns the deadline, three of those open the breaker, and
  * for its cool-down every key already paid for is paid again (issue 17).
  * Build claims (src/swr/build-claims.ts) go through the same rule: guard().
+ * The value is the adapter's: its repository turns entries into rows and back.
  */
-export class DurableTier {
+export class DurableTier<V> {
   private readonly pending = new Set<Promise<unknown>>()
   /** Reads given up, by why: breaker open, past the budget, the database silent, the database failed it. */
   readonly readsGivenUp = { breakerOpen: 0, timeout: 0, stalled: 0, error: 0 }
@@ -74,12 +76,12 @@ export class DurableTier {
   private lastStallAt = -1
   private readonly stallMs: number
 
-  private readonly repository: DurableRepository
+  private readonly repository: DurableRepository<V>
   readonly breaker: CircuitBreaker
   private readonly logger: Logger
   private readonly options: DurableTierOptions
 
-  constructor (repository: DurableRepository, breaker: CircuitBreaker, logger: Logger, options: DurableTierOptions) {
+  constructor (repository: DurableRepository<V>, breaker: CircuitBreaker, logger: Logger, options: DurableTierOptions) {
     this.repository = repository
     this.breaker = breaker
     this.logger = logger
@@ -140,7 +142,7 @@ export class DurableTier {
     }
   }
 
-  async get (key: string): Promise<{ entry: CachedNarrative, version: number } | null> {
+  async get (key: string): Promise<{ entry: Entry<V>, version: number } | null> {
     if (this.options.available?.() === false) return null
     if (!this.breaker.allows()) {
       this.readsGivenUp.breakerOpen++
@@ -164,12 +166,12 @@ export class DurableTier {
    * act once the row is there (releasing a build claim, counting a re-paid
    * generation).
    */
-  put (key: string, entry: CachedNarrative, version: number, profile: object, locale: string): Promise<DurableWriteOutcome> {
+  put (key: string, entry: Entry<V>, version: number): Promise<DurableWriteOutcome> {
     if (this.options.available?.() === false) {
       this.logger.debug({ key }, 'durable write skipped: the database is still opening')
       return Promise.resolve('failed')
     }
-    const write: Promise<DurableWriteOutcome> = this.breaker.run(() => this.answered(this.repository.write(key, entry, version, profile, locale)))
+    const write: Promise<DurableWriteOutcome> = this.breaker.run(() => this.answered(this.repository.write(key, entry, version)))
       .catch((err): DurableWriteOutcome => {
         this.logger.warn({ key, err: (err as Error).message }, 'durable write failed')
         return 'failed'

@@ -51,7 +51,7 @@ async function costWorkload (t: Test, { apps, openai }: Rig, disrupt: () => Prom
   t.comment(summary(results))
   t.same(results.filter(r => r.code !== 200).map(r => r.body), [], 'every request answered 200')
   const paid = paidPerPrompt(openai)
-  const repaid = apps.reduce((n, a) => n + a.engine.counters.repaidGenerations, 0)
+  const repaid = apps.reduce((n, a) => n + a.engine.counters.repaidBuilds, 0)
   t.comment(`${paid.calls} model calls for ${paid.prompts} distinct prompts (${paid.ratio.toFixed(3)}); re-paid generations counted: ${repaid}`)
   t.ok(paid.prompts > 100, `a real spread of keys (${paid.prompts})`)
   t.ok(paid.ratio <= 1.01, `model calls per distinct prompt at most 1.01 (${paid.calls} for ${paid.prompts})`)

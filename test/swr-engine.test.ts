@@ -1,0 +1,250 @@
+// The generic engine on its own, with a value that is not a narrative (a
+// price quote): no Fastify, no narrator. A fake clock and the in-process store
+// where behaviour allows; the real Redis for locks and pub/sub.
+import t from 'tap'
+import { Redis } from 'ioredis'
+import { SwrEngine, type EngineOptions } from '../src/swr/engine.ts'
+import { CircuitBreaker } from '../src/swr/breaker.ts'
+import { openJson, sealJson, CacheCorruptionError, type EntryCodec } from '../src/swr/codec.ts'
+import { LocalTier } from '../src/swr/local-tier.ts'
+import { silentLogger } from '../src/swr/logger.ts'
+import { MemoryStore } from '../src/swr/memory-store.ts'
+import { RedisStore } from '../src/swr/redis-store.ts'
+import { failedBuildKey, lockKey } from '../src/swr/keys.ts'
+import type { CacheStore } from '../src/swr/store.ts'
+import { BuildFailedError, BuildRefusedError, type BuildSpec, type Entry } from '../src/swr/types.ts'
+import { sharedRedisUrl, uniquePrefix, type Teardownable } from './support/env.ts'
+import { sleep } from './support/wait.ts'
+
+/** The value these tests cache: nothing like a narrative. */
+interface Quote { symbol: string, cents: number }
+
+const quoteCodec: EntryCodec<Quote> = {
+  encode: (entry, version) => sealJson(Buffer.from(JSON.stringify(entry)), version, false),
+  decode: stored => {
+    const json = openJson(stored, 4096) as Entry<Quote>
+    if (typeof json?.value?.symbol !== 'string') throw new CacheCorruptionError('not a quote')
+    return json
+  }
+}
+
+/** A build that counts its calls, takes `ms` (real time) and may fail. */
+function quotes (options: { ms?: number, fail?: boolean, cents?: number } = {}) {
+  const counter = { builds: 0, refreshes: 0 }
+  const spec = (symbol: string, extra: Partial<BuildSpec<Quote>> = {}): BuildSpec<Quote> => ({
+    build: async ({ reason }) => {
+      if (reason === 'refresh') counter.refreshes++
+      else counter.builds++
+      if (options.ms !== undefined) await sleep(options.ms)
+      if (options.fail === true) throw new Error('the quote service is down')
+      return { symbol, cents: (options.cents ?? 100) + counter.builds + counter.refreshes }
+    },
+    fallback: () => ({ symbol, cents: -1 }),
+    ...extra
+  })
+  return { counter, spec }
+}
+
+const options = (prefix: string, more: Partial<EngineOptions> = {}): EngineOptions => ({
+  prefix, ttlSeconds: 3600, staleSeconds: 60, buildDeadlineMs: 2000, refreshDeadlineMs: 2000, maxWaitMs: 5000, pollMinMs: 20, pollMaxMs: 100, ...more
+})
+
+function fakeClock (start = 1_700_000_000_000) {
+  let now = start
+  return { now: () => now, advance: (ms: number) => { now += ms } }
+}
+
+async function redisEngines (t: Teardownable, count: number, more: Partial<EngineOptions> = {}) {
+  const url = await sharedRedisUrl(t)
+  const prefix = uniquePrefix('swr')
+  const engines: Array<SwrEngine<Quote>> = []
+  for (let i = 0; i < count; i++) {
+    const client = new Redis(url)
+    const store = new RedisStore(client)
+    const engine = new SwrEngine<Quote>({ store, breaker: new CircuitBreaker({ failureThreshold: 5, cooldownMs: 1000 }), codec: quoteCodec, logger: silentLogger, options: options(prefix, more) })
+    await engine.start()
+    t.teardown(async () => { await engine.close(); await store.close(); client.disconnect() })
+    engines.push(engine)
+  }
+  return { engines, prefix, admin: (() => { const c = new Redis(url); t.teardown(() => c.disconnect()); return c })() }
+}
+
+t.test('stampede: 40 concurrent calls on two instances (real Redis) build once; the rest are coalesced', async t => {
+  const { engines, prefix } = await redisEngines(t, 2)
+  const { counter, spec } = quotes({ ms: 200 })
+  const key = `${prefix}:quote:ACME`
+  const answers = await Promise.all(Array.from({ length: 40 }, (_, i) => engines[i % 2].getOrBuild(key, spec('ACME'))))
+  t.equal(counter.builds, 1, 'one build across both instances')
+  t.equal(answers.filter(a => a.status === 'miss').length, 1, 'one call built it')
+  t.ok(answers.every(a => a.status === 'miss' || a.status === 'coalesced'), 'every other call waited for that build')
+  t.ok(answers.every(a => a.value.cents === answers[0].value.cents), 'and all got its value')
+  t.equal(answers.filter(a => a.built).length, 1)
+  t.equal(engines[0].counters.coalesced + engines[1].counters.coalesced, 39)
+  await Promise.all(engines.map(e => e.idle()))
+  const again = await engines[1].getOrBuild(key, spec('ACME'))
+  t.equal(again.status, 'hit')
+})
+
+t.test('stale-while-revalidate (fake clock, in-process store): a stale entry is answered at once and refreshed once', async t => {
+  const clock = fakeClock()
+  const store = new MemoryStore({ maxBytes: 1 << 20, clock: clock.now })
+  const engine = new SwrEngine<Quote>({ store, breaker: new CircuitBreaker({ failureThreshold: 5, cooldownMs: 1000, clock: clock.now }), codec: quoteCodec, logger: silentLogger, clock: clock.now, options: options('swr') })
+  await engine.start()
+  t.teardown(() => engine.close())
+  const { counter, spec } = quotes()
+  const first = await engine.getOrBuild('q:ACME', spec('ACME'))
+  t.equal(first.status, 'miss')
+  t.equal(first.writtenAt, clock.now())
+  await engine.idle()
+  clock.advance(59_999)
+  t.equal((await engine.getOrBuild('q:ACME', spec('ACME'))).status, 'hit', 'fresh until staleSeconds')
+  clock.advance(1)
+  const stale = await Promise.all(Array.from({ length: 5 }, () => engine.getOrBuild('q:ACME', spec('ACME'))))
+  t.ok(stale.every(s => s.status === 'stale' && s.value.cents === first.value.cents), 'stale: the old value, at once')
+  await engine.idle()
+  t.equal(counter.refreshes, 1, 'one refresh for five stale answers')
+  t.equal(engine.counters.refreshSucceeded, 1)
+  const refreshed = await engine.getOrBuild('q:ACME', spec('ACME'))
+  t.equal(refreshed.status, 'hit')
+  t.not(refreshed.value.cents, first.value.cents, 'the refreshed value')
+  t.equal(refreshed.writtenAt, clock.now(), 'written at the refresh')
+  t.equal(counter.builds, 1, 'no request build after the first')
+})
+
+t.test('a failed build answers with the fallback, is never stored, and is tried again by a later call', async t => {
+  const clock = fakeClock()
+  const engine = new SwrEngine<Quote>({ store: new MemoryStore({ maxBytes: 1 << 20, clock: clock.now }), breaker: new CircuitBreaker({ failureThreshold: 5, cooldownMs: 1000 }), codec: quoteCodec, logger: silentLogger, clock: clock.now, options: options('swr') })
+  t.teardown(() => engine.close())
+  const { counter, spec } = quotes({ fail: true })
+  const answer = await engine.getOrBuild('q:FAIL', spec('FAIL'))
+  t.equal(answer.status, 'fallback')
+  t.same(answer.value, { symbol: 'FAIL', cents: -1 })
+  t.equal((await engine.getOrBuild('q:FAIL', spec('FAIL'))).status, 'fallback', 'nothing was stored')
+  t.equal(counter.builds, 2, 'not a negative cache: the second call built again')
+  await t.rejects(engine.getOrBuild('q:FAIL', { ...spec('FAIL'), fallback: undefined }), BuildFailedError, 'without a fallback the call fails')
+})
+
+t.test('a refused admission frees the key at once for the next caller, whose own admission is asked', async t => {
+  const engine = new SwrEngine<Quote>({ store: new MemoryStore({ maxBytes: 1 << 20 }), breaker: new CircuitBreaker({ failureThreshold: 5, cooldownMs: 1000 }), codec: quoteCodec, logger: silentLogger, options: options('swr') })
+  t.teardown(() => engine.close())
+  const { counter, spec } = quotes({ ms: 20 })
+  const refusedBy = new Error('over the limit')
+  const refused = engine.getOrBuild('q:ADM', spec('ADM', { admit: async () => { throw refusedBy } }))
+  const admitted = engine.getOrBuild('q:ADM', spec('ADM', { admit: async () => {} }))
+  const err = await refused.catch(e => e)
+  t.ok(err instanceof BuildRefusedError && err.reason === refusedBy, 'the refusal, with what the admission threw')
+  t.equal((await admitted).status, 'miss', 'the caller that shared the refused one built with its own admission')
+  t.equal(counter.builds, 1)
+})
+
+t.test('a waiter whose poll takes the lock a failed builder just freed answers with the fallback, with no second build (Redis and memory)', async t => {
+  const url = await sharedRedisUrl(t)
+  const client = new Redis(url)
+  const redisStore = new RedisStore(client)
+  t.teardown(async () => { await redisStore.close(); client.disconnect() })
+  const stores: Record<string, CacheStore> = { redis: redisStore, memory: new MemoryStore({ maxBytes: 1 << 20 }) }
+  /** The same store, but every announcement reaches this subscriber `delayMs` late. */
+  const lateAnnouncements = (store: CacheStore, delayMs: number): CacheStore => {
+    const late = Object.create(store) as CacheStore
+    late.subscribe = async (channel, onMessage) => await store.subscribe(channel, message => { setTimeout(() => onMessage(message), delayMs).unref() })
+    return late
+  }
+  for (const [kind, store] of Object.entries(stores)) {
+    const prefix = uniquePrefix(kind)
+    const key = `${prefix}:quote:FAIL`
+    const make = (via: CacheStore): SwrEngine<Quote> => new SwrEngine<Quote>({ store: via, breaker: new CircuitBreaker({ failureThreshold: 5, cooldownMs: 1000 }), codec: quoteCodec, logger: silentLogger, options: options(prefix, { pollMaxMs: 50 }) })
+    const builderQuotes = quotes({ ms: 300, fail: true })
+    const waiterQuotes = quotes({ fail: true })
+    const builder = make(store)
+    // The 'failed' announcement reaches the waiter long after its next poll: the race, every time.
+    const waiter = make(lateAnnouncements(store, 1000))
+    await builder.start()
+    await waiter.start()
+    t.teardown(async () => { await builder.close(); await waiter.close() })
+
+    const building = builder.getOrBuild(key, builderQuotes.spec('FAIL'))
+    await sleep(50) // the builder holds the lock
+    const started = Date.now()
+    const waited = await waiter.getOrBuild(key, waiterQuotes.spec('FAIL'))
+    t.equal((await building).status, 'fallback', `${kind}: the builder answers with the fallback`)
+    t.equal(waited.status, 'fallback', `${kind}: so does the waiter`)
+    t.ok(Date.now() - started < 1000, `${kind}: on its first poll after the failure, not on the late announcement`)
+    t.equal(builderQuotes.counter.builds + waiterQuotes.counter.builds, 1, `${kind}: one build, not a second one by the waiter`)
+    t.notOk(await store.get(lockKey(key)), `${kind}: the waiter gave back the lock it took`)
+    t.ok(await store.get(failedBuildKey(key)), `${kind}: the marker is short-lived, but still there`)
+    t.equal((await waiter.getOrBuild(key, waiterQuotes.spec('FAIL'))).status, 'fallback')
+    t.equal(waiterQuotes.counter.builds, 1, `${kind}: a later call builds again`)
+  }
+})
+
+t.test('lock lost (a holder paused past its TTL): the later builder\'s value is never overwritten (real Redis)', async t => {
+  const { engines, prefix } = await redisEngines(t, 2, { buildDeadlineMs: 500, lockMarginMs: 0 })
+  const key = `${prefix}:quote:PAUSE`
+  const paused = quotes({ ms: 1500, cents: 1000 })
+  const prompt = quotes({ ms: 10, cents: 2000 })
+  const slow = engines[0].getOrBuild(key, paused.spec('PAUSE')) // takes the lock (TTL 500 ms), then pauses 1500 ms
+  await sleep(700) // the lock has expired
+  const fast = await engines[1].getOrBuild(key, prompt.spec('PAUSE'))
+  t.equal(fast.status, 'miss')
+  t.equal(fast.value.cents, 2001)
+  const late = await slow
+  t.equal(late.value.cents, 1001, 'the paused builder still answers its own caller')
+  await Promise.all(engines.map(e => e.idle()))
+  const stored = await engines[1].getOrBuild(key, prompt.spec('PAUSE'))
+  t.equal(stored.status, 'hit')
+  t.equal(stored.value.cents, 2001, 'the newer value was not overwritten')
+})
+
+t.test('store down: calls are answered by building without it (one build per key in this process), and the breaker opens', async t => {
+  const failing = new MemoryStore({ maxBytes: 1 << 20 })
+  const down = new Proxy(failing, {
+    get (target, name, receiver) {
+      const real = Reflect.get(target, name, receiver)
+      if (typeof real !== 'function' || name === 'subscribe' || name === 'close') return real
+      return async () => { throw new Error('connect ECONNREFUSED') }
+    }
+  }) as CacheStore
+  const breaker = new CircuitBreaker({ name: 'store', failureThreshold: 3, cooldownMs: 60_000 })
+  const engine = new SwrEngine<Quote>({ store: down, breaker, codec: quoteCodec, logger: silentLogger, options: options('down') })
+  await engine.start()
+  t.teardown(() => engine.close())
+  const { counter, spec } = quotes({ ms: 50 })
+  const answers = await Promise.all(Array.from({ length: 10 }, () => engine.getOrBuild('q:DOWN', spec('DOWN'))))
+  t.equal(counter.builds, 1, 'one build for ten concurrent calls')
+  t.ok(answers.every(a => a.status === 'fallback' && a.value.cents === 101), 'all answered with the built value, as a fallback')
+  t.equal(answers.filter(a => a.built).length, 1)
+  for (let i = 0; i < 3; i++) await engine.getOrBuild(`q:DOWN${i}`, spec(`DOWN${i}`))
+  t.equal(breaker.state, 'open', 'the failures opened the breaker')
+  const started = performance.now()
+  const fast = await engine.getOrBuild('q:FAST', quotes().spec('FAST'))
+  t.equal(fast.status, 'fallback')
+  t.ok(performance.now() - started < 100, 'with the breaker open, no store call is waited on')
+  t.ok(engine.counters.storeErrors >= 3)
+})
+
+t.test('the in-process tier answers fresh entries with no store call, and an invalidation on one instance evicts them on the others (real Redis)', async t => {
+  const url = await sharedRedisUrl(t)
+  const prefix = uniquePrefix('local')
+  const make = async (): Promise<{ engine: SwrEngine<Quote>, local: LocalTier<Quote> }> => {
+    const client = new Redis(url)
+    const store = new RedisStore(client)
+    const local = new LocalTier<Quote>({ maxEntries: 10, ttlMs: 60_000 })
+    const engine = new SwrEngine<Quote>({ store, local, breaker: new CircuitBreaker({ failureThreshold: 5, cooldownMs: 1000 }), codec: quoteCodec, logger: silentLogger, options: options(prefix) })
+    await engine.start()
+    t.teardown(async () => { await engine.close(); await store.close(); client.disconnect() })
+    return { engine, local }
+  }
+  const a = await make()
+  const b = await make()
+  const { spec } = quotes()
+  const key = `${prefix}:quote:LOCAL`
+  await a.engine.getOrBuild(key, spec('LOCAL'))
+  await a.engine.idle()
+  t.equal((await b.engine.getOrBuild(key, spec('LOCAL'))).status, 'hit')
+  t.ok(b.local.get(key), 'b keeps it in memory')
+  t.ok(b.engine.localHit(key), 'and answers it from there')
+  await a.engine.invalidate({ key })
+  const deadline = Date.now() + 2000
+  while (b.local.get(key) !== undefined && Date.now() < deadline) await sleep(10)
+  t.equal(b.local.get(key), undefined, 'the announcement evicted it on b')
+})
