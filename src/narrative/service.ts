@@ -4,7 +4,7 @@ import type { NarrativeBuilds, NarrativeJob } from './adapter.ts'
 import type { NarrativeValue } from './codec.ts'
 import { GenerationLimitExceeded, type GenerationLimiter } from '../generation-limiter.ts'
 import type { AnalyticsEvent } from '../analytics/event.ts'
-import { LruMap } from '../lru-map.ts'
+import { LRUCache } from 'lru-cache'
 import { rateLimitKey } from '../client-key.ts'
 import { cacheKey, refusedKey } from '../domain/cache-key.ts'
 import { canonicalRequest, type CanonicalOptions } from '../domain/canonical.ts'
@@ -109,7 +109,7 @@ function rateLimited (err: GenerationLimitExceeded): Error {
  */
 export class NarrativeService {
   private readonly clock: () => number
-  private readonly memo = new LruMap<string, BodyFacts>(MEMO_ENTRIES)
+  private readonly memo = new LRUCache<string, BodyFacts>({ max: MEMO_ENTRIES })
 
   private readonly deps: NarrativeServiceDeps
 

@@ -1,8 +1,7 @@
 import { EventEmitter } from 'node:events'
+import { LRUCache } from 'lru-cache'
 import type { CacheStore } from './store.ts'
 import { versionOf } from './store.ts'
-
-interface Slot { value: Buffer, expiresAt: number }
 
 export interface MemoryStoreOptions {
   /** Upper bound on the bytes of keys and values held; least recently used go first. */
@@ -12,65 +11,44 @@ export interface MemoryStoreOptions {
 
 /**
  * The in-process stand-in for Redis when REDIS_URL is unset: the same
- * interface and TTL semantics, bounded in memory with LRU eviction. A Map keeps
- * insertion order, so re-inserting on access makes its first key the least
- * recently used.
+ * interface and TTL semantics, bounded in bytes with LRU eviction (lru-cache,
+ * each entry sized as its key plus its value).
  */
 export class MemoryStore implements CacheStore {
   readonly kind = 'memory' as const
-  private readonly slots = new Map<string, Slot>()
+  private readonly slots: LRUCache<string, Buffer>
   private readonly bus = new EventEmitter()
-  private bytes = 0
-  private readonly clock: () => number
-
-  private readonly options: MemoryStoreOptions
 
   constructor (options: MemoryStoreOptions) {
-    this.options = options
     if (!(options.maxBytes > 0)) throw new Error('memory store maxBytes must be positive')
-    this.clock = options.clock ?? Date.now
+    const clock = options.clock ?? Date.now
+    this.slots = new LRUCache<string, Buffer>({
+      maxSize: options.maxBytes,
+      sizeCalculation: (value, key) => Math.max(1, key.length + value.length),
+      // Every read asks the clock (an injected one too); an expired entry is deleted when read.
+      ttlResolution: 0,
+      perf: { now: clock }
+    })
     this.bus.setMaxListeners(0)
   }
 
-  private read (key: string): Slot | undefined {
-    const slot = this.slots.get(key)
-    if (slot === undefined) return undefined
-    if (slot.expiresAt <= this.clock()) {
-      this.remove(key)
-      return undefined
-    }
-    this.slots.delete(key)
-    this.slots.set(key, slot)
-    return slot
-  }
-
-  private remove (key: string): boolean {
-    const slot = this.slots.get(key)
-    if (slot === undefined) return false
-    this.slots.delete(key)
-    this.bytes -= key.length + slot.value.length
-    return true
-  }
-
   private write (key: string, value: Buffer, ttlMs: number): void {
-    this.remove(key)
-    const size = key.length + value.length
-    if (size > this.options.maxBytes) return
-    while (this.bytes + size > this.options.maxBytes) {
-      const oldest = this.slots.keys().next().value as string
-      this.remove(oldest)
+    // Larger than the whole store: not stored, and nothing else is evicted for it.
+    if (key.length + value.length > this.slots.maxSize) {
+      this.slots.delete(key)
+      return
     }
-    this.slots.set(key, { value, expiresAt: this.clock() + ttlMs })
-    this.bytes += size
+    // lru-cache holds an entry until its age is past its TTL, Redis until it reaches it: one ms less is Redis's expiry.
+    this.slots.set(key, value, { ttl: Math.max(1, ttlMs - 1) })
   }
 
   async get (key: string): Promise<Buffer | null> {
-    return this.read(key)?.value ?? null
+    return this.slots.get(key) ?? null
   }
 
   async setIfNewer (key: string, value: Buffer, version: number, ttlMs: number): Promise<boolean> {
-    const current = this.read(key)
-    if (current !== undefined && versionOf(current.value) >= version) return false
+    const current = this.slots.get(key)
+    if (current !== undefined && versionOf(current) >= version) return false
     this.write(key, value, ttlMs)
     return true
   }
@@ -80,37 +58,38 @@ export class MemoryStore implements CacheStore {
   }
 
   async del (key: string): Promise<number> {
-    return this.remove(key) ? 1 : 0
+    return this.slots.delete(key) ? 1 : 0
   }
 
   async acquireLock (key: string, token: string, ttlMs: number): Promise<boolean> {
-    if (this.read(key) !== undefined) return false
+    if (this.slots.get(key) !== undefined) return false
     this.write(key, Buffer.from(token), ttlMs)
     return true
   }
 
   async releaseLock (key: string, token: string): Promise<boolean> {
-    const slot = this.read(key)
-    if (slot === undefined || slot.value.toString() !== token) return false
-    return this.remove(key)
+    const value = this.slots.get(key)
+    if (value === undefined || value.toString() !== token) return false
+    return this.slots.delete(key)
   }
 
   async incrWindow (key: string, windowMs: number): Promise<{ count: number, ttlMs: number }> {
-    const slot = this.read(key)
-    if (slot === undefined) {
+    const value = this.slots.get(key)
+    if (value === undefined) {
       this.write(key, Buffer.from('1'), windowMs)
       return { count: 1, ttlMs: windowMs }
     }
-    const count = Number(slot.value.toString()) + 1
-    slot.value = Buffer.from(String(count))
-    return { count, ttlMs: slot.expiresAt - this.clock() }
+    const count = Number(value.toString()) + 1
+    // The window keeps its expiry.
+    this.slots.set(key, Buffer.from(String(count)), { noUpdateTTL: true })
+    return { count, ttlMs: Math.max(0, this.slots.getRemainingTTL(key) + 1) }
   }
 
   async scanDelete (match: string): Promise<number> {
     const pattern = globToRegExp(match)
     let deleted = 0
     for (const key of this.keys()) {
-      if (pattern.test(key) && this.remove(key)) deleted++
+      if (pattern.test(key) && this.slots.delete(key)) deleted++
     }
     return deleted
   }
@@ -128,19 +107,18 @@ export class MemoryStore implements CacheStore {
   async ping (): Promise<void> {}
 
   async info (): Promise<{ keys: number, memoryUsedBytes: number }> {
-    return { keys: this.slots.size, memoryUsedBytes: this.bytes }
+    this.slots.purgeStale()
+    return { keys: this.slots.size, memoryUsedBytes: this.slots.calculatedSize }
   }
 
   /** Keys in the store, for pattern deletion; expired ones are skipped. */
   keys (): string[] {
-    const now = this.clock()
-    return [...this.slots.entries()].filter(([, s]) => s.expiresAt > now).map(([k]) => k)
+    return [...this.slots.keys()].filter(key => this.slots.has(key))
   }
 
   async close (): Promise<void> {
     this.bus.removeAllListeners()
     this.slots.clear()
-    this.bytes = 0
   }
 }
 
