@@ -101,4 +101,4 @@ export default fp(async (fastify) => {
     }
     return await reply.type(metrics.registry.contentType).send(await metrics.registry.metrics())
   })
-}, { name: 'metrics', dependencies: ['config'] })
+}, { name: 'metrics', dependencies: ['config', 'swagger'] })

@@ -7,6 +7,8 @@ import { Writable } from 'node:stream'
 import Fastify, { type FastifyInstance } from 'fastify'
 import configPlugin from '../plugins/config.ts'
 import dbPlugin, { type DbPluginOptions } from '../plugins/db.ts'
+import metricsPlugin from '../plugins/metrics.ts'
+import swaggerPlugin from '../plugins/swagger.ts'
 import { loadConfig } from '../src/config.ts'
 import { DatabaseUnavailableError, openPostgres, pgliteDir } from '../src/db/database.ts'
 import { migrations } from '../src/db/migrations.ts'
@@ -29,6 +31,9 @@ async function build (t: Test, env: Record<string, string>, opts: DbPluginOption
   t.teardown(() => app.close())
   await app.register(configPlugin, { config: loadConfig({ LOG_LEVEL: 'info', ...env }) })
   const started = Date.now()
+  // Its declared dependency, metrics (the db plugin provides the analytics figures to it), and what metrics needs.
+  await app.register(swaggerPlugin)
+  await app.register(metricsPlugin)
   await app.register(dbPlugin, { retry: { minMs: 100, maxMs: 400 }, ...opts })
   await app.ready()
   return { app, logs, readyMs: Date.now() - started }
