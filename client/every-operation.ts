@@ -64,5 +64,33 @@ export const calls: { [Id in keyof operations]: () => Promise<unknown> } = {
     const { data } = await client.POST('/api/narrative/prewarm', { body: { top: 10, period: '1d', concurrency: 2 } })
     const warmed: number | undefined = data?.warmed
     return warmed
+  },
+  createApiKey: async () => {
+    const { data } = await client.POST('/api/keys', { body: { name: 'an app', rateLimit: 60 } })
+    const secret: string | undefined = data?.secret
+    return secret
+  },
+  listApiKeys: async () => {
+    const { data } = await client.GET('/api/keys')
+    const names: string[] | undefined = data?.map(k => k.name)
+    return names
+  },
+  revokeApiKey: async () => {
+    const { response } = await client.DELETE('/api/keys/{id}', { params: { path: { id: 'key_1' } } })
+    return response.status
+  },
+  // The /v1 routes take an API key, not the admin token: OpenAI's SDKs are their usual clients.
+  createChatCompletion: async () => {
+    const { data, error } = await client.POST('/v1/chat/completions', { body: { model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] } })
+    return data ?? error?.error.message
+  },
+  explainChatCache: async () => {
+    const { data } = await client.POST('/v1/cache/explain', { body: { model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] } })
+    const key: string | undefined = data?.key
+    return key
+  },
+  listModels: async () => {
+    const { data } = await client.GET('/v1/models')
+    return data
   }
 }

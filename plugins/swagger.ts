@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import { packageInfo as pkg } from '../src/package-info.ts'
-import { ErrorSchema } from '../src/schemas/error.ts'
+import { ErrorSchema, OpenAIErrorSchema } from '../src/schemas/error.ts'
 
 /**
  * The OpenAPI document, built from the routes' TypeBox schemas. Registered
@@ -12,6 +12,7 @@ import { ErrorSchema } from '../src/schemas/error.ts'
 export default fp(async (fastify) => {
   // The one error body, referred to by every error response ($ref: 'Error').
   fastify.addSchema(ErrorSchema)
+  fastify.addSchema(OpenAIErrorSchema)
   await fastify.register(swagger, {
     // Schemas with an $id are components named by it (components/schemas/Error), not def-0.
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => typeof json.$id === 'string' ? json.$id : `def-${i}` },
@@ -31,7 +32,7 @@ export default fp(async (fastify) => {
         { name: 'operations', description: 'Health and readiness' }
       ],
       components: {
-        securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } }
+        securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' }, apiKey: { type: 'http', scheme: 'bearer', description: 'An API key for /v1 (nck_…), issued by an admin with POST /api/keys' } }
       }
     }
   })

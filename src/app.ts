@@ -7,6 +7,7 @@ import breakerPlugin, { type BreakerPluginOptions } from '../plugins/breaker.ts'
 import locksPlugin from '../plugins/locks.ts'
 import narratorPlugin from '../plugins/narrator.ts'
 import cachePlugin, { type CachePluginOptions } from '../plugins/cache.ts'
+import chatPlugin from '../plugins/chat.ts'
 import dbPlugin, { type DbPluginOptions } from '../plugins/db.ts'
 import authPlugin from '../plugins/auth.ts'
 import rateLimitPlugin from '../plugins/rate-limit.ts'
@@ -16,6 +17,8 @@ import helmetPlugin from '../plugins/helmet.ts'
 import dashboardRoutes from '../routes/dashboard/index.ts'
 import narrativeRoutes, { type NarrativeRoutesOptions } from '../routes/narrative/index.ts'
 import adminRoutes from '../routes/admin/index.ts'
+import chatRoutes from '../routes/chat/index.ts'
+import keysRoutes from '../routes/keys/index.ts'
 import healthRoutes from '../routes/health/index.ts'
 import type { Config } from './config.ts'
 import type { Narrator } from './narrator/narrator.ts'
@@ -111,6 +114,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
   await instance.register(narratorPlugin, { narrator: opts.narrator })
   await instance.register(dbPlugin, opts.db ?? {})
   await instance.register(cachePlugin, opts.cache ?? {})
+  await instance.register(chatPlugin)
   await instance.register(authPlugin)
   await instance.register(rateLimitPlugin)
 
@@ -154,6 +158,8 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
   await instance.register(healthRoutes)
   await instance.register(narrativeRoutes, opts.routes ?? {})
   await instance.register(adminRoutes)
+  await instance.register(chatRoutes)
+  await instance.register(keysRoutes)
   // The HTML pages, in a scope of their own with the security headers.
   await instance.register(async pages => {
     await pages.register(helmetPlugin)

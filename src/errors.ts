@@ -16,3 +16,4 @@ export const InvalidPatternError = createError<[string]>('NARR_INVALID_PATTERN',
 export const UnsupportedMediaTypeError = createError<[string]>('NARR_UNSUPPORTED_MEDIA_TYPE', 'Unsupported Media Type: %s; send the body as application/json', 415)
 export const BodyTooLargeError = createError<[number, number]>('NARR_BODY_TOO_LARGE', 'Request body is too large: the limit is %s KiB (%s bytes)', 413)
 export const MethodNotAllowedError = createError<[string, string, string]>('NARR_METHOD_NOT_ALLOWED', 'Method %s is not allowed on %s; allowed: %s', 405)
+export const ApiKeyNotFoundError = createError<[string]>('NARR_API_KEY_NOT_FOUND', 'No live API key has the id %s', 404)

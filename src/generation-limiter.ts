@@ -69,12 +69,13 @@ export class GenerationLimiter {
    * its limit, then past the global one. A call its own limit refuses is not
    * counted globally: one client over its limit cannot spend the others'
    * budget. `useStore: false` counts in memory at once (the caller knows the
-   * store is failing and must not wait on it).
+   * store is failing and must not wait on it). `perMinute`: this client's own
+   * limit, when it has one (an API key's), instead of the configured one.
    */
-  async take (client: string, useStore = true): Promise<void> {
-    if (this.options.perMinute > 0) {
+  async take (client: string, useStore = true, perMinute = this.options.perMinute): Promise<void> {
+    if (perMinute > 0) {
       const window = await this.count(`rl:${this.options.prefix}:gen:${client}`, useStore)
-      if (window.count > this.options.perMinute) throw new GenerationLimitExceeded(this.options.perMinute, retryAfter(window.ttlMs))
+      if (window.count > perMinute) throw new GenerationLimitExceeded(perMinute, retryAfter(window.ttlMs))
     }
     if (this.globalPerMinute > 0) {
       const window = await this.count(`rl:${this.options.prefix}:gen-all`, useStore)

@@ -95,6 +95,22 @@ ALTER TABLE analytics_events DROP CONSTRAINT analytics_events_event_check;
 ALTER TABLE analytics_events ADD CONSTRAINT analytics_events_event_check
   CHECK (event IN ('hit', 'stale', 'miss', 'durable', 'generation', 'repaid', 'fallback', 'error'));
 `
+  },
+  {
+    version: 4,
+    name: 'API keys of /v1/chat/completions',
+    // Only a SHA-256 of each secret is kept: the secret is shown once, when the key is made.
+    sql: `
+CREATE TABLE api_keys (
+  id          text PRIMARY KEY,
+  name        text NOT NULL,
+  tenant      text NOT NULL,
+  secret_hash text NOT NULL UNIQUE,
+  rate_limit  integer NOT NULL CHECK (rate_limit >= 0),
+  created_at  bigint NOT NULL,
+  revoked_at  bigint
+);
+`
   }
 ]
 

@@ -32,6 +32,7 @@ const MEANING = {
   401: 'No valid admin token (Authorization: Bearer <JWT with role admin>)',
   403: 'The address is not on the admin allowlist, or the token lacks the admin role',
   413: 'The body is over the 16 KiB limit',
+  404: 'There is no such resource',
   415: 'The body is not application/json',
   429: 'Too many requests: Retry-After says when to try again',
   500: 'An unexpected error; the request id is in the server\'s logs',
@@ -47,4 +48,19 @@ export function errorResponse (description: string): ErrorRef {
 /** Error responses for these statuses, each with its usual meaning (`overrides` says it otherwise). */
 export function errorResponses<S extends ErrorStatus> (statuses: S[], overrides: Partial<Record<S, string>> = {}): Record<S, ErrorRef> {
   return Object.fromEntries(statuses.map(s => [s, errorResponse(overrides[s] ?? MEANING[s])])) as Record<S, ErrorRef>
+}
+
+/** The body of every error of the OpenAI-compatible routes (/v1): OpenAI's own shape, so SDKs show it. */
+export const OpenAIErrorSchema = Type.Object({
+  error: Type.Object({
+    message: Type.String({ description: 'What was wrong, for a person' }),
+    type: Type.String({ description: 'invalid_request_error, rate_limit_error, server_error, upstream_error, or the upstream\'s own' }),
+    code: Type.Union([Type.String(), Type.Null()], { description: 'A stable code: missing_api_key, invalid_api_key, not_cached, no_upstream, invalid_cache_control, rate_limit_exceeded, …' }),
+    param: Type.Union([Type.String(), Type.Null()])
+  })
+}, { $id: 'OpenAIError', title: 'OpenAIError', description: 'Errors of the /v1 routes, in OpenAI\'s shape' })
+
+/** /v1 error responses for these statuses, each described. */
+export function openAIErrorResponses (described: Record<number, string>): Record<number, TRefUnsafe<typeof OpenAIErrorSchema>> {
+  return Object.fromEntries(Object.entries(described).map(([status, description]) => [status, Type.Ref(OpenAIErrorSchema, { description })]))
 }

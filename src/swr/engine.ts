@@ -162,11 +162,19 @@ export class SwrEngine<V> {
   }
 
   /** A fresh entry of the in-process tier, counted as a hit; undefined when the answer needs anything more. */
-  localHit (key: string): Resolution<V> | undefined {
+  localHit (key: string, minWrittenAt?: number): Resolution<V> | undefined {
     const local = this.deps.local?.get(key)
-    if (local === undefined || this.clock() >= local.staleAfter) return undefined
+    if (local === undefined || this.clock() >= local.staleAfter || tooOld(local, minWrittenAt)) return undefined
     this.counters.hits++
     return { status: 'hit', key, value: local.value, writtenAt: local.refreshedAt, built: false }
+  }
+
+  /**
+   * What the tiers hold for `key` (in-process, then the store), without
+   * building or counting anything: undefined when the store failed.
+   */
+  async peek (key: string): Promise<Entry<V> | null | undefined> {
+    return this.deps.local?.get(key) ?? await this.tiers.read(key)
   }
 
   /**
@@ -174,40 +182,48 @@ export class SwrEngine<V> {
    * answered and refreshed), else built once (spec.build) for every
    * concurrent caller on every instance. Concurrent calls in this process
    * share one promise before anything touches the store.
+   *
+   * `minWrittenAt`: an entry written before it counts as missing, so it is
+   * built again and replaced (newer wins), still once for every concurrent
+   * caller that asks the same (HTTP's `no-cache` is the call's own start,
+   * `max-age=N` is N seconds before it).
    */
-  async getOrBuild (key: string, spec: BuildSpec<V>): Promise<Resolution<V>> {
-    const local = this.localHit(key)
+  async getOrBuild (key: string, spec: BuildSpec<V>, options: { minWrittenAt?: number } = {}): Promise<Resolution<V>> {
+    const min = options.minWrittenAt
+    const local = this.localHit(key, min)
     if (local !== undefined) return local
     // Just built here and on its way to the store: a hit from the entry in
     // hand, rather than a read of the store before the write lands (or, with
     // Redis slow, a wait on it).
     const landing = this.landing.get(key)
-    if (landing !== undefined && this.clock() < landing.staleAfter) {
+    if (landing !== undefined && this.clock() < landing.staleAfter && !tooOld(landing, min)) {
       this.counters.hits++
       return { status: 'hit', key, value: landing.value, writtenAt: landing.refreshedAt, built: false }
     }
-    const shared = this.flights.current(key)
+    // Calls that refuse older entries share a flight of their own.
+    const flight = min === undefined ? key : `${key}\u0000fresh`
+    const shared = this.flights.current(flight)
     if (shared !== undefined) {
       let leader: Resolution<V>
       try {
         leader = await shared
       } catch (err) {
         // The leader's admission said no; this call has its own to try.
-        if (err instanceof BuildRefusedError) return await this.getOrBuild(key, spec)
+        if (err instanceof BuildRefusedError) return await this.getOrBuild(key, spec, options)
         throw err
       }
       if (leader.status !== 'miss' && leader.status !== 'coalesced') return { ...leader, built: false, buildMs: undefined }
       this.counters.coalesced++
       return { ...leader, status: 'coalesced', built: false, buildMs: undefined }
     }
-    return await this.flights.lead(key, () => this.lookupOrBuild(key, spec))
+    return await this.flights.lead(flight, () => this.lookupOrBuild(key, spec, min))
   }
 
-  private async lookupOrBuild (key: string, spec: BuildSpec<V>): Promise<Resolution<V>> {
+  private async lookupOrBuild (key: string, spec: BuildSpec<V>, min: number | undefined): Promise<Resolution<V>> {
     const entry = await this.tiers.read(key)
-    if (entry === undefined) return await this.buildWithoutStore(key, spec)
-    if (entry !== null) return this.fromEntry(key, spec, entry, true)
-    return await this.build(key, spec)
+    if (entry === undefined) return await this.buildWithoutStore(key, spec, min)
+    if (entry !== null && !tooOld(entry, min)) return this.fromEntry(key, spec, entry, true)
+    return await this.build(key, spec, min)
   }
 
   /**
@@ -243,7 +259,7 @@ export class SwrEngine<V> {
   }
 
   /** A miss: become the one builder for this key, or wait for the one there is. */
-  private async build (key: string, spec: BuildSpec<V>): Promise<Resolution<V>> {
+  private async build (key: string, spec: BuildSpec<V>, min?: number): Promise<Resolution<V>> {
     const token = randomUUID()
     // The builder's first step is the durable read: it goes out with the lock
     // request rather than after it (a round trip less before the build). Only
@@ -251,12 +267,12 @@ export class SwrEngine<V> {
     // promise, so losing the lock wastes at most one read per instance.
     const durableRead = this.deps.durable?.get(key)
     const acquired = await this.locks.tryLock(lockKey(key), token, this.buildLockTtlMs)
-    if (acquired === undefined) return await this.buildWithoutStore(key, spec)
-    if (acquired) return await this.buildAndStore(key, spec, token, durableRead)
-    return await this.waitForBuilder(key, spec)
+    if (acquired === undefined) return await this.buildWithoutStore(key, spec, min)
+    if (acquired) return await this.buildAndStore(key, spec, token, min, durableRead)
+    return await this.waitForBuilder(key, spec, min)
   }
 
-  private async buildAndStore (key: string, spec: BuildSpec<V>, token: string, durableRead?: ReturnType<DurableTier<V>['get']>): Promise<Resolution<V>> {
+  private async buildAndStore (key: string, spec: BuildSpec<V>, token: string, min: number | undefined, durableRead?: ReturnType<DurableTier<V>['get']>): Promise<Resolution<V>> {
     const lock = lockKey(key)
     const announce = async (outcome: 'ready' | 'failed' | 'released'): Promise<void> => {
       await this.coordinator.releaseAndAnnounce(key, lock, token, this.buildLockTtlMs, outcome)
@@ -266,13 +282,13 @@ export class SwrEngine<V> {
     // less before the build. When the read finds the value, the claim is given back.
     const owner = `${this.instanceId}/${token}`
     const claiming = this.deps.claims?.acquire(key, owner, this.deps.options.maxWaitMs)
-    const fromDurable = await this.fromDurable(key, spec, true, durableRead)
+    const fromDurable = await this.fromDurable(key, spec, true, min, durableRead)
     if (fromDurable !== null) {
       if (claiming !== undefined) this.background.track(claiming.then(outcome => { if (outcome === 'won') this.releaseClaim(key, owner) }))
       await announce('ready')
       return fromDurable
     }
-    const claim = await this.claimBuild(key, spec, token, true, claiming)
+    const claim = await this.claimBuild(key, spec, token, true, min, claiming)
     if (claim.answer !== undefined) {
       await announce(claim.answer.status === 'fallback' ? 'released' : 'ready')
       return claim.answer
@@ -337,9 +353,9 @@ export class SwrEngine<V> {
    * store and answers with no build. A stale row is answered and refreshed.
    * `read` is the tier's read, when it was already sent.
    */
-  private async fromDurable (key: string, spec: BuildSpec<V>, repopulate = true, read = this.deps.durable?.get(key)): Promise<Resolution<V> | null> {
+  private async fromDurable (key: string, spec: BuildSpec<V>, repopulate: boolean, min: number | undefined, read = this.deps.durable?.get(key)): Promise<Resolution<V> | null> {
     const row = await read
-    if (row === undefined || row === null) return null
+    if (row === undefined || row === null || tooOld(row.entry, min)) return null
     if (repopulate) {
       const encoded = this.tiers.encode(key, row.entry, row.version)
       if (encoded !== undefined) {
@@ -369,7 +385,7 @@ export class SwrEngine<V> {
    * so a builder that died is replaced once its lock expires. Past maxWaitMs
    * the call answers with the fallback rather than hang.
    */
-  private async waitForBuilder (key: string, spec: BuildSpec<V>): Promise<Resolution<V>> {
+  private async waitForBuilder (key: string, spec: BuildSpec<V>, min: number | undefined): Promise<Resolution<V>> {
     const o = this.deps.options
     const deadline = this.clock() + o.maxWaitMs
     let delay = o.pollMinMs
@@ -380,8 +396,8 @@ export class SwrEngine<V> {
       if (outcome === 'failed') return this.fallback(key, spec, new Error('the build this call waited for failed'))
       if (outcome !== 'released') delay = Math.min(delay * 2, o.pollMaxMs)
       const entry = await this.tiers.read(key)
-      if (entry === undefined) return await this.buildWithoutStore(key, spec)
-      if (entry !== null) {
+      if (entry === undefined) return await this.buildWithoutStore(key, spec, min)
+      if (entry !== null && !tooOld(entry, min)) {
         // Someone else paid for it: this call waited for that build.
         this.counters.coalesced++
         return { ...this.fromEntry(key, spec, entry, false), status: 'coalesced' }
@@ -397,7 +413,7 @@ export class SwrEngine<V> {
         await this.locks.release(lockKey(key), token, this.buildLockTtlMs)
         return this.fallback(key, spec, new Error('the build this call waited for failed'))
       }
-      return await this.buildAndStore(key, spec, token)
+      return await this.buildAndStore(key, spec, token, min)
     }
     this.deps.logger.warn({ key, waitedMs: o.maxWaitMs }, 'gave up waiting for another builder')
     return this.fallback(key, spec, new Error(`gave up waiting ${o.maxWaitMs} ms for another builder`))
@@ -408,11 +424,11 @@ export class SwrEngine<V> {
    * the store (still one build per key in this process). What was built is
    * kept in the durable tier: it is paid for.
    */
-  private async buildWithoutStore (key: string, spec: BuildSpec<V>): Promise<Resolution<V>> {
-    const fromDurable = await this.fromDurable(key, spec, false)
+  private async buildWithoutStore (key: string, spec: BuildSpec<V>, min: number | undefined): Promise<Resolution<V>> {
+    const fromDurable = await this.fromDurable(key, spec, false, min)
     if (fromDurable !== null) return fromDurable
     // Without the store, the durable claim is the only thing between the instances.
-    const claim = await this.claimBuild(key, spec, randomUUID(), false)
+    const claim = await this.claimBuild(key, spec, randomUUID(), false, min)
     if (claim.answer !== undefined) return claim.answer
     try {
       await this.admit(spec, false)
@@ -445,7 +461,7 @@ export class SwrEngine<V> {
    * is the claim to release once the durable row is written. `acquiring`:
    * the claim, when it was already asked for (with `token`).
    */
-  private async claimBuild (key: string, spec: BuildSpec<V>, token: string, repopulate: boolean, acquiring?: Promise<ClaimOutcome>): Promise<{ answer?: Resolution<V>, owner?: string }> {
+  private async claimBuild (key: string, spec: BuildSpec<V>, token: string, repopulate: boolean, min: number | undefined, acquiring?: Promise<ClaimOutcome>): Promise<{ answer?: Resolution<V>, owner?: string }> {
     const claims = this.deps.claims
     if (claims === undefined) return {}
     const owner = `${this.instanceId}/${token}`
@@ -457,7 +473,7 @@ export class SwrEngine<V> {
       this.deps.logger.warn({ key, waitedMs: this.deps.options.maxWaitMs }, 'gave up waiting for another instance\'s claimed build')
       return { answer: this.fallback(key, spec, new Error('gave up waiting for another instance\'s claimed build')) }
     }
-    const answer = await this.fromDurable(key, spec, repopulate)
+    const answer = await this.fromDurable(key, spec, repopulate, min)
     // Built, but the row could not be read now: build (its write counts it as re-paid).
     return answer === null ? {} : { answer }
   }
@@ -541,4 +557,9 @@ export class SwrEngine<V> {
     await this.deps.durable?.close()
     await this.coordinator.stop()
   }
+}
+
+/** True when the caller refuses entries written before `min`. */
+function tooOld (entry: { refreshedAt: number }, min: number | undefined): boolean {
+  return min !== undefined && entry.refreshedAt < min
 }

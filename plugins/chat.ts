@@ -1,0 +1,76 @@
+import fp from 'fastify-plugin'
+import { SwrEngine } from '../src/swr/engine.ts'
+import { ChatCompletions } from '../src/chat/completions.ts'
+import { chatCodec, type ChatValue } from '../src/chat/codec.ts'
+import { ApiKeysRepository, secretHash, type ApiKey } from '../src/db/api-keys-repository.ts'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    chat: {
+      completions: ChatCompletions
+      engine: SwrEngine<ChatValue>
+      apiKeys: ApiKeysRepository
+      /** The live key of a secret (remembered for 30 s), or null. */
+      keyOf: (secret: string) => Promise<ApiKey | null>
+      /** Forgets what keyOf remembers (a key was revoked). */
+      forgetKeys: () => void
+    }
+  }
+}
+
+/** How long a looked-up key is trusted: a revoked key stops working within this on every instance. */
+const KEY_MEMORY_MS = 30_000
+const OPENAI_URL = 'https://api.openai.com/v1'
+
+/**
+ * The OpenAI-compatible caching endpoint's parts: an engine of its own (same
+ * store, locks and breaker as the narratives', its own announcement channel),
+ * the completions adapter with the upstream (OPENAI_BASE_URL, or OpenAI's
+ * when only OPENAI_API_KEY is set), and the API keys in the database.
+ */
+export default fp(async (fastify) => {
+  const { config, store, breaker, locks, metrics } = fastify
+  const upstreamURL = config.openai.baseURL ?? (config.openai.apiKey !== undefined ? OPENAI_URL : undefined)
+  const engine = new SwrEngine<ChatValue>({
+    store,
+    breaker,
+    locks,
+    codec: chatCodec,
+    logger: fastify.log,
+    events: { stored: bytes => metrics.valueSize.observe(bytes) },
+    options: {
+      prefix: `${config.cachePrefix}:chat`,
+      ttlSeconds: config.ttlSeconds,
+      staleSeconds: config.staleSeconds,
+      buildDeadlineMs: config.openai.timeoutMs,
+      refreshDeadlineMs: config.openai.timeoutMs,
+      maxWaitMs: config.openai.timeoutMs + 2000,
+      pollMinMs: 50,
+      pollMaxMs: 1000
+    }
+  })
+  await engine.start()
+  const completions = new ChatCompletions({
+    engine,
+    prefix: config.cachePrefix,
+    upstream: upstreamURL === undefined ? undefined : { baseURL: upstreamURL, apiKey: config.openai.apiKey, timeoutMs: config.openai.timeoutMs },
+    onCompletion: (model, usage) => {
+      metrics.modelCalls.inc({ engine: model, reason: 'chat' })
+      if (usage?.prompt_tokens !== undefined) metrics.tokens.inc({ model, kind: 'prompt' }, usage.prompt_tokens)
+      if (usage?.completion_tokens !== undefined) metrics.tokens.inc({ model, kind: 'completion' }, usage.completion_tokens)
+    }
+  })
+  const apiKeys = new ApiKeysRepository(fastify.db.database)
+  const remembered = new Map<string, { key: ApiKey | null, until: number }>()
+  async function keyOf (secret: string): Promise<ApiKey | null> {
+    const hash = secretHash(secret)
+    const known = remembered.get(hash)
+    if (known !== undefined && known.until > Date.now()) return known.key
+    const key = await apiKeys.bySecret(secret)
+    if (remembered.size > 10_000) remembered.clear()
+    remembered.set(hash, { key, until: Date.now() + KEY_MEMORY_MS })
+    return key
+  }
+  fastify.decorate('chat', { completions, engine, apiKeys, keyOf, forgetKeys: () => remembered.clear() })
+  fastify.addHook('onClose', async () => { await engine.close() })
+}, { name: 'chat', dependencies: ['config', 'redis', 'breaker', 'locks', 'db', 'metrics'] })

@@ -1,0 +1,212 @@
+import { PassThrough } from 'node:stream'
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from '@sinclair/typebox'
+import { assembleCompletion, isUsageChunk, sseEvent, SSE_DONE } from '../../src/chat/chunks.ts'
+import { CacheControlError, parseCacheControl } from '../../src/chat/cache-control.ts'
+import { streamCompletion, UpstreamError } from '../../src/chat/upstream.ts'
+import type { ChatRequestFacts } from '../../src/chat/completions.ts'
+import type { ChatValue } from '../../src/chat/codec.ts'
+import type { ApiKey } from '../../src/db/api-keys-repository.ts'
+import { GenerationLimitExceeded } from '../../src/generation-limiter.ts'
+import { BuildFailedError, BuildRefusedError, type Resolution } from '../../src/swr/types.ts'
+import { OpenAIError, sendOpenAIError } from './openai-error.ts'
+import { openAIErrorResponses } from '../../src/schemas/error.ts'
+
+const ChatBodySchema = Type.Object({
+  model: Type.String({ minLength: 1 }),
+  messages: Type.Array(Type.Object({ role: Type.String({ minLength: 1 }) }, { additionalProperties: true }), { minItems: 1 }),
+  stream: Type.Optional(Type.Boolean())
+}, { additionalProperties: true, description: 'An OpenAI chat completions request: every field is forwarded to the upstream' })
+
+const errors = openAIErrorResponses({
+  400: 'The request is invalid (the message names what), or the upstream refused it (passed through, never cached)',
+  401: 'No API key, or not a live one',
+  429: 'This key caused too many upstream calls this minute, or the upstream rate-limited (Retry-After)',
+  500: 'An unexpected error; the request id is in the server\'s logs',
+  502: 'The upstream could not be reached, its stream broke, or the identical request this one waited for failed',
+  503: 'No upstream is configured, or API keys cannot be checked',
+  504: 'only-if-cached, and there is no entry'
+})
+const security = [{ apiKey: [] }]
+
+class OnlyIfCached extends Error {}
+
+/** The caller's API key (Authorization: Bearer nck_…); never forwarded upstream. */
+async function apiKeyOf (fastify: FastifyInstance, request: FastifyRequest): Promise<ApiKey> {
+  const match = /^Bearer +(\S+)$/i.exec(request.headers.authorization ?? '')
+  if (match === null) throw new OpenAIError(401, 'an API key is required: Authorization: Bearer <key> (admins issue keys with POST /api/keys)', 'invalid_request_error', 'missing_api_key')
+  const key = await fastify.chat.keyOf(match[1]).catch(() => { throw new OpenAIError(503, 'API keys cannot be checked: the database is unavailable', 'server_error', 'keys_unavailable', '5') })
+  if (key === null) throw new OpenAIError(401, 'the API key is not valid (unknown or revoked)', 'invalid_request_error', 'invalid_api_key')
+  return key
+}
+
+/** An engine or upstream failure, as OpenAI's error shape. */
+function asOpenAIError (err: unknown): OpenAIError | undefined {
+  if (err instanceof OpenAIError) return err
+  const cause = err instanceof BuildFailedError ? err.cause : err instanceof BuildRefusedError ? err.reason : err
+  if (cause instanceof OnlyIfCached) return new OpenAIError(504, 'not cached, and the request said only-if-cached', 'invalid_request_error', 'not_cached')
+  if (cause instanceof GenerationLimitExceeded) return new OpenAIError(429, `this API key caused more than ${cause.limit} model calls this minute (cached answers are never limited)`, 'rate_limit_error', 'rate_limit_exceeded', String(cause.retryAfterSeconds))
+  if (cause instanceof UpstreamError) {
+    let body: { error?: { message?: string, type?: string, code?: string } } = {}
+    try { body = JSON.parse(cause.body) } catch {}
+    return new OpenAIError(cause.status, body.error?.message ?? `the upstream answered ${cause.status}`, body.error?.type ?? 'upstream_error', body.error?.code ?? `upstream_${cause.status}`, cause.retryAfter)
+  }
+  if (cause instanceof Error && cause.message === 'no upstream is configured') return noUpstream()
+  if (err instanceof BuildFailedError) return new OpenAIError(502, 'the identical request this one waited for failed upstream; try again', 'upstream_error', 'upstream_failed')
+  return undefined
+}
+
+function noUpstream (): OpenAIError {
+  return new OpenAIError(503, 'no upstream is configured: set OPENAI_BASE_URL (an OpenAI-compatible server) or OPENAI_API_KEY', 'server_error', 'no_upstream')
+}
+
+function cacheHeaders (reply: FastifyReply, resolution: Resolution<ChatValue> | undefined, key: string): void {
+  reply.header('X-Cache-Key', key)
+  if (resolution === undefined) {
+    reply.header('X-Cache', 'BYPASS')
+    return
+  }
+  reply.header('X-Cache', resolution.status.toUpperCase())
+  reply.header('Age', String(Math.max(0, Math.floor((Date.now() - resolution.writtenAt) / 1000))))
+}
+
+/**
+ * POST /v1/chat/completions (JSON and `stream: true`), GET /v1/models and
+ * POST /v1/cache/explain: the OpenAI API in front of the engine. Every error
+ * here is in OpenAI's shape.
+ */
+const routes: FastifyPluginAsyncTypebox = async (fastify) => {
+  fastify.setErrorHandler((error: FastifyError, request, reply) => {
+    const known = asOpenAIError(error)
+    if (known !== undefined) return sendOpenAIError(reply, known)
+    if (error instanceof CacheControlError) return sendOpenAIError(reply, new OpenAIError(400, error.message, 'invalid_request_error', 'invalid_cache_control'))
+    if (error.validation !== undefined || (error.statusCode !== undefined && error.statusCode < 500)) {
+      return sendOpenAIError(reply, new OpenAIError(error.statusCode ?? 400, error.message, 'invalid_request_error', error.code ?? 'invalid_request'))
+    }
+    request.log.error({ err: { message: error.message, stack: error.stack } }, 'chat request failed')
+    return sendOpenAIError(reply, new OpenAIError(500, 'internal error; the request id is in the logs', 'server_error', 'internal_error'))
+  })
+
+  fastify.post('/v1/chat/completions', {
+    schema: {
+      tags: ['chat'],
+      operationId: 'createChatCompletion',
+      security,
+      summary: 'OpenAI chat completions, cached: one upstream call per distinct request across every instance',
+      description: 'The OpenAI wire format, JSON or `stream: true` (Server-Sent Events ending in `data: [DONE]`). The key is a hash of the canonical request within the API key\'s tenant (`POST /v1/cache/explain` shows it). `Cache-Control` in the request: `no-cache` (ask again and replace), `no-store` (bypass), `max-age=N`, `only-if-cached` (504 when there is none). Answers carry `X-Cache`, `Age` and `X-Cache-Key`.',
+      body: ChatBodySchema,
+      response: { 200: { description: 'A chat.completion (or, with stream: true, its chunks as Server-Sent Events)', type: 'object', additionalProperties: true }, ...errors }
+    }
+  }, async (request, reply) => {
+    const apiKey = await apiKeyOf(fastify, request)
+    const control = parseCacheControl(request.headers['cache-control'])
+    const body = request.body as Record<string, unknown>
+    const { completions } = fastify.chat
+    const facts = completions.factsOf(body, apiKey.tenant)
+    const includeUsage = (body.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true
+    if (body.stream === true) return await streamAnswer(fastify, request, reply, facts, control, apiKey, includeUsage)
+    let resolution: Resolution<ChatValue> | undefined
+    let chunks: string[]
+    if (control.noStore) {
+      if (!completions.hasUpstream) throw noUpstream()
+      chunks = await streamCompletion(fastify.chat.completions.upstreamOptions(), facts.canonical, AbortSignal.timeout(fastify.config.openai.timeoutMs), () => {})
+    } else {
+      resolution = await complete(fastify, facts, control, apiKey)
+      chunks = resolution.value.chunks
+    }
+    cacheHeaders(reply, resolution, facts.key)
+    return assembleCompletion(chunks)
+  })
+
+  fastify.post('/v1/cache/explain', {
+    schema: {
+      tags: ['chat'],
+      operationId: 'explainChatCache',
+      security,
+      summary: 'How a chat completions request is keyed, and whether it is cached',
+      body: ChatBodySchema,
+      response: {
+        200: Type.Object({ key: Type.String(), canonical: Type.Object({}, { additionalProperties: true }), dropped: Type.Array(Type.String()), cached: Type.Boolean(), writtenAt: Type.Optional(Type.String({ format: 'date-time' })) }, { description: 'The canonical form, the key, the fields left out of it, and the entry if any' }),
+        ...errors
+      }
+    }
+  }, async (request) => {
+    const apiKey = await apiKeyOf(fastify, request)
+    const facts = fastify.chat.completions.factsOf(request.body as Record<string, unknown>, apiKey.tenant)
+    const entry = await fastify.chat.engine.peek(facts.key)
+    return { key: facts.key, canonical: facts.canonical, dropped: facts.dropped, cached: entry !== null && entry !== undefined, ...(entry ? { writtenAt: new Date(entry.refreshedAt).toISOString() } : {}) }
+  })
+
+  let models: { at: number, status: number, body: string } | undefined
+  fastify.get('/v1/models', {
+    schema: { tags: ['chat'], operationId: 'listModels', security, summary: 'The upstream\'s models, passed through (cached for 60 s)', response: { 200: { description: 'The upstream\'s answer', type: 'object', additionalProperties: true }, ...errors } }
+  }, async (request, reply) => {
+    await apiKeyOf(fastify, request)
+    const upstream = fastify.chat.completions.upstreamOptions()
+    if (models === undefined || Date.now() - models.at > 60_000) {
+      const headers: Record<string, string> = {}
+      if (upstream.apiKey !== undefined) headers.authorization = `Bearer ${upstream.apiKey}`
+      const response = await fetch(`${upstream.baseURL.replace(/\/+$/, '')}/models`, { headers, signal: AbortSignal.timeout(10_000) })
+        .catch(err => { throw new OpenAIError(502, `the upstream could not be reached: ${(err as Error).message}`, 'upstream_error', 'upstream_unreachable') })
+      models = { at: Date.now(), status: response.status, body: await response.text() }
+    }
+    return await reply.code(models.status as 200).type('application/json').send(models.body)
+  })
+}
+
+/** Through the engine, with the request's Cache-Control and the key's model-call limit as the admission. */
+async function complete (fastify: FastifyInstance, facts: ChatRequestFacts, control: ReturnType<typeof parseCacheControl>, apiKey: ApiKey): Promise<Resolution<ChatValue>> {
+  const started = Date.now()
+  const minWrittenAt = control.noCache ? started : control.maxAge !== undefined ? started - control.maxAge * 1000 : undefined
+  const admit = async ({ storeHealthy }: { storeHealthy: boolean }): Promise<void> => {
+    if (control.onlyIfCached) throw new OnlyIfCached()
+    if (!fastify.chat.completions.hasUpstream) throw new Error('no upstream is configured')
+    await fastify.limiter.take(`api-key:${apiKey.id}`, storeHealthy, apiKey.rateLimit)
+  }
+  return await fastify.chat.completions.complete(facts, minWrittenAt, admit)
+}
+
+/** `stream: true`: a build under way in this process is joined live; anything else is replayed from the entry. */
+async function streamAnswer (fastify: FastifyInstance, request: FastifyRequest, reply: FastifyReply, facts: ChatRequestFacts, control: ReturnType<typeof parseCacheControl>, apiKey: ApiKey, includeUsage: boolean): Promise<FastifyReply> {
+  let stream: PassThrough | undefined
+  let sent = 0
+  const joining = fastify.chat.completions.building(facts.key)
+  const start = (xCache: string): void => {
+    if (stream !== undefined) return
+    stream = new PassThrough()
+    reply.header('Content-Type', 'text/event-stream; charset=utf-8').header('Cache-Control', 'no-cache, no-transform').header('X-Accel-Buffering', 'no').header('X-Cache', xCache).header('X-Cache-Key', facts.key)
+    reply.send(stream)
+  }
+  const send = (data: string): void => {
+    sent++
+    if (!includeUsage && isUsageChunk(data)) return
+    stream?.write(sseEvent(data))
+  }
+  const unwatch = control.noStore ? () => {} : fastify.chat.completions.live.watch(facts.key, data => { start(joining ? 'COALESCED' : 'MISS'); send(data) })
+  try {
+    let chunks: string[]
+    if (control.noStore) {
+      if (!fastify.chat.completions.hasUpstream) throw noUpstream()
+      start('BYPASS')
+      chunks = await streamCompletion(fastify.chat.completions.upstreamOptions(), facts.canonical, AbortSignal.timeout(fastify.config.openai.timeoutMs), data => send(data))
+    } else {
+      const resolution = await complete(fastify, facts, control, apiKey)
+      chunks = resolution.value.chunks
+      if (stream === undefined) reply.header('Age', String(Math.max(0, Math.floor((Date.now() - resolution.writtenAt) / 1000))))
+      start(resolution.status.toUpperCase())
+    }
+    for (const data of chunks.slice(sent)) send(data)
+    stream?.write(SSE_DONE)
+  } catch (err) {
+    if (stream === undefined) throw err
+    const known = asOpenAIError(err)
+    stream.write(sseEvent(JSON.stringify({ error: { message: known?.message ?? 'the completion failed midway', type: known?.type ?? 'server_error', code: known?.code ?? 'stream_failed' } })))
+  } finally {
+    unwatch()
+    stream?.end()
+  }
+  return reply
+}
+
+export default routes

@@ -1,0 +1,67 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from '@sinclair/typebox'
+import { ADMIN_RATE_LIMIT } from '../../plugins/rate-limit.ts'
+import { errorResponses } from '../../src/schemas/error.ts'
+import { ApiKeyNotFoundError } from '../../src/errors.ts'
+
+const ApiKeySchema = Type.Object({
+  id: Type.String(),
+  name: Type.String(),
+  tenant: Type.String({ description: 'Whose cache entries the key reads and writes; by default a tenant of its own' }),
+  rateLimit: Type.Integer({ description: 'Model calls a minute the key may cause (0: only the server\'s limits)' }),
+  createdAt: Type.String({ format: 'date-time' }),
+  revokedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()])
+})
+const NewKeySchema = Type.Object({
+  name: Type.String({ minLength: 1, maxLength: 100 }),
+  tenant: Type.Optional(Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9_.-]+$' })),
+  rateLimit: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000 }))
+}, { additionalProperties: false })
+
+const denied = errorResponses([401, 403, 429, 500, 503], {})
+const security = [{ bearerAuth: [] }]
+const iso = (ms: number | null): string | null => ms === null ? null : new Date(ms).toISOString()
+
+/** API keys for /v1/chat/completions, for admins: made (the secret shown once), listed, revoked. Audited. */
+const routes: FastifyPluginAsyncTypebox = async (fastify) => {
+  const { db } = fastify
+  fastify.addHook('preValidation', fastify.requireAdmin)
+  fastify.addHook('onResponse', async (request, reply) => {
+    const status = reply.statusCode
+    const entry = { actor: status < 400 || status === 403 ? (request.user?.sub ?? null) : null, action: `${request.method} ${request.routeOptions.url ?? request.url.split('?')[0]}`, ip: request.ip, outcome: status < 400 ? 'allowed' as const : 'denied' as const, status }
+    db.audit.insert(entry).catch(err => request.log.warn({ err: (err as Error).message, audit: entry }, 'audit write failed'))
+  })
+  const config = { rateLimit: ADMIN_RATE_LIMIT }
+  const view = (k: { id: string, name: string, tenant: string, rateLimit: number, createdAt: number, revokedAt: number | null }) => ({ ...k, createdAt: iso(k.createdAt) as string, revokedAt: iso(k.revokedAt) })
+
+  fastify.post('/api/keys', {
+    config,
+    schema: {
+      tags: ['admin'],
+      operationId: 'createApiKey',
+      security,
+      summary: 'Make an API key for /v1/chat/completions (the secret is in this answer only)',
+      body: NewKeySchema,
+      response: { 201: { ...Type.Intersect([ApiKeySchema, Type.Object({ secret: Type.String({ description: 'Shown once; only its hash is kept' }) })]), description: 'The key, with its secret' }, ...errorResponses([400], { 400: 'The body names the field that is wrong' }), ...denied }
+    }
+  }, async (request, reply) => {
+    const { key, secret } = await fastify.chat.apiKeys.create({ name: request.body.name, tenant: request.body.tenant, rateLimit: request.body.rateLimit ?? fastify.config.generationRateLimit })
+    return await reply.code(201).send({ ...view(key), secret })
+  })
+
+  fastify.get('/api/keys', {
+    config,
+    schema: { tags: ['admin'], operationId: 'listApiKeys', security, summary: 'The API keys (never their secrets)', response: { 200: { ...Type.Array(ApiKeySchema), description: 'Every key, revoked ones included' }, ...denied } }
+  }, async () => (await fastify.chat.apiKeys.list()).map(view))
+
+  fastify.delete('/api/keys/:id', {
+    config,
+    schema: { tags: ['admin'], operationId: 'revokeApiKey', security, summary: 'Revoke an API key (within 30 s on every instance)', params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 100 }) }), response: { 204: { type: 'null', description: 'Revoked' }, ...errorResponses([404], { 404: 'No live key has this id' }), ...denied } }
+  }, async (request, reply) => {
+    if (!await fastify.chat.apiKeys.revoke(request.params.id)) throw new ApiKeyNotFoundError(request.params.id)
+    fastify.chat.forgetKeys()
+    return await reply.code(204).send()
+  })
+}
+
+export default routes

@@ -1,0 +1,77 @@
+import type { SwrEngine } from '../swr/engine.ts'
+import type { BuildSpec, Resolution } from '../swr/types.ts'
+import { canonicalChat, chatKey, type CanonicalChat } from './canonical.ts'
+import type { ChatValue } from './codec.ts'
+import { LiveChunks } from './live-chunks.ts'
+import { streamCompletion, type UpstreamOptions } from './upstream.ts'
+import { usageOf } from './chunks.ts'
+
+export interface ChatRequestFacts extends CanonicalChat {
+  key: string
+}
+
+export interface CompletionsOptions {
+  engine: SwrEngine<ChatValue>
+  /** Undefined when no upstream is configured: every request that needs one is refused. */
+  upstream: UpstreamOptions | undefined
+  prefix: string
+  /** Each completion the upstream wrote: its model and usage, for metrics and cost. */
+  onCompletion?: (model: string, usage: { prompt_tokens?: number, completion_tokens?: number } | undefined) => void
+}
+
+/**
+ * The chat completions adapter of the engine: a request's key is a hash of
+ * its canonical form within its tenant's scope, a build is one streamed
+ * upstream call whose chunks are shared live with the requests that join it,
+ * and there is no stand-in: a failed call is passed to the caller, never stored.
+ */
+export class ChatCompletions {
+  readonly live = new LiveChunks()
+  private readonly options: CompletionsOptions
+
+  constructor (options: CompletionsOptions) {
+    this.options = options
+  }
+
+  get hasUpstream (): boolean {
+    return this.options.upstream !== undefined
+  }
+
+  factsOf (body: Record<string, unknown>, scope: string): ChatRequestFacts {
+    const canonical = canonicalChat(body)
+    return { ...canonical, key: chatKey(this.options.prefix, scope, canonical.canonical) }
+  }
+
+  /** The upstream; throws when there is none (callers check hasUpstream first). */
+  upstreamOptions (): UpstreamOptions {
+    if (this.options.upstream === undefined) throw new Error('no upstream is configured')
+    return this.options.upstream
+  }
+
+  /** True while this process is building the key. */
+  building (key: string): boolean {
+    return this.live.building(key)
+  }
+
+  async complete (facts: ChatRequestFacts, minWrittenAt: number | undefined, admit: BuildSpec<ChatValue>['admit']): Promise<Resolution<ChatValue>> {
+    return await this.options.engine.getOrBuild(facts.key, this.specFor(facts, admit), { minWrittenAt })
+  }
+
+  private specFor (facts: ChatRequestFacts, admit: BuildSpec<ChatValue>['admit']): BuildSpec<ChatValue> {
+    const upstream = this.options.upstream
+    return {
+      admit,
+      build: async ({ signal }) => {
+        if (upstream === undefined) throw new Error('no upstream is configured')
+        this.live.begin(facts.key)
+        try {
+          const chunks = await streamCompletion(upstream, facts.canonical, signal, data => this.live.push(facts.key, data))
+          this.options.onCompletion?.(String(facts.canonical.model), usageOf(chunks))
+          return { chunks }
+        } finally {
+          this.live.end(facts.key)
+        }
+      }
+    }
+  }
+}

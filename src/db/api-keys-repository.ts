@@ -1,0 +1,62 @@
+import { createHash, randomBytes } from 'node:crypto'
+import type { Database } from './database.ts'
+
+export interface ApiKey {
+  id: string
+  name: string
+  /** Whose cache entries the key reads and writes. */
+  tenant: string
+  /** Model calls a minute the key may cause (0: no limit of its own). */
+  rateLimit: number
+  createdAt: number
+  revokedAt: number | null
+}
+
+/** The SHA-256 of a secret, as stored. */
+export function secretHash (secret: string): string {
+  return createHash('sha256').update(secret).digest('hex')
+}
+
+interface Row { id: string, name: string, tenant: string, rate_limit: number | string, created_at: number | string, revoked_at: number | string | null }
+
+function toKey (row: Row): ApiKey {
+  return { id: row.id, name: row.name, tenant: row.tenant, rateLimit: Number(row.rate_limit), createdAt: Number(row.created_at), revokedAt: row.revoked_at === null ? null : Number(row.revoked_at) }
+}
+
+/** API keys for /v1/chat/completions: the secret is returned once by create(), only its hash is kept. */
+export class ApiKeysRepository {
+  readonly #db: Database
+  readonly #now: () => number
+
+  constructor (db: Database, opts: { now?: () => number } = {}) {
+    this.#db = db
+    this.#now = opts.now ?? Date.now
+  }
+
+  async create (input: { name: string, tenant?: string, rateLimit: number }): Promise<{ key: ApiKey, secret: string }> {
+    const id = `key_${randomBytes(9).toString('base64url')}`
+    const secret = `nck_${randomBytes(32).toString('base64url')}`
+    // By default a tenant of its own: no other key reads its entries.
+    const tenant = input.tenant ?? id
+    const rows = await this.#db.query<Row>(
+      'INSERT INTO api_keys (id, name, tenant, secret_hash, rate_limit, created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *',
+      [id, input.name, tenant, secretHash(secret), input.rateLimit, this.#now()])
+    return { key: toKey(rows[0]), secret }
+  }
+
+  async list (): Promise<ApiKey[]> {
+    return (await this.#db.query<Row>('SELECT * FROM api_keys ORDER BY created_at')).map(toKey)
+  }
+
+  /** The live key whose secret this is, or null. */
+  async bySecret (secret: string): Promise<ApiKey | null> {
+    const rows = await this.#db.query<Row>('SELECT * FROM api_keys WHERE secret_hash = $1 AND revoked_at IS NULL', [secretHash(secret)])
+    return rows.length === 0 ? null : toKey(rows[0])
+  }
+
+  /** Revokes a key; false when there is no live key of that id. */
+  async revoke (id: string): Promise<boolean> {
+    const rows = await this.#db.query<{ id: string }>('UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING id', [id, this.#now()])
+    return rows.length > 0
+  }
+}
