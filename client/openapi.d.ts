@@ -1406,6 +1406,8 @@ export interface operations {
                         tenant: string;
                         /** @description Model calls a minute the key may cause (0: only the server's limits) */
                         rateLimit: number;
+                        /** @description Dollars a calendar month (UTC) its upstream calls may cost (MODEL_PRICES); past it, requests that need the upstream get a 429, hits are still served */
+                        monthlyBudgetUsd: number | null;
                         /** Format: date-time */
                         createdAt: string;
                         revokedAt: string | null;
@@ -1472,6 +1474,7 @@ export interface operations {
                     name: string;
                     tenant?: string;
                     rateLimit?: number;
+                    monthlyBudgetUsd?: number;
                 };
             };
         };
@@ -1489,6 +1492,8 @@ export interface operations {
                         tenant: string;
                         /** @description Model calls a minute the key may cause (0: only the server's limits) */
                         rateLimit: number;
+                        /** @description Dollars a calendar month (UTC) its upstream calls may cost (MODEL_PRICES); past it, requests that need the upstream get a 429, hits are still served */
+                        monthlyBudgetUsd: number | null;
                         /** Format: date-time */
                         createdAt: string;
                         revokedAt: string | null;

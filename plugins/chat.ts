@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import { SwrEngine } from '../src/swr/engine.ts'
 import { ChatCompletions } from '../src/chat/completions.ts'
 import { chatCodec, type ChatValue } from '../src/chat/codec.ts'
-import { ApiKeysRepository, secretHash, type ApiKey } from '../src/db/api-keys-repository.ts'
+import { ApiKeysRepository, monthOf, secretHash, type ApiKey } from '../src/db/api-keys-repository.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -14,6 +14,8 @@ declare module 'fastify' {
       keyOf: (secret: string) => Promise<ApiKey | null>
       /** Forgets what keyOf remembers (a key was revoked). */
       forgetKeys: () => void
+      /** What the key's upstream calls cost this month (remembered for 5 s, and counted here as they land). */
+      spentThisMonth: (key: ApiKey) => Promise<number>
     }
   }
 }
@@ -54,13 +56,33 @@ export default fp(async (fastify) => {
     engine,
     prefix: config.cachePrefix,
     upstream: upstreamURL === undefined ? undefined : { baseURL: upstreamURL, apiKey: config.openai.apiKey, timeoutMs: config.openai.timeoutMs },
-    onCompletion: (model, usage) => {
+    onCompletion: (model, usage, payer) => {
       metrics.modelCalls.inc({ engine: model, reason: 'chat' })
-      if (usage?.prompt_tokens !== undefined) metrics.tokens.inc({ model, kind: 'prompt' }, usage.prompt_tokens)
-      if (usage?.completion_tokens !== undefined) metrics.tokens.inc({ model, kind: 'completion' }, usage.completion_tokens)
+      const prompt = usage?.prompt_tokens ?? 0
+      const completion = usage?.completion_tokens ?? 0
+      metrics.tokens.inc({ model, kind: 'prompt' }, prompt)
+      metrics.tokens.inc({ model, kind: 'completion' }, completion)
+      const price = config.modelPrices[model] ?? config.modelPrices['gpt-4o']
+      const usd = (prompt * price.input + completion * price.output) / 1_000_000
+      metrics.cost.inc({ model }, usd)
+      if (payer === undefined || usd === 0) return
+      const month = monthOf(Date.now())
+      const known = spent.get(payer)
+      if (known !== undefined && known.month === month) known.usd += usd
+      apiKeys.addSpend(payer, month, usd).catch(err => fastify.log.warn({ err: (err as Error).message, key: payer }, 'API key spend not recorded'))
     }
   })
   const apiKeys = new ApiKeysRepository(fastify.db.database)
+  const spent = new Map<string, { month: string, usd: number, until: number }>()
+  async function spentThisMonth (key: ApiKey): Promise<number> {
+    const month = monthOf(Date.now())
+    const known = spent.get(key.id)
+    if (known !== undefined && known.month === month && known.until > Date.now()) return known.usd
+    const usd = await apiKeys.spent(key.id, month)
+    if (spent.size > 10_000) spent.clear()
+    spent.set(key.id, { month, usd, until: Date.now() + 5000 })
+    return usd
+  }
   const remembered = new Map<string, { key: ApiKey | null, until: number }>()
   async function keyOf (secret: string): Promise<ApiKey | null> {
     const hash = secretHash(secret)
@@ -71,6 +93,6 @@ export default fp(async (fastify) => {
     remembered.set(hash, { key, until: Date.now() + KEY_MEMORY_MS })
     return key
   }
-  fastify.decorate('chat', { completions, engine, apiKeys, keyOf, forgetKeys: () => remembered.clear() })
+  fastify.decorate('chat', { completions, engine, apiKeys, keyOf, forgetKeys: () => remembered.clear(), spentThisMonth })
   fastify.addHook('onClose', async () => { await engine.close() })
 }, { name: 'chat', dependencies: ['config', 'redis', 'breaker', 'locks', 'db', 'metrics'] })

@@ -173,3 +173,19 @@ t.test('without an upstream: a 503 that says what to set', async t => {
   t.equal(res.statusCode, 503)
   t.match(res.json(), { error: { code: 'no_upstream', message: /OPENAI_BASE_URL/ } })
 })
+
+t.test('a key\'s monthly budget: once its upstream calls have cost it, calls that need the upstream are a 429; hits are still served', async t => {
+  const { s, app, post } = await setup(t, { MODEL_PRICES: '{"gpt-4o":{"input":1000000,"output":1000000}}' })
+  // At a dollar a token, one call spends far more than a cent.
+  const small = await newKey(app, { name: 'small budget', monthlyBudgetUsd: 0.01 })
+  t.equal((await post(ask('costly'), {}, small.secret)).statusCode, 200)
+  await app.chat.engine.idle()
+  await new Promise(resolve => setTimeout(resolve, 200)) // the spend lands in the database
+  const refused = await post(ask('another'), {}, small.secret)
+  t.equal(refused.statusCode, 429)
+  t.match(refused.json(), { error: { code: 'budget_exceeded', type: 'insufficient_quota', message: /monthly budget of \$0.01/ } })
+  t.equal(s.openai.calls, 1, 'no upstream call for the refused request')
+  t.equal((await post(ask('costly'), {}, small.secret)).headers['x-cache'], 'HIT', 'the hit is served')
+  const listed = (await app.inject({ method: 'GET', url: '/api/keys', headers: admin })).json()
+  t.equal(listed.find((k: { id: string }) => k.id === small.id).monthlyBudgetUsd, 0.01)
+})

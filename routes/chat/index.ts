@@ -32,6 +32,14 @@ const security = [{ apiKey: [] }]
 
 class OnlyIfCached extends Error {}
 
+class BudgetSpent extends Error {
+  readonly budget: number
+  constructor (budget: number) {
+    super('budget spent')
+    this.budget = budget
+  }
+}
+
 /** The caller's API key (Authorization: Bearer nck_…); never forwarded upstream. */
 async function apiKeyOf (fastify: FastifyInstance, request: FastifyRequest): Promise<ApiKey> {
   const match = /^Bearer +(\S+)$/i.exec(request.headers.authorization ?? '')
@@ -46,6 +54,7 @@ function asOpenAIError (err: unknown): OpenAIError | undefined {
   if (err instanceof OpenAIError) return err
   const cause = err instanceof BuildFailedError ? err.cause : err instanceof BuildRefusedError ? err.reason : err
   if (cause instanceof OnlyIfCached) return new OpenAIError(504, 'not cached, and the request said only-if-cached', 'invalid_request_error', 'not_cached')
+  if (cause instanceof BudgetSpent) return new OpenAIError(429, `this API key has spent its monthly budget of $${cause.budget}; cached answers are still served`, 'insufficient_quota', 'budget_exceeded')
   if (cause instanceof GenerationLimitExceeded) return new OpenAIError(429, `this API key caused more than ${cause.limit} model calls this minute (cached answers are never limited)`, 'rate_limit_error', 'rate_limit_exceeded', String(cause.retryAfterSeconds))
   if (cause instanceof UpstreamError) {
     let body: { error?: { message?: string, type?: string, code?: string } } = {}
@@ -162,9 +171,10 @@ async function complete (fastify: FastifyInstance, facts: ChatRequestFacts, cont
   const admit = async ({ storeHealthy }: { storeHealthy: boolean }): Promise<void> => {
     if (control.onlyIfCached) throw new OnlyIfCached()
     if (!fastify.chat.completions.hasUpstream) throw new Error('no upstream is configured')
+    if (apiKey.monthlyBudgetUsd !== null && await fastify.chat.spentThisMonth(apiKey) >= apiKey.monthlyBudgetUsd) throw new BudgetSpent(apiKey.monthlyBudgetUsd)
     await fastify.limiter.take(`api-key:${apiKey.id}`, storeHealthy, apiKey.rateLimit)
   }
-  return await fastify.chat.completions.complete(facts, minWrittenAt, admit)
+  return await fastify.chat.completions.complete(facts, minWrittenAt, admit, apiKey.id)
 }
 
 /** `stream: true`: a build under way in this process is joined live; anything else is replayed from the entry. */

@@ -9,13 +9,15 @@ const ApiKeySchema = Type.Object({
   name: Type.String(),
   tenant: Type.String({ description: 'Whose cache entries the key reads and writes; by default a tenant of its own' }),
   rateLimit: Type.Integer({ description: 'Model calls a minute the key may cause (0: only the server\'s limits)' }),
+  monthlyBudgetUsd: Type.Union([Type.Number(), Type.Null()], { description: 'Dollars a calendar month (UTC) its upstream calls may cost (MODEL_PRICES); past it, requests that need the upstream get a 429, hits are still served' }),
   createdAt: Type.String({ format: 'date-time' }),
   revokedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()])
 })
 const NewKeySchema = Type.Object({
   name: Type.String({ minLength: 1, maxLength: 100 }),
   tenant: Type.Optional(Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9_.-]+$' })),
-  rateLimit: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000 }))
+  rateLimit: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000 })),
+  monthlyBudgetUsd: Type.Optional(Type.Number({ minimum: 0, maximum: 1_000_000_000 }))
 }, { additionalProperties: false })
 
 const denied = errorResponses([401, 403, 429, 500, 503], {})
@@ -32,7 +34,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     db.audit.insert(entry).catch(err => request.log.warn({ err: (err as Error).message, audit: entry }, 'audit write failed'))
   })
   const config = { rateLimit: ADMIN_RATE_LIMIT }
-  const view = (k: { id: string, name: string, tenant: string, rateLimit: number, createdAt: number, revokedAt: number | null }) => ({ ...k, createdAt: iso(k.createdAt) as string, revokedAt: iso(k.revokedAt) })
+  const view = (k: { id: string, name: string, tenant: string, rateLimit: number, monthlyBudgetUsd: number | null, createdAt: number, revokedAt: number | null }) => ({ ...k, createdAt: iso(k.createdAt) as string, revokedAt: iso(k.revokedAt) })
 
   fastify.post('/api/keys', {
     config,
@@ -45,7 +47,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       response: { 201: { ...Type.Intersect([ApiKeySchema, Type.Object({ secret: Type.String({ description: 'Shown once; only its hash is kept' }) })]), description: 'The key, with its secret' }, ...errorResponses([400], { 400: 'The body names the field that is wrong' }), ...denied }
     }
   }, async (request, reply) => {
-    const { key, secret } = await fastify.chat.apiKeys.create({ name: request.body.name, tenant: request.body.tenant, rateLimit: request.body.rateLimit ?? fastify.config.generationRateLimit })
+    const { key, secret } = await fastify.chat.apiKeys.create({ name: request.body.name, tenant: request.body.tenant, rateLimit: request.body.rateLimit ?? fastify.config.generationRateLimit, monthlyBudgetUsd: request.body.monthlyBudgetUsd })
     return await reply.code(201).send({ ...view(key), secret })
   })
 

@@ -15,8 +15,8 @@ export interface CompletionsOptions {
   /** Undefined when no upstream is configured: every request that needs one is refused. */
   upstream: UpstreamOptions | undefined
   prefix: string
-  /** Each completion the upstream wrote: its model and usage, for metrics and cost. */
-  onCompletion?: (model: string, usage: { prompt_tokens?: number, completion_tokens?: number } | undefined) => void
+  /** Each completion the upstream wrote: its model and usage, for metrics and cost, and who caused it (an API key's id). */
+  onCompletion?: (model: string, usage: { prompt_tokens?: number, completion_tokens?: number } | undefined, payer: string | undefined) => void
 }
 
 /**
@@ -53,11 +53,12 @@ export class ChatCompletions {
     return this.live.building(key)
   }
 
-  async complete (facts: ChatRequestFacts, minWrittenAt: number | undefined, admit: BuildSpec<ChatValue>['admit']): Promise<Resolution<ChatValue>> {
-    return await this.options.engine.getOrBuild(facts.key, this.specFor(facts, admit), { minWrittenAt })
+  /** The completion for a request; `payer` is charged for the upstream call when this request causes one. */
+  async complete (facts: ChatRequestFacts, minWrittenAt: number | undefined, admit: BuildSpec<ChatValue>['admit'], payer?: string): Promise<Resolution<ChatValue>> {
+    return await this.options.engine.getOrBuild(facts.key, this.specFor(facts, admit, payer), { minWrittenAt })
   }
 
-  private specFor (facts: ChatRequestFacts, admit: BuildSpec<ChatValue>['admit']): BuildSpec<ChatValue> {
+  private specFor (facts: ChatRequestFacts, admit: BuildSpec<ChatValue>['admit'], payer: string | undefined): BuildSpec<ChatValue> {
     const upstream = this.options.upstream
     return {
       admit,
@@ -66,7 +67,7 @@ export class ChatCompletions {
         this.live.begin(facts.key)
         try {
           const chunks = await streamCompletion(upstream, facts.canonical, signal, data => this.live.push(facts.key, data))
-          this.options.onCompletion?.(String(facts.canonical.model), usageOf(chunks))
+          this.options.onCompletion?.(String(facts.canonical.model), usageOf(chunks), payer)
           return { chunks }
         } finally {
           this.live.end(facts.key)

@@ -8,6 +8,8 @@ export interface ApiKey {
   tenant: string
   /** Model calls a minute the key may cause (0: no limit of its own). */
   rateLimit: number
+  /** Dollars a calendar month (UTC) its upstream calls may cost; null: no budget. */
+  monthlyBudgetUsd: number | null
   createdAt: number
   revokedAt: number | null
 }
@@ -17,10 +19,10 @@ export function secretHash (secret: string): string {
   return createHash('sha256').update(secret).digest('hex')
 }
 
-interface Row { id: string, name: string, tenant: string, rate_limit: number | string, created_at: number | string, revoked_at: number | string | null }
+interface Row { id: string, name: string, tenant: string, rate_limit: number | string, monthly_budget_usd: number | string | null, created_at: number | string, revoked_at: number | string | null }
 
 function toKey (row: Row): ApiKey {
-  return { id: row.id, name: row.name, tenant: row.tenant, rateLimit: Number(row.rate_limit), createdAt: Number(row.created_at), revokedAt: row.revoked_at === null ? null : Number(row.revoked_at) }
+  return { id: row.id, name: row.name, tenant: row.tenant, rateLimit: Number(row.rate_limit), monthlyBudgetUsd: row.monthly_budget_usd === null ? null : Number(row.monthly_budget_usd), createdAt: Number(row.created_at), revokedAt: row.revoked_at === null ? null : Number(row.revoked_at) }
 }
 
 /** API keys for /v1/chat/completions: the secret is returned once by create(), only its hash is kept. */
@@ -33,14 +35,14 @@ export class ApiKeysRepository {
     this.#now = opts.now ?? Date.now
   }
 
-  async create (input: { name: string, tenant?: string, rateLimit: number }): Promise<{ key: ApiKey, secret: string }> {
+  async create (input: { name: string, tenant?: string, rateLimit: number, monthlyBudgetUsd?: number }): Promise<{ key: ApiKey, secret: string }> {
     const id = `key_${randomBytes(9).toString('base64url')}`
     const secret = `nck_${randomBytes(32).toString('base64url')}`
     // By default a tenant of its own: no other key reads its entries.
     const tenant = input.tenant ?? id
     const rows = await this.#db.query<Row>(
-      'INSERT INTO api_keys (id, name, tenant, secret_hash, rate_limit, created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *',
-      [id, input.name, tenant, secretHash(secret), input.rateLimit, this.#now()])
+      'INSERT INTO api_keys (id, name, tenant, secret_hash, rate_limit, monthly_budget_usd, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *',
+      [id, input.name, tenant, secretHash(secret), input.rateLimit, input.monthlyBudgetUsd ?? null, this.#now()])
     return { key: toKey(rows[0]), secret }
   }
 
@@ -59,4 +61,22 @@ export class ApiKeysRepository {
     const rows = await this.#db.query<{ id: string }>('UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING id', [id, this.#now()])
     return rows.length > 0
   }
+
+  /** Adds what an upstream call cost to the key's month. */
+  async addSpend (keyId: string, month: string, usd: number): Promise<void> {
+    await this.#db.query(
+      'INSERT INTO api_key_spend (key_id, month, usd) VALUES ($1, $2, $3) ON CONFLICT (key_id, month) DO UPDATE SET usd = api_key_spend.usd + excluded.usd',
+      [keyId, month, usd])
+  }
+
+  /** What the key's upstream calls cost this month so far. */
+  async spent (keyId: string, month: string): Promise<number> {
+    const rows = await this.#db.query<{ usd: number | string }>('SELECT usd FROM api_key_spend WHERE key_id = $1 AND month = $2', [keyId, month])
+    return rows.length === 0 ? 0 : Number(rows[0].usd)
+  }
+}
+
+/** The calendar month (UTC) a moment falls in, as spend is kept: 'YYYY-MM'. */
+export function monthOf (ms: number): string {
+  return new Date(ms).toISOString().slice(0, 7)
 }

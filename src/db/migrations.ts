@@ -107,8 +107,17 @@ CREATE TABLE api_keys (
   tenant      text NOT NULL,
   secret_hash text NOT NULL UNIQUE,
   rate_limit  integer NOT NULL CHECK (rate_limit >= 0),
+  monthly_budget_usd double precision CHECK (monthly_budget_usd >= 0),
   created_at  bigint NOT NULL,
   revoked_at  bigint
+);
+
+-- What each key's upstream calls cost, by calendar month (UTC, 'YYYY-MM').
+CREATE TABLE api_key_spend (
+  key_id text NOT NULL,
+  month  text NOT NULL,
+  usd    double precision NOT NULL DEFAULT 0,
+  PRIMARY KEY (key_id, month)
 );
 `
   }
