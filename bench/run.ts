@@ -14,6 +14,7 @@ import { postSse } from '../test/support/sse-client.ts'
 import { combineRuns, percentile, runLoad, type LoadResult } from './load.ts'
 import { zipfSampler } from './zipf.ts'
 import { APP_SCRIPT, FLOOR_SCRIPT, compileForBench } from './compiled.ts'
+import { startNginx } from '../test/support/fleet.ts'
 
 /**
  * npm run bench [-- --quick]: starts its own Redis, PostgreSQL, the OpenAI
@@ -24,7 +25,10 @@ const { values } = parseArgs({ options: { quick: { type: 'boolean', default: fal
 // --only pay-once: just the scenarios that count model calls per distinct prompt (3 and 4); the
 // table is printed, bench/RESULTS.md is left as it is. For checking the pay-once targets quickly.
 const onlyPayOnce = values.only === 'pay-once'
-if (values.only !== undefined && !onlyPayOnce) throw new Error(`--only takes pay-once, not ${values.only}`)
+// --only fleet: just the fleet scenario (three instances behind nginx against one behind the same
+// nginx); its section of bench/RESULTS.md is rewritten, the rest of the file is kept.
+const onlyFleet = values.only === 'fleet'
+if (values.only !== undefined && !onlyPayOnce && !onlyFleet) throw new Error(`--only takes pay-once or fleet, not ${values.only}`)
 // --node PATH (repeatable): run every scenario with the app and the floors on each of these
 // Node.js binaries in turn, in one run, and report them side by side. Default: this Node.
 const nodes = values.node ?? [process.execPath]
@@ -126,6 +130,37 @@ function loadRow (section: string, label: string, r: LoadResult, floor?: LoadRes
   const ratio = floor === undefined ? '' : ` (${(r.rps / floor.rps).toFixed(2)} of the bare floor)`
   const kinds = Object.entries(r.errorKinds).map(([kind, n]) => `${kind} ${n}`).join(', ')
   record(section, label, `${Math.round(r.rps)} req/s${ratio}, p50 ${ms(r.p50)}, p95 ${ms(r.p95)}, p99 ${ms(r.p99)}, errors ${r.errors}${kinds === '' ? '' : ` (${kinds})`}, non-2xx ${r.non2xx}`)
+}
+
+/**
+ * The fleet: 1,000 connections through a real nginx (ops/nginx/narrative-proxy.conf)
+ * to three instances, and through the same nginx configuration to one instance;
+ * a hit workload over 50 pre-built keys, the runs taken in turn.
+ */
+async function fleetScenario (): Promise<void> {
+  const apps = await startApps(3, `fleet${nodeIndex}`)
+  const three = await startNginx(apps.map(a => a.port))
+  const one = await startNginx([apps[0].port])
+  try {
+    for (let i = 0; i < 50; i++) await post(`${three.url}/api/narrative`, body(900_000 + i))
+    const connections = 1000
+    const seconds = quick ? 3 : 10
+    const runs: Record<'one' | 'three', LoadResult[]> = { one: [], three: [] }
+    for (let pass = 0; pass < (quick ? 1 : 2); pass++) {
+      for (const [name, lb] of [['one', one], ['three', three]] as const) {
+        // One body per run (autocannon sends one body); a different hot key each pass.
+        runs[name].push(await runLoad({ url: `${lb.url}/api/narrative`, body: body(900_000 + pass * 7 + (name === 'one' ? 0 : 3)), connections, seconds }))
+      }
+    }
+    const a = combineRuns(runs.one)
+    const b = combineRuns(runs.three)
+    loadRow('fleet (nginx, 1,000 connections, hits)', 'one instance behind nginx', a)
+    loadRow('fleet (nginx, 1,000 connections, hits)', 'three instances behind nginx', b)
+    record('fleet (nginx, 1,000 connections, hits)', 'three against one', `${(b.rps / a.rps).toFixed(2)}× the throughput; p95 ${ms(b.p95)} against ${ms(a.p95)}`)
+  } finally {
+    await Promise.allSettled([three.stop(), one.stop()])
+    await stopAll(apps)
+  }
 }
 
 /** Scenarios 1, 2 and 5: requests a second, overheads, streaming. */
@@ -400,8 +435,13 @@ try {
     nodeBin = bin
     if (nodes.length > 1) log(`all scenarios on Node ${nodeVersions[i]} (${bin})`)
     await redisClient.flushall()
+    if (onlyFleet) {
+      await fleetScenario()
+      continue
+    }
     if (!onlyPayOnce) await speedScenarios()
     await payOnceScenarios()
+    if (!onlyPayOnce) await fleetScenario()
   }
 } finally {
   await cleanup()
@@ -430,6 +470,20 @@ if (onlyPayOnce) {
   process.exit(0)
 }
 const previous = await readFile(new URL('./RESULTS.md', import.meta.url), 'utf8').catch(() => '')
+if (onlyFleet) {
+  // The fleet's own section, before the kept notes; the rest of the file as it was.
+  const START = '<!-- fleet: npm run bench -- --only fleet -->'
+  const END = '<!-- /fleet -->'
+  const section = `${START}\n## Fleet (\`npm run bench -- --only fleet\`, ${new Date().toISOString()})\n\nThree app instances (compiled, as in the other scenarios) behind Debian's nginx with ops/nginx/narrative-proxy.conf, against one instance behind the same configuration; everything on this ${cpus().length}-core machine (autocannon, nginx, the instances, Redis, PostgreSQL).\n\n| scenario | measure | figure |\n| --- | --- | --- |\n${table}\n${END}\n`
+  const marker = '<!-- kept across runs: notes and earlier figures -->'
+  let next: string
+  if (previous.includes(START) && previous.includes(END)) next = previous.slice(0, previous.indexOf(START)) + section + previous.slice(previous.indexOf(END) + END.length + 1)
+  else if (previous.includes(marker)) next = previous.slice(0, previous.indexOf(marker)) + section + '\n' + previous.slice(previous.indexOf(marker))
+  else next = previous + '\n' + section
+  await writeFile(new URL('./RESULTS.md', import.meta.url), next)
+  process.stdout.write(`\n${table}\n\nwrote the fleet section of bench/RESULTS.md\n`)
+  process.exit(0)
+}
 // What follows this marker (hand-written notes, earlier runs) is kept when the figures are rewritten.
 const KEPT = '<!-- kept across runs: notes and earlier figures -->'
 const history = previous.includes(KEPT) ? previous.slice(previous.indexOf(KEPT)) : ''

@@ -89,7 +89,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Cache figures of this instance */
+        /** Cache figures of this instance and of the whole fleet */
         get: operations["getStats"];
         put?: never;
         post?: never;
@@ -616,7 +616,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The cache figures of this instance since it started */
+            /** @description The cache figures of this instance since it started (top level), and of every live instance with their sum (fleet) */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -652,6 +652,59 @@ export interface operations {
                             recorded: number;
                             written: number;
                             dropped: number;
+                        };
+                        /** @description the id of the instance that answered (host:pid:random) */
+                        instance: string;
+                        /** @description Every live instance (each reports to Redis every 5 s, with a 15 s expiry) and their sum */
+                        fleet: {
+                            /** @description redis: every instance reporting through Redis; local: this instance alone (no Redis, or it did not answer) */
+                            source: "redis" | "local";
+                            /** @description every live instance, the one that answered first */
+                            instances: {
+                                id: string;
+                                host: string;
+                                pid: number;
+                                /** @description ms since the epoch */
+                                startedAt: number;
+                                /** @description ms since the epoch; an instance silent for 15 s leaves the list */
+                                reportedAt: number;
+                                breaker: string;
+                                /** @description true for the instance that answered */
+                                self: boolean;
+                                hits: number;
+                                staleHits: number;
+                                durableHits: number;
+                                misses: number;
+                                fallbacks: number;
+                                /** @description model calls, refreshes included */
+                                generations: number;
+                                refreshStarted: number;
+                                refreshSkippedLocked: number;
+                                refreshSucceeded: number;
+                                refreshFailed: number;
+                                analyticsRecorded: number;
+                                analyticsWritten: number;
+                                analyticsDropped: number;
+                            }[];
+                            /** @description the sum over the live instances */
+                            total: {
+                                hits: number;
+                                staleHits: number;
+                                durableHits: number;
+                                misses: number;
+                                fallbacks: number;
+                                /** @description model calls, refreshes included */
+                                generations: number;
+                                refreshStarted: number;
+                                refreshSkippedLocked: number;
+                                refreshSucceeded: number;
+                                refreshFailed: number;
+                                analyticsRecorded: number;
+                                analyticsWritten: number;
+                                analyticsDropped: number;
+                                instances: number;
+                                hitRate: number;
+                            };
                         };
                     };
                 };

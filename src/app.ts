@@ -14,6 +14,7 @@ import rateLimitPlugin from '../plugins/rate-limit.ts'
 import swaggerPlugin, { swaggerUiPlugin } from '../plugins/swagger.ts'
 import metricsPlugin from '../plugins/metrics.ts'
 import helmetPlugin from '../plugins/helmet.ts'
+import fleetPlugin from '../plugins/fleet.ts'
 import dashboardRoutes from '../routes/dashboard/index.ts'
 import narrativeRoutes, { type NarrativeRoutesOptions } from '../routes/narrative/index.ts'
 import adminRoutes from '../routes/admin/index.ts'
@@ -115,6 +116,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
   await instance.register(dbPlugin, opts.db ?? {})
   await instance.register(cachePlugin, opts.cache ?? {})
   await instance.register(chatPlugin)
+  await instance.register(fleetPlugin)
   await instance.register(authPlugin)
   await instance.register(rateLimitPlugin)
 

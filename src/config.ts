@@ -20,6 +20,13 @@ export const EnvSchema = Type.Object({
   LISTEN_BACKLOG: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'a whole number of pending connections, 1 to 65535' })),
   WORKERS: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'a whole number of worker processes, 1 to 64' })),
   REDIS_URL: Type.Optional(Type.String({ description: 'a redis:// or rediss:// URL, or comma-separated host:port cluster seeds' })),
+  REDIS_SENTINELS: Type.Optional(Type.String({ description: 'comma-separated host:port of the Redis Sentinels' })),
+  REDIS_SENTINEL_NAME: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9._-]{1,64}$', description: "the master's name the Sentinels monitor (letters, digits, . _ -), e.g. mymaster" })),
+  REDIS_SENTINEL_PASSWORD: Type.Optional(Type.String({ description: "the Sentinels' own password (their requirepass)" })),
+  REDIS_USERNAME: Type.Optional(Type.String({ minLength: 1, description: 'an ACL user name of the Redis nodes' })),
+  REDIS_PASSWORD: Type.Optional(Type.String({ description: 'the password of the Redis nodes' })),
+  REDIS_TLS: Type.Optional(Type.String({ pattern: '^(on|off|true|false|1|0)$', description: 'on or off' })),
+  REDIS_TLS_CA: Type.Optional(Type.String({ minLength: 1, description: 'the path of a PEM file of the certificate authorities Redis certificates are checked against' })),
   DATABASE_URL: Type.Optional(Type.String({ description: 'a postgres:// URL' })),
   DATA_DIR: Type.Optional(Type.String({ minLength: 1 })),
   OPENAI_API_KEY: Type.Optional(Type.String()),
@@ -51,10 +58,20 @@ export const EnvSchema = Type.Object({
 })
 export type Env = Static<typeof EnvSchema>
 
+export interface RedisAddress { host: string, port: number }
+/** Credentials and TLS of the Redis nodes; keys are absent when not set. */
+export interface RedisSecurity {
+  username?: string
+  password?: string
+  /** TLS to the nodes (and to the Sentinels): the CA's PEM when REDIS_TLS_CA is set. */
+  tls?: { ca?: string }
+}
+
 export type RedisTarget =
   | { kind: 'memory' }
-  | { kind: 'single', url: string }
-  | { kind: 'cluster', seeds: Array<{ host: string, port: number }> }
+  | ({ kind: 'single', url: string } & RedisSecurity)
+  | ({ kind: 'cluster', seeds: RedisAddress[] } & RedisSecurity)
+  | ({ kind: 'sentinel', sentinels: RedisAddress[], name: string, sentinelPassword?: string } & RedisSecurity)
 
 export interface Config {
   production: boolean
@@ -117,19 +134,87 @@ function list (value: string | undefined): string[] {
   return (value ?? '').split(',').map(s => s.trim()).filter(Boolean)
 }
 
-function parseRedis (raw: string | undefined): RedisTarget {
-  if (raw === undefined || raw.trim() === '') return { kind: 'memory' }
-  const value = raw.trim()
-  if (/^rediss?:\/\//.test(value)) {
-    if (!URL.canParse(value)) fail('REDIS_URL', 'a valid redis:// or rediss:// URL')
-    return { kind: 'single', url: value }
+const SEEDS_EXPECTED = 'a redis:// or rediss:// URL, or comma-separated host:port cluster seeds (or redis:// / rediss:// seed URLs)'
+
+function parseAddress (variable: string, entry: string, expected: string): RedisAddress {
+  const m = /^([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):([0-9]{1,5})$/.exec(entry)
+  if (m === null || Number(m[2]) > 65535) fail(variable, `${expected} ("${entry}" is not host:port)`)
+  return { host: m[1].replace(/^\[|\]$/g, ''), port: Number(m[2]) }
+}
+
+function onOff (value: string | undefined): boolean {
+  return value !== undefined && /^(on|true|1)$/.test(value)
+}
+
+/**
+ * Where Redis is: nowhere (the in-process store), one URL, Cluster seeds
+ * (bare host:port, or redis:// / rediss:// URLs carrying the credentials and
+ * TLS), or Sentinels and the master's name. REDIS_USERNAME / REDIS_PASSWORD
+ * and REDIS_TLS / REDIS_TLS_CA apply to every node; a URL's own credentials
+ * and scheme win over them.
+ */
+function parseRedis (e: Env): RedisTarget {
+  const url = e.REDIS_URL?.trim() ?? ''
+  const sentinels = e.REDIS_SENTINELS?.trim() ?? ''
+  if (url !== '' && sentinels !== '') fail('REDIS_SENTINELS', 'unset when REDIS_URL is set (Redis is reached one way: a URL, Cluster seeds, or Sentinels)')
+  if (sentinels === '' && e.REDIS_SENTINEL_NAME !== undefined) fail('REDIS_SENTINELS', 'set when REDIS_SENTINEL_NAME is (comma-separated host:port of the Sentinels)')
+  if (url === '' && sentinels === '') {
+    for (const name of ['REDIS_PASSWORD', 'REDIS_USERNAME', 'REDIS_TLS_CA', 'REDIS_SENTINEL_PASSWORD'] as const) {
+      if (e[name] !== undefined) fail(name, 'unset when neither REDIS_URL nor REDIS_SENTINELS is set (there is no Redis to use it for)')
+    }
+    return { kind: 'memory' }
   }
-  const seeds = list(value).map(seed => {
-    const m = /^([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):([0-9]{1,5})$/.exec(seed)
-    if (m === null || Number(m[2]) > 65535) fail('REDIS_URL', 'a redis:// or rediss:// URL, or comma-separated host:port cluster seeds')
-    return { host: m[1].replace(/^\[|\]$/g, ''), port: Number(m[2]) }
+  const security: RedisSecurity = {}
+  if (e.REDIS_USERNAME !== undefined) security.username = e.REDIS_USERNAME
+  if (e.REDIS_PASSWORD !== undefined) security.password = e.REDIS_PASSWORD
+  let ca: string | undefined
+  if (e.REDIS_TLS_CA !== undefined) {
+    try { ca = readFileSync(e.REDIS_TLS_CA, 'utf8') } catch (err) { fail('REDIS_TLS_CA', `the path of a readable PEM file (${(err as NodeJS.ErrnoException).code ?? 'unreadable'}: ${e.REDIS_TLS_CA})`) }
+    if (!ca.includes('-----BEGIN CERTIFICATE-----')) fail('REDIS_TLS_CA', `the path of a PEM file of certificates (${e.REDIS_TLS_CA} holds none)`)
+  }
+  const tlsWanted = onOff(e.REDIS_TLS) || ca !== undefined
+  const tls = (): { ca?: string } => (ca === undefined ? {} : { ca })
+
+  if (sentinels !== '') {
+    if (e.REDIS_SENTINEL_NAME === undefined) fail('REDIS_SENTINEL_NAME', "set when REDIS_SENTINELS is (the master's name the Sentinels monitor, e.g. mymaster)")
+    const addresses = list(sentinels).map(entry => parseAddress('REDIS_SENTINELS', entry, 'comma-separated host:port of the Redis Sentinels'))
+    if (addresses.length === 0) fail('REDIS_SENTINELS', 'comma-separated host:port of the Redis Sentinels')
+    return {
+      kind: 'sentinel',
+      sentinels: addresses,
+      name: e.REDIS_SENTINEL_NAME,
+      ...(e.REDIS_SENTINEL_PASSWORD !== undefined ? { sentinelPassword: e.REDIS_SENTINEL_PASSWORD } : {}),
+      ...security,
+      ...(tlsWanted ? { tls: tls() } : {})
+    }
+  }
+
+  if (e.REDIS_SENTINEL_PASSWORD !== undefined) fail('REDIS_SENTINEL_PASSWORD', 'unset unless REDIS_SENTINELS is set')
+  const entries = list(url)
+  if (entries.length === 1 && /^rediss?:\/\//.test(entries[0])) {
+    if (!URL.canParse(entries[0])) fail('REDIS_URL', 'a valid redis:// or rediss:// URL')
+    const secure = entries[0].startsWith('rediss://') || tlsWanted
+    return { kind: 'single', url: entries[0], ...security, ...(secure ? { tls: tls() } : {}) }
+  }
+  const urls = entries.filter(entry => /^rediss?:\/\//.test(entry))
+  if (urls.length > 0 && urls.length < entries.length) fail('REDIS_URL', `${SEEDS_EXPECTED}, not both kinds at once`)
+  if (urls.length === 0) {
+    if (entries.length === 0) fail('REDIS_URL', SEEDS_EXPECTED)
+    const seeds = entries.map(entry => parseAddress('REDIS_URL', entry, SEEDS_EXPECTED))
+    return { kind: 'cluster', seeds, ...security, ...(tlsWanted ? { tls: tls() } : {}) }
+  }
+  // Seed URLs: one scheme for all; credentials from the first URL that has them.
+  const parsed = urls.map(entry => {
+    if (!URL.canParse(entry)) fail('REDIS_URL', `${SEEDS_EXPECTED} ("${entry}" is not a valid URL)`)
+    return new URL(entry)
   })
-  return { kind: 'cluster', seeds }
+  if (new Set(parsed.map(u => u.protocol)).size > 1) fail('REDIS_URL', `${SEEDS_EXPECTED}, all redis:// or all rediss://`)
+  const seeds = parsed.map(u => parseAddress('REDIS_URL', u.host, SEEDS_EXPECTED))
+  const withAuth = parsed.find(u => u.password !== '' || u.username !== '')
+  if (withAuth?.username !== undefined && withAuth.username !== '') security.username = decodeURIComponent(withAuth.username)
+  if (withAuth?.password !== undefined && withAuth.password !== '') security.password = decodeURIComponent(withAuth.password)
+  const secure = parsed[0].protocol === 'rediss:' || tlsWanted
+  return { kind: 'cluster', seeds, ...security, ...(secure ? { tls: tls() } : {}) }
 }
 
 const TRUST_PROXY_EXPECTED = "off, a hop count, or the proxies' IPs/CIDRs (comma-separated)"
@@ -265,7 +350,7 @@ export function loadConfig (source: NodeJS.ProcessEnv = process.env): Config {
   const workers = Number(e.WORKERS ?? 1)
   if (workers < 1 || workers > 64) fail('WORKERS', 'a whole number of worker processes, 1 to 64')
   // Workers are separate processes: they share the cache and the durable tier only through Redis and PostgreSQL.
-  if (workers > 1 && e.REDIS_URL === undefined) fail('REDIS_URL', `set when WORKERS is above 1 (workers share the cache and its locks through Redis; WORKERS=${workers})`)
+  if (workers > 1 && e.REDIS_URL === undefined && e.REDIS_SENTINELS === undefined) fail('REDIS_URL', `set when WORKERS is above 1, or REDIS_SENTINELS (workers share the cache and its locks through Redis; WORKERS=${workers})`)
   if (workers > 1 && e.DATABASE_URL === undefined) fail('DATABASE_URL', `set when WORKERS is above 1 (the embedded database opens in one process only; WORKERS=${workers})`)
   const localTtl = Number(e.LOCAL_CACHE_TTL_MS ?? 5000)
   if (localTtl < 1 || localTtl > 60_000) fail('LOCAL_CACHE_TTL_MS', 'milliseconds, 1 to 60000')
@@ -278,7 +363,7 @@ export function loadConfig (source: NodeJS.ProcessEnv = process.env): Config {
     host: e.HOST ?? '127.0.0.1',
     listenBacklog,
     workers,
-    redis: parseRedis(e.REDIS_URL),
+    redis: parseRedis(e),
     databaseUrl: e.DATABASE_URL,
     dataDir: e.DATA_DIR ?? './data',
     openai: {

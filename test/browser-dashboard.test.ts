@@ -78,6 +78,10 @@ t.test('GET /admin: a bad token is refused with its reason, a good one shows liv
   t.equal(Number(await page.locator('#stat-hit-rate').getAttribute('data-value')), stats.hitRate)
   t.equal(await page.locator('#stat-hit-rate').textContent(), '57.1%')
   t.equal(await page.locator('#stat-answered').textContent(), '7')
+  // The fleet: this instance alone here, its row and the sum.
+  await page.locator('#fleet-summary[data-instances="1"]').waitFor()
+  t.equal(await page.locator('#fleet-rows tr').count(), 2, 'one instance and the sum')
+  t.match(await page.locator('#fleet-rows tr.self').textContent(), /\(this one\)/)
   t.equal(await page.locator('#stat-hits').textContent(), '4')
   t.equal(await page.locator('#stat-misses').textContent(), '3')
   t.equal(await page.locator('#stat-store').textContent(), 'redis')

@@ -64,9 +64,11 @@ t.test('a real Prometheus scrapes GET /metrics with ops/prometheus/prometheus.ym
   const dir = await mkdtemp(join(tmpdir(), 'nc-prometheus-'))
   const untrackDir = track('dir', dir)
   const original = await readFile(join(PROMETHEUS_DIR, 'prometheus.yml'), 'utf8')
-  t.match(original, /targets: \['api:3000'\]/)
+  // The compose file's discovery (every api replica by DNS) becomes this one app.
+  const discovery = /dns_sd_configs:\n\s+- names: \['api'\]\n\s+type: A\n\s+port: 3000\n\s+refresh_interval: 30s/
+  t.match(original, discovery)
   const config = original
-    .replace("targets: ['api:3000']", `targets: ['127.0.0.1:${appPort}']`)
+    .replace(discovery, `static_configs:\n      - targets: ['127.0.0.1:${appPort}']`)
     .replace('scrape_interval: 15s', 'scrape_interval: 1s')
     .replace('evaluation_interval: 15s', 'evaluation_interval: 1s')
   await writeFile(join(dir, 'prometheus.yml'), config)

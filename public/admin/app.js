@@ -191,8 +191,42 @@
     }
   }
 
+  function renderFleet (fleet) {
+    const body = $('fleet-rows')
+    clear(body)
+    if (!fleet) return
+    const row = (cells, cls) => {
+      const tr = document.createElement('tr')
+      if (cls) tr.className = cls
+      for (const c of cells) {
+        const td = document.createElement('td')
+        td.textContent = c
+        tr.appendChild(td)
+      }
+      body.appendChild(tr)
+      return tr
+    }
+    const now = Date.now()
+    for (const i of fleet.instances) {
+      const tr = row([i.id + (i.self ? ' (this one)' : ''), integer(i.hits), integer(i.staleHits), integer(i.durableHits), integer(i.misses), integer(i.fallbacks), integer(i.generations), i.breaker, duration(now - i.startedAt)], i.self ? 'self' : '')
+      tr.dataset.instance = i.id
+    }
+    const t = fleet.total
+    row(['Sum of ' + t.instances, integer(t.hits), integer(t.staleHits), integer(t.durableHits), integer(t.misses), integer(t.fallbacks), integer(t.generations), '', ''], 'total')
+    $('fleet-summary').textContent = t.instances + (t.instances === 1 ? ' instance' : ' instances') + ' · hit rate ' + percent(t.hitRate) + (fleet.source === 'local' ? ' · this instance only (no Redis)' : '')
+    $('fleet-summary').dataset.instances = String(t.instances)
+  }
+
+  function duration (ms) {
+    const s = Math.max(0, Math.round(ms / 1000))
+    if (s < 120) return s + ' s'
+    if (s < 7200) return Math.round(s / 60) + ' min'
+    return Math.round(s / 3600) + ' h'
+  }
+
   function render ({ stats, analytics, analyticsError, ready, at }) {
     renderReady(ready)
+    renderFleet(stats.fleet)
     $('poll-error').hidden = analyticsError === null
     $('poll-error').textContent = analyticsError || ''
     const answered = stats.hits + stats.staleHits + stats.durableHits + stats.misses + stats.fallbacks

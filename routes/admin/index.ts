@@ -44,10 +44,13 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.get('/api/narrative/stats', {
     ...common,
-    schema: { tags: ['admin'], operationId: 'getStats', security, summary: 'Cache figures of this instance', response: { 200: { ...StatsSchema, description: 'The cache figures of this instance since it started' }, ...denied } }
+    schema: { tags: ['admin'], operationId: 'getStats', security, summary: 'Cache figures of this instance and of the whole fleet', response: { 200: { ...StatsSchema, description: 'The cache figures of this instance since it started (top level), and of every live instance with their sum (fleet)' }, ...denied } }
   }, async () => {
     const c = engine.counters
-    const info = await breaker.run(() => store.info()).catch(() => ({ keys: 0, memoryUsedBytes: 0 }))
+    const [info, fleet] = await Promise.all([
+      breaker.run(() => store.info()).catch(() => ({ keys: 0, memoryUsedBytes: 0 })),
+      fastify.fleet.view()
+    ])
     const answered = c.hits + c.staleHits + c.durableHits + c.misses + c.fallbacks
     return {
       keys: info.keys,
@@ -65,7 +68,9 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       store: store.kind,
       breaker: breaker.state,
       refresh: { started: c.refreshStarted, skippedLocked: c.refreshSkippedLocked, succeeded: c.refreshSucceeded, failed: c.refreshFailed },
-      analytics: { recorded: db.buffer.counters.recorded, written: db.buffer.counters.written, dropped: db.buffer.counters.dropped }
+      analytics: { recorded: db.buffer.counters.recorded, written: db.buffer.counters.written, dropped: db.buffer.counters.dropped },
+      instance: fastify.fleet.id,
+      fleet
     }
   })
 

@@ -1,6 +1,37 @@
 import { Type } from '@sinclair/typebox'
 import { USER_ID_DESCRIPTION, USER_ID_PATTERN } from './narrative.ts'
 
+const figures = {
+  hits: Type.Integer(),
+  staleHits: Type.Integer(),
+  durableHits: Type.Integer(),
+  misses: Type.Integer(),
+  fallbacks: Type.Integer(),
+  generations: Type.Integer({ description: 'model calls, refreshes included' }),
+  refreshStarted: Type.Integer(),
+  refreshSkippedLocked: Type.Integer(),
+  refreshSucceeded: Type.Integer(),
+  refreshFailed: Type.Integer(),
+  analyticsRecorded: Type.Integer(),
+  analyticsWritten: Type.Integer(),
+  analyticsDropped: Type.Integer()
+}
+
+export const FleetViewSchema = Type.Object({
+  source: Type.Union([Type.Literal('redis'), Type.Literal('local')], { description: 'redis: every instance reporting through Redis; local: this instance alone (no Redis, or it did not answer)' }),
+  instances: Type.Array(Type.Object({
+    id: Type.String(),
+    host: Type.String(),
+    pid: Type.Integer(),
+    startedAt: Type.Integer({ description: 'ms since the epoch' }),
+    reportedAt: Type.Integer({ description: 'ms since the epoch; an instance silent for 15 s leaves the list' }),
+    breaker: Type.String(),
+    self: Type.Boolean({ description: 'true for the instance that answered' }),
+    ...figures
+  }), { description: 'every live instance, the one that answered first' }),
+  total: Type.Object({ ...figures, instances: Type.Integer(), hitRate: Type.Number() }, { description: 'the sum over the live instances' })
+}, { description: 'Every live instance (each reports to Redis every 5 s, with a 15 s expiry) and their sum' })
+
 export const StatsSchema = Type.Object({
   keys: Type.Integer({ description: 'keys in the cache store (all of the Redis database, locks included)' }),
   memoryUsed: Type.String({ description: 'memory the store reports, e.g. "2.4M"' }),
@@ -17,7 +48,9 @@ export const StatsSchema = Type.Object({
   store: Type.String({ description: 'memory, redis or cluster' }),
   breaker: Type.String({ description: 'closed, open or half-open' }),
   refresh: Type.Object({ started: Type.Integer(), skippedLocked: Type.Integer(), succeeded: Type.Integer(), failed: Type.Integer() }),
-  analytics: Type.Object({ recorded: Type.Integer(), written: Type.Integer(), dropped: Type.Integer() })
+  analytics: Type.Object({ recorded: Type.Integer(), written: Type.Integer(), dropped: Type.Integer() }),
+  instance: Type.String({ description: 'the id of the instance that answered (host:pid:random)' }),
+  fleet: FleetViewSchema
 })
 
 export const PeriodQuerySchema = Type.Object({

@@ -52,15 +52,52 @@ export function clientOptions (commandTimeoutMs = 1000): RedisOptions {
   }
 }
 
+/**
+ * After a failover the old master is a replica: a write it refuses (READONLY)
+ * means "reconnect and ask the Sentinels again", then resend the command.
+ */
+function reconnectOnReadonly (err: Error): 2 | false {
+  return err.message.startsWith('READONLY') ? 2 : false
+}
+
+/**
+ * The client for a target of the configuration: one URL, Cluster seeds, or
+ * Sentinels. Credentials and TLS (with the configured CA) reach every node;
+ * with Sentinels the client asks them for the master on every (re)connect,
+ * so after a failover it lands on the new master; a duplicate() (the pub/sub
+ * connection) does the same.
+ */
 export function createRedisClient (target: Exclude<RedisTarget, { kind: 'memory' }>, commandTimeoutMs = 1000): Redis | Cluster {
-  const options = clientOptions(commandTimeoutMs)
+  const options: RedisOptions = { ...clientOptions(commandTimeoutMs), reconnectOnError: reconnectOnReadonly }
+  if (target.username !== undefined) options.username = target.username
+  if (target.password !== undefined) options.password = target.password
+  if (target.tls !== undefined) options.tls = { ...target.tls }
   if (target.kind === 'single') return new Redis(target.url, options)
+  if (target.kind === 'sentinel') {
+    return new Redis({
+      ...options,
+      sentinels: target.sentinels,
+      name: target.name,
+      sentinelPassword: target.sentinelPassword,
+      enableTLSForSentinelMode: target.tls !== undefined,
+      sentinelTLS: target.tls !== undefined ? { ...target.tls } : undefined,
+      sentinelCommandTimeout: 1000,
+      // All Sentinels unreachable: try again, never give up (the breaker keeps requests off Redis meanwhile).
+      sentinelRetryStrategy: (times: number) => Math.min(100 * times, 2000)
+      // No failoverDetector: its Sentinel connections outlive a client closed
+      // while it reconnects (ioredis 6), keeping the process alive. A failover
+      // is seen anyway: the Sentinels kill the demoted master's client
+      // connections, and a write it refuses (READONLY) reconnects.
+    })
+  }
   return new Cluster(target.seeds, {
     redisOptions: options,
     enableOfflineQueue: false,
     lazyConnect: true,
     clusterRetryStrategy: (times: number) => Math.min(100 * 2 ** Math.min(times, 10), 2000),
-    slotsRefreshTimeout: 2000
+    slotsRefreshTimeout: 2000,
+    // TLS: the nodes' names are kept as they are announced, not resolved first (ioredis' advice for TLS clusters).
+    ...(target.tls !== undefined ? { dnsLookup: (address: string, callback: (err: Error | null, address: string) => void) => callback(null, address) } : {})
   })
 }
 

@@ -53,6 +53,8 @@ export interface RecordedRequest {
   /** parsed JSON body (undefined if it was not valid JSON) */
   body: ChatRequestBody | undefined
   at: number
+  /** True once the caller closed the connection before the answer was fully written (it died, or gave up). */
+  readonly abandoned: boolean
 }
 
 export interface FakeOpenAIOptions {
@@ -259,10 +261,14 @@ export async function startFakeOpenAI (opts: FakeOpenAIOptions = {}): Promise<Fa
 
     calls++
     inFlight++
+    const seen: { abandoned?: boolean } = {}
     res.once('finish', () => { completed++ })
     res.once('close', () => {
       inFlight--
-      if (!res.writableFinished) abandoned++
+      if (!res.writableFinished) {
+        abandoned++
+        seen.abandoned = true
+      }
     })
     for (const w of callWaiters) w()
 
@@ -274,7 +280,8 @@ export async function startFakeOpenAI (opts: FakeOpenAIOptions = {}): Promise<Fa
       headers: req.headers,
       authorization: req.headers.authorization,
       body,
-      at: Date.now()
+      at: Date.now(),
+      get abandoned () { return seen.abandoned === true }
     })
     // Behaviour is fixed at arrival, so changing it mid-test affects only later requests.
     const failure = failures.shift()
