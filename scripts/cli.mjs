@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url'
 const root = fileURLToPath(new URL('..', import.meta.url))
 const [name, ...args] = process.argv.slice(2)
 if (name === undefined || !/^[a-z][a-z-]*$/.test(name)) {
-  process.stderr.write('usage: node scripts/cli.mjs <token|prewarm> [options]\n')
+  process.stderr.write('usage: node scripts/cli.mjs <token|prewarm|keys> [options]\n')
   process.exit(2)
 }
 const source = join(root, 'scripts', `${name}.ts`)
