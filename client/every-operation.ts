@@ -89,6 +89,11 @@ export const calls: { [Id in keyof operations]: () => Promise<unknown> } = {
     const key: string | undefined = data?.key
     return key
   },
+  setTenantSharing: async () => {
+    const { data } = await client.PUT('/api/tenants/{tenant}/sharing', { params: { path: { tenant: 'team-a' } }, body: { sharing: true } })
+    const sharing: boolean | undefined = data?.sharing
+    return sharing
+  },
   listModels: async () => {
     const { data } = await client.GET('/v1/models')
     return data

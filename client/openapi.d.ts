@@ -256,6 +256,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/tenants/{tenant}/sharing": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** Mark a tenant as sharing its /v1 cache entries with every other sharing tenant, or not */
+        put: operations["setTenantSharing"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -1457,6 +1474,8 @@ export interface operations {
                         name: string;
                         /** @description Whose cache entries the key reads and writes; by default a tenant of its own */
                         tenant: string;
+                        /** @description True when an admin marked the tenant as sharing: its entries are in the scope every sharing tenant reads */
+                        sharing: boolean;
                         /** @description Model calls a minute the key may cause (0: only the server's limits) */
                         rateLimit: number;
                         /** @description Dollars a calendar month (UTC) its upstream calls may cost (MODEL_PRICES); past it, requests that need the upstream get a 429, hits are still served */
@@ -1543,6 +1562,8 @@ export interface operations {
                         name: string;
                         /** @description Whose cache entries the key reads and writes; by default a tenant of its own */
                         tenant: string;
+                        /** @description True when an admin marked the tenant as sharing: its entries are in the scope every sharing tenant reads */
+                        sharing: boolean;
                         /** @description Model calls a minute the key may cause (0: only the server's limits) */
                         rateLimit: number;
                         /** @description Dollars a calendar month (UTC) its upstream calls may cost (MODEL_PRICES); past it, requests that need the upstream get a 429, hits are still served */
@@ -1650,6 +1671,91 @@ export interface operations {
             };
             /** @description No live key has this id */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too many requests: Retry-After says when to try again */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An unexpected error; the request id is in the server's logs */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A dependency this answer needs is unavailable, or the server is starting or closing */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    setTenantSharing: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                tenant: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    sharing: boolean;
+                };
+            };
+        };
+        responses: {
+            /** @description The tenant as it is now (its keys follow within 30 s) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        tenant: string;
+                        sharing: boolean;
+                    };
+                };
+            };
+            /** @description The tenant or the body names what is wrong */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No valid admin token (Authorization: Bearer <JWT with role admin>) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The address is not on the admin allowlist, or the token lacks the admin role */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };

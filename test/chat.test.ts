@@ -189,3 +189,24 @@ t.test('a key\'s monthly budget: once its upstream calls have cost it, calls tha
   const listed = (await app.inject({ method: 'GET', url: '/api/keys', headers: admin })).json()
   t.equal(listed.find((k: { id: string }) => k.id === small.id).monthlyBudgetUsd, 0.01)
 })
+
+t.test('tenants an admin marks as sharing read and write one scope; the others keep their own', async t => {
+  const { s, app, post } = await setup(t)
+  const a = await newKey(app, { name: 'a', tenant: 'team-a' })
+  const b = await newKey(app, { name: 'b', tenant: 'team-b' })
+  await post(ask('common'), {}, a.secret)
+  await app.chat.engine.idle()
+  t.equal((await post(ask('common'), {}, b.secret)).headers['x-cache'], 'MISS', 'not sharing: its own entry')
+  for (const tenant of ['team-a', 'team-b']) {
+    const res = await app.inject({ method: 'PUT', url: `/api/tenants/${tenant}/sharing`, headers: admin, payload: { sharing: true } })
+    t.same(res.json(), { tenant, sharing: true })
+  }
+  await post(ask('common'), {}, a.secret)
+  await app.chat.engine.idle()
+  const shared = await post(ask('common'), {}, b.secret)
+  t.equal(shared.headers['x-cache'], 'HIT', 'sharing: b reads what a wrote')
+  t.equal(s.openai.calls, 3)
+  const listed = (await app.inject({ method: 'GET', url: '/api/keys', headers: admin })).json()
+  t.ok(listed.filter((k: { tenant: string }) => k.tenant.startsWith('team-')).every((k: { sharing: boolean }) => k.sharing))
+  t.equal((await app.inject({ method: 'PUT', url: '/api/tenants/team-a/sharing', headers: admin, payload: { sharing: 'yes' } })).statusCode, 400)
+})

@@ -25,7 +25,7 @@ t.test('the document is one that generators and linters accept', async t => {
       t.match(op.operationId, /^[a-z][A-Za-z]+$/, `${name}: operationId ${op.operationId}`)
       ids.push(op.operationId)
       t.ok(Array.isArray(op.security), `${name}: security stated (${JSON.stringify(op.security)})`)
-      if (path.startsWith('/api/narrative/') || path.startsWith('/api/keys')) t.same(op.security, [{ bearerAuth: [] }], `${name}: the bearer scheme`)
+      if (path.startsWith('/api/narrative/') || path.startsWith('/api/keys') || path.startsWith('/api/tenants')) t.same(op.security, [{ bearerAuth: [] }], `${name}: the bearer scheme`)
       else if (path.startsWith('/v1/')) t.same(op.security, [{ apiKey: [] }], `${name}: an API key`)
       else t.same(op.security, [], `${name}: public`)
       for (const [status, response] of Object.entries(op.responses as Record<string, any>)) {
@@ -39,7 +39,7 @@ t.test('the document is one that generators and linters accept', async t => {
     }
   }
   t.equal(new Set(ids).size, ids.length, 'operationIds are unique')
-  t.same(ids.sort(), ['createApiKey', 'createChatCompletion', 'deleteUserData', 'explainChatCache', 'getAnalytics', 'getNarrative', 'getStats', 'health', 'invalidateCache', 'listApiKeys', 'listModels', 'metrics', 'prewarm', 'ready', 'revokeApiKey'])
+  t.same(ids.sort(), ['createApiKey', 'createChatCompletion', 'deleteUserData', 'explainChatCache', 'getAnalytics', 'getNarrative', 'getStats', 'health', 'invalidateCache', 'listApiKeys', 'listModels', 'metrics', 'prewarm', 'ready', 'revokeApiKey', 'setTenantSharing'])
   // One media type on the narrative's 200: a generated client types the answer as the JSON body, not as a string.
   t.same(Object.keys(doc.paths['/api/narrative'].post.responses['200'].content), ['application/json'])
   t.ok(doc.paths['/api/narrative'].post['x-event-stream'], 'the event stream is still documented, in an extension')

@@ -49,6 +49,11 @@ async function apiKeyOf (fastify: FastifyInstance, request: FastifyRequest): Pro
   return key
 }
 
+/** Whose entries a key reads and writes: its tenant's, or the shared scope when an admin marked the tenant as sharing. */
+function scopeOf (key: ApiKey): string {
+  return key.sharing ? 'shared' : `t-${key.tenant}`
+}
+
 /** An engine or upstream failure, as OpenAI's error shape. */
 function asOpenAIError (err: unknown): OpenAIError | undefined {
   if (err instanceof OpenAIError) return err
@@ -112,7 +117,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     const control = parseCacheControl(request.headers['cache-control'])
     const body = request.body as Record<string, unknown>
     const { completions } = fastify.chat
-    const facts = completions.factsOf(body, apiKey.tenant)
+    const facts = completions.factsOf(body, scopeOf(apiKey))
     const includeUsage = (body.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true
     if (body.stream === true) return await streamAnswer(fastify, request, reply, facts, control, apiKey, includeUsage)
     let resolution: Resolution<ChatValue> | undefined
@@ -142,7 +147,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     }
   }, async (request) => {
     const apiKey = await apiKeyOf(fastify, request)
-    const facts = fastify.chat.completions.factsOf(request.body as Record<string, unknown>, apiKey.tenant)
+    const facts = fastify.chat.completions.factsOf(request.body as Record<string, unknown>, scopeOf(apiKey))
     const entry = await fastify.chat.engine.peek(facts.key)
     return { key: facts.key, canonical: facts.canonical, dropped: facts.dropped, cached: entry !== null && entry !== undefined, ...(entry ? { writtenAt: new Date(entry.refreshedAt).toISOString() } : {}) }
   })

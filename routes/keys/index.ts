@@ -8,6 +8,7 @@ const ApiKeySchema = Type.Object({
   id: Type.String(),
   name: Type.String(),
   tenant: Type.String({ description: 'Whose cache entries the key reads and writes; by default a tenant of its own' }),
+  sharing: Type.Boolean({ description: 'True when an admin marked the tenant as sharing: its entries are in the scope every sharing tenant reads' }),
   rateLimit: Type.Integer({ description: 'Model calls a minute the key may cause (0: only the server\'s limits)' }),
   monthlyBudgetUsd: Type.Union([Type.Number(), Type.Null()], { description: 'Dollars a calendar month (UTC) its upstream calls may cost (MODEL_PRICES); past it, requests that need the upstream get a 429, hits are still served' }),
   createdAt: Type.String({ format: 'date-time' }),
@@ -34,7 +35,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     db.audit.insert(entry).catch(err => request.log.warn({ err: (err as Error).message, audit: entry }, 'audit write failed'))
   })
   const config = { rateLimit: ADMIN_RATE_LIMIT }
-  const view = (k: { id: string, name: string, tenant: string, rateLimit: number, monthlyBudgetUsd: number | null, createdAt: number, revokedAt: number | null }) => ({ ...k, createdAt: iso(k.createdAt) as string, revokedAt: iso(k.revokedAt) })
+  const view = (k: { id: string, name: string, tenant: string, sharing: boolean, rateLimit: number, monthlyBudgetUsd: number | null, createdAt: number, revokedAt: number | null }) => ({ ...k, createdAt: iso(k.createdAt) as string, revokedAt: iso(k.revokedAt) })
 
   fastify.post('/api/keys', {
     config,
@@ -63,6 +64,23 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     if (!await fastify.chat.apiKeys.revoke(request.params.id)) throw new ApiKeyNotFoundError(request.params.id)
     fastify.chat.forgetKeys()
     return await reply.code(204).send()
+  })
+
+  fastify.put('/api/tenants/:tenant/sharing', {
+    config,
+    schema: {
+      tags: ['admin'],
+      operationId: 'setTenantSharing',
+      security,
+      summary: 'Mark a tenant as sharing its /v1 cache entries with every other sharing tenant, or not',
+      params: Type.Object({ tenant: Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9_.-]+$' }) }),
+      body: Type.Object({ sharing: Type.Boolean() }, { additionalProperties: false }),
+      response: { 200: { ...Type.Object({ tenant: Type.String(), sharing: Type.Boolean() }), description: 'The tenant as it is now (its keys follow within 30 s)' }, ...errorResponses([400], { 400: 'The tenant or the body names what is wrong' }), ...denied }
+    }
+  }, async (request) => {
+    await fastify.chat.apiKeys.setSharing(request.params.tenant, request.body.sharing)
+    fastify.chat.forgetKeys()
+    return { tenant: request.params.tenant, sharing: request.body.sharing }
   })
 }
 

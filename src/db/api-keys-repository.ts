@@ -6,6 +6,8 @@ export interface ApiKey {
   name: string
   /** Whose cache entries the key reads and writes. */
   tenant: string
+  /** True when an admin marked the key's tenant as sharing: its entries are in the shared scope. */
+  sharing: boolean
   /** Model calls a minute the key may cause (0: no limit of its own). */
   rateLimit: number
   /** Dollars a calendar month (UTC) its upstream calls may cost; null: no budget. */
@@ -19,10 +21,10 @@ export function secretHash (secret: string): string {
   return createHash('sha256').update(secret).digest('hex')
 }
 
-interface Row { id: string, name: string, tenant: string, rate_limit: number | string, monthly_budget_usd: number | string | null, created_at: number | string, revoked_at: number | string | null }
+interface Row { id: string, name: string, tenant: string, sharing?: boolean | null, rate_limit: number | string, monthly_budget_usd: number | string | null, created_at: number | string, revoked_at: number | string | null }
 
 function toKey (row: Row): ApiKey {
-  return { id: row.id, name: row.name, tenant: row.tenant, rateLimit: Number(row.rate_limit), monthlyBudgetUsd: row.monthly_budget_usd === null ? null : Number(row.monthly_budget_usd), createdAt: Number(row.created_at), revokedAt: row.revoked_at === null ? null : Number(row.revoked_at) }
+  return { id: row.id, name: row.name, tenant: row.tenant, sharing: row.sharing === true, rateLimit: Number(row.rate_limit), monthlyBudgetUsd: row.monthly_budget_usd === null ? null : Number(row.monthly_budget_usd), createdAt: Number(row.created_at), revokedAt: row.revoked_at === null ? null : Number(row.revoked_at) }
 }
 
 /** API keys for /v1/chat/completions: the secret is returned once by create(), only its hash is kept. */
@@ -43,16 +45,18 @@ export class ApiKeysRepository {
     const rows = await this.#db.query<Row>(
       'INSERT INTO api_keys (id, name, tenant, secret_hash, rate_limit, monthly_budget_usd, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *',
       [id, input.name, tenant, secretHash(secret), input.rateLimit, input.monthlyBudgetUsd ?? null, this.#now()])
-    return { key: toKey(rows[0]), secret }
+    const shared = await this.#db.query<{ n: number | string }>('SELECT count(*) AS n FROM shared_tenants WHERE tenant = $1', [tenant])
+    return { key: toKey({ ...rows[0], sharing: Number(shared[0]?.n ?? 0) > 0 }), secret }
   }
 
   async list (): Promise<ApiKey[]> {
-    return (await this.#db.query<Row>('SELECT * FROM api_keys ORDER BY created_at')).map(toKey)
+    return (await this.#db.query<Row>('SELECT k.*, s.tenant IS NOT NULL AS sharing FROM api_keys k LEFT JOIN shared_tenants s ON s.tenant = k.tenant ORDER BY k.created_at')).map(toKey)
   }
 
   /** The live key whose secret this is, or null. */
   async bySecret (secret: string): Promise<ApiKey | null> {
-    const rows = await this.#db.query<Row>('SELECT * FROM api_keys WHERE secret_hash = $1 AND revoked_at IS NULL', [secretHash(secret)])
+    const rows = await this.#db.query<Row>(`SELECT k.*, s.tenant IS NOT NULL AS sharing FROM api_keys k LEFT JOIN shared_tenants s ON s.tenant = k.tenant
+       WHERE k.secret_hash = $1 AND k.revoked_at IS NULL`, [secretHash(secret)])
     return rows.length === 0 ? null : toKey(rows[0])
   }
 
@@ -60,6 +64,12 @@ export class ApiKeysRepository {
   async revoke (id: string): Promise<boolean> {
     const rows = await this.#db.query<{ id: string }>('UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING id', [id, this.#now()])
     return rows.length > 0
+  }
+
+  /** Marks a tenant as sharing (its keys read and write the shared scope), or not. */
+  async setSharing (tenant: string, sharing: boolean): Promise<void> {
+    if (sharing) await this.#db.query('INSERT INTO shared_tenants (tenant, marked_at) VALUES ($1, $2) ON CONFLICT (tenant) DO NOTHING', [tenant, this.#now()])
+    else await this.#db.query('DELETE FROM shared_tenants WHERE tenant = $1', [tenant])
   }
 
   /** Adds what an upstream call cost to the key's month. */

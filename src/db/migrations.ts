@@ -112,6 +112,12 @@ CREATE TABLE api_keys (
   revoked_at  bigint
 );
 
+-- Tenants an admin marked as sharing: their keys read and write one shared scope.
+CREATE TABLE shared_tenants (
+  tenant    text PRIMARY KEY,
+  marked_at bigint NOT NULL
+);
+
 -- What each key's upstream calls cost, by calendar month (UTC, 'YYYY-MM').
 CREATE TABLE api_key_spend (
   key_id text NOT NULL,
