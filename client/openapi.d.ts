@@ -178,7 +178,7 @@ export interface paths {
         put?: never;
         /**
          * OpenAI chat completions, cached: one upstream call per distinct request across every instance
-         * @description The OpenAI wire format, JSON or `stream: true` (Server-Sent Events ending in `data: [DONE]`). The key is a hash of the canonical request within the API key's tenant (`POST /v1/cache/explain` shows it). `Cache-Control` in the request: `no-cache` (ask again and replace), `no-store` (bypass), `max-age=N`, `only-if-cached` (504 when there is none). Answers carry `X-Cache`, `Age` and `X-Cache-Key`.
+         * @description The OpenAI wire format, JSON or `stream: true` (Server-Sent Events ending in `data: [DONE]`). The key is a hash of the canonical request within the API key's tenant (`POST /v1/cache/explain` shows it). `Cache-Control` in the request: `no-cache` (ask again and replace), `no-store` (bypass), `max-age=N`, `max-stale=N`, `stale-if-error=N` (an older entry when the upstream fails or rate-limits), `only-if-cached` (504 when there is none). Answers carry `X-Cache`, `Age` and `X-Cache-Key`.
          */
         post: operations["createChatCompletion"];
         delete?: never;

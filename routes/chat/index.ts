@@ -108,7 +108,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       operationId: 'createChatCompletion',
       security,
       summary: 'OpenAI chat completions, cached: one upstream call per distinct request across every instance',
-      description: 'The OpenAI wire format, JSON or `stream: true` (Server-Sent Events ending in `data: [DONE]`). The key is a hash of the canonical request within the API key\'s tenant (`POST /v1/cache/explain` shows it). `Cache-Control` in the request: `no-cache` (ask again and replace), `no-store` (bypass), `max-age=N`, `only-if-cached` (504 when there is none). Answers carry `X-Cache`, `Age` and `X-Cache-Key`.',
+      description: 'The OpenAI wire format, JSON or `stream: true` (Server-Sent Events ending in `data: [DONE]`). The key is a hash of the canonical request within the API key\'s tenant (`POST /v1/cache/explain` shows it). `Cache-Control` in the request: `no-cache` (ask again and replace), `no-store` (bypass), `max-age=N`, `max-stale=N`, `stale-if-error=N` (an older entry when the upstream fails or rate-limits), `only-if-cached` (504 when there is none). Answers carry `X-Cache`, `Age` and `X-Cache-Key`.',
       body: ChatBodySchema,
       response: { 200: { description: 'A chat.completion (or, with stream: true, its chunks as Server-Sent Events)', type: 'object', additionalProperties: true }, ...errors }
     }
@@ -172,14 +172,33 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
 /** Through the engine, with the request's Cache-Control and the key's model-call limit as the admission. */
 async function complete (fastify: FastifyInstance, facts: ChatRequestFacts, control: ReturnType<typeof parseCacheControl>, apiKey: ApiKey): Promise<Resolution<ChatValue>> {
   const started = Date.now()
-  const minWrittenAt = control.noCache ? started : control.maxAge !== undefined ? started - control.maxAge * 1000 : undefined
+  const freshMs = fastify.config.staleSeconds * 1000
+  // The oldest entry this request takes: no-cache none, max-age N s old, max-stale N s past its freshness.
+  const bounds = [
+    control.noCache ? started : undefined,
+    control.maxAge !== undefined ? started - control.maxAge * 1000 : undefined,
+    control.maxStale !== undefined ? started - freshMs - control.maxStale * 1000 : undefined
+  ].filter((b): b is number => b !== undefined)
+  const minWrittenAt = bounds.length === 0 ? undefined : Math.max(...bounds)
+  // stale-if-error: what is there now, in case the upstream fails.
+  const standby = control.staleIfError !== undefined && minWrittenAt !== undefined ? await fastify.chat.engine.peek(facts.key).catch(() => undefined) : undefined
   const admit = async ({ storeHealthy }: { storeHealthy: boolean }): Promise<void> => {
     if (control.onlyIfCached) throw new OnlyIfCached()
     if (!fastify.chat.completions.hasUpstream) throw new Error('no upstream is configured')
     if (apiKey.monthlyBudgetUsd !== null && await fastify.chat.spentThisMonth(apiKey) >= apiKey.monthlyBudgetUsd) throw new BudgetSpent(apiKey.monthlyBudgetUsd)
     await fastify.limiter.take(`api-key:${apiKey.id}`, storeHealthy, apiKey.rateLimit)
   }
-  return await fastify.chat.completions.complete(facts, minWrittenAt, admit, apiKey.id)
+  try {
+    return await fastify.chat.completions.complete(facts, minWrittenAt, admit, apiKey.id)
+  } catch (err) {
+    const failure = asOpenAIError(err)
+    const usable = standby !== undefined && standby !== null && control.staleIfError !== undefined &&
+      failure !== undefined && (failure.statusCode === 429 || failure.statusCode >= 500) &&
+      Date.now() - standby.staleAfter <= control.staleIfError * 1000
+    if (!usable) throw err
+    // The upstream failed or rate-limited: the older entry, as the request allowed.
+    return { status: 'stale', key: facts.key, value: standby.value, writtenAt: standby.refreshedAt, built: false }
+  }
 }
 
 /** `stream: true`: a build under way in this process is joined live; anything else is replayed from the entry. */

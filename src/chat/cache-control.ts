@@ -8,6 +8,10 @@ export interface CacheControl {
   maxAge?: number
   /** 504 rather than ask the upstream. */
   onlyIfCached: boolean
+  /** Accept an entry at most this many seconds past its freshness (it is refreshed in the background). */
+  maxStale?: number
+  /** When the upstream fails or rate-limits, answer with an entry at most this many seconds past its freshness. */
+  staleIfError?: number
 }
 
 export class CacheControlError extends Error {
@@ -25,10 +29,14 @@ export function parseCacheControl (header: string | undefined): CacheControl {
     if (name === 'no-cache') out.noCache = true
     else if (name === 'no-store') out.noStore = true
     else if (name === 'only-if-cached') out.onlyIfCached = true
-    else if (name === 'max-age') {
-      if (!/^[0-9]{1,10}$/.test(value)) throw new CacheControlError(`Cache-Control max-age must be a whole number of seconds, got "${value}"`)
-      out.maxAge = Number(value)
-    }
+    else if (name === 'max-age') out.maxAge = seconds(name, value)
+    else if (name === 'max-stale') out.maxStale = seconds(name, value)
+    else if (name === 'stale-if-error') out.staleIfError = seconds(name, value)
   }
   return out
+}
+
+function seconds (name: string, value: string): number {
+  if (!/^[0-9]{1,10}$/.test(value)) throw new CacheControlError(`Cache-Control ${name} must be a whole number of seconds, got "${value}"`)
+  return Number(value)
 }
