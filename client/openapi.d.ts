@@ -1480,6 +1480,10 @@ export interface operations {
                         rateLimit: number;
                         /** @description Dollars a calendar month (UTC) its upstream calls may cost (MODEL_PRICES); past it, requests that need the upstream get a 429, hits are still served */
                         monthlyBudgetUsd: number | null;
+                        /** @description What its upstream calls cost this calendar month (UTC) */
+                        spentThisMonthUsd?: number;
+                        /** @description What its answers from the cache saved this month: for each, the cost of the call that wrote the entry (written every 5 s) */
+                        savedThisMonthUsd?: number;
                         /** Format: date-time */
                         createdAt: string;
                         revokedAt: string | null;
@@ -1568,6 +1572,10 @@ export interface operations {
                         rateLimit: number;
                         /** @description Dollars a calendar month (UTC) its upstream calls may cost (MODEL_PRICES); past it, requests that need the upstream get a 429, hits are still served */
                         monthlyBudgetUsd: number | null;
+                        /** @description What its upstream calls cost this calendar month (UTC) */
+                        spentThisMonthUsd?: number;
+                        /** @description What its answers from the cache saved this month: for each, the cost of the call that wrote the entry (written every 5 s) */
+                        savedThisMonthUsd?: number;
                         /** Format: date-time */
                         createdAt: string;
                         revokedAt: string | null;

@@ -16,6 +16,10 @@ declare module 'fastify' {
       forgetKeys: () => void
       /** What the key's upstream calls cost this month (remembered for 5 s, and counted here as they land). */
       spentThisMonth: (key: ApiKey) => Promise<number>
+      /** An answer from the cache saved the key what its entry cost (summed here, written every 5 s). */
+      noteSaving: (keyId: string, usd: number) => void
+      /** Writes the savings summed so far (tests, tools; it runs every 5 s anyway). */
+      flushSavings: () => Promise<void>
     }
   }
 }
@@ -65,11 +69,12 @@ export default fp(async (fastify) => {
       const price = config.modelPrices[model] ?? config.modelPrices['gpt-4o']
       const usd = (prompt * price.input + completion * price.output) / 1_000_000
       metrics.cost.inc({ model }, usd)
-      if (payer === undefined || usd === 0) return
+      if (payer === undefined || usd === 0) return usd
       const month = monthOf(Date.now())
       const known = spent.get(payer)
       if (known !== undefined && known.month === month) known.usd += usd
       apiKeys.addSpend(payer, month, usd).catch(err => fastify.log.warn({ err: (err as Error).message, key: payer }, 'API key spend not recorded'))
+      return usd
     }
   })
   const apiKeys = new ApiKeysRepository(fastify.db.database)
@@ -93,6 +98,27 @@ export default fp(async (fastify) => {
     remembered.set(hash, { key, until: Date.now() + KEY_MEMORY_MS })
     return key
   }
-  fastify.decorate('chat', { completions, engine, apiKeys, keyOf, forgetKeys: () => remembered.clear(), spentThisMonth })
-  fastify.addHook('onClose', async () => { await engine.close() })
+  // Savings are summed in memory and written every 5 s: a hit costs no database write.
+  const savings = new Map<string, number>()
+  function noteSaving (keyId: string, usd: number): void {
+    metrics.saving.inc(usd)
+    const id = `${keyId}\u0000${monthOf(Date.now())}`
+    savings.set(id, (savings.get(id) ?? 0) + usd)
+  }
+  async function flushSavings (): Promise<void> {
+    const owed = [...savings]
+    savings.clear()
+    await Promise.all(owed.map(async ([id, usd]) => {
+      const [keyId, month] = id.split('\u0000')
+      await apiKeys.addSaved(keyId, month, usd).catch(err => fastify.log.warn({ err: (err as Error).message, key: keyId }, 'API key savings not recorded'))
+    }))
+  }
+  const flusher = setInterval(() => { flushSavings().catch(() => {}) }, 5000)
+  flusher.unref()
+  fastify.decorate('chat', { completions, engine, apiKeys, keyOf, forgetKeys: () => remembered.clear(), spentThisMonth, noteSaving, flushSavings })
+  fastify.addHook('onClose', async () => {
+    clearInterval(flusher)
+    await engine.close()
+    await flushSavings()
+  })
 }, { name: 'chat', dependencies: ['config', 'redis', 'breaker', 'locks', 'db', 'metrics'] })

@@ -228,3 +228,33 @@ t.test('stale-if-error: when the upstream fails or rate-limits, the older entry 
   t.equal((await post(body, { 'cache-control': 'no-cache, stale-if-error=60' })).statusCode, 400, 'a 4xx is the request\'s fault: passed through')
   t.equal((await post(body, { 'cache-control': 'stale-if-error=x' })).statusCode, 400)
 })
+
+t.test('the ledger: what each key spent, and what its answers from the cache saved', async t => {
+  const { app, key, post } = await setup(t, { MODEL_PRICES: '{"gpt-4o":{"input":1000,"output":1000}}' })
+  await post(ask('ledger'))
+  await app.chat.engine.idle()
+  await post(ask('ledger'))
+  await post(ask('ledger', { stream: true }))
+  await app.chat.flushSavings()
+  await new Promise(resolve => setTimeout(resolve, 200)) // the spend of the first call lands
+  const mine = (await app.inject({ method: 'GET', url: '/api/keys', headers: admin })).json().find((k: { id: string }) => k.id === key.id)
+  t.ok(mine.spentThisMonthUsd > 0, `spent ${mine.spentThisMonthUsd}`)
+  t.ok(Math.abs(mine.savedThisMonthUsd - 2 * mine.spentThisMonthUsd) < 1e-9, `two answers from the cache saved twice the one call (${mine.savedThisMonthUsd})`)
+})
+
+t.test('X-Replay-Pace: original replays a stream at the pace it was written; without it, at once', async t => {
+  const { s, app, post } = await setup(t)
+  s.openai.setStream({ chunks: 5, delayMs: 80 })
+  const body = ask('paced', { stream: true })
+  await post(body)
+  await app.chat.engine.idle()
+  let started = Date.now()
+  const fast = await post(body)
+  const fastMs = Date.now() - started
+  started = Date.now()
+  const paced = await post(body, { 'x-replay-pace': 'original' })
+  const pacedMs = Date.now() - started
+  t.same(events(paced.body), events(fast.body), 'the same chunks')
+  t.ok(pacedMs >= 250, `paced: at least the ~320 ms it was written over (${pacedMs} ms)`)
+  t.ok(pacedMs > fastMs, `at once without the header (${fastMs} ms)`)
+})

@@ -189,7 +189,10 @@ async function complete (fastify: FastifyInstance, facts: ChatRequestFacts, cont
     await fastify.limiter.take(`api-key:${apiKey.id}`, storeHealthy, apiKey.rateLimit)
   }
   try {
-    return await fastify.chat.completions.complete(facts, minWrittenAt, admit, apiKey.id)
+    const resolution = await fastify.chat.completions.complete(facts, minWrittenAt, admit, apiKey.id)
+    // Answered without calling the upstream: it saved what the entry's call cost.
+    if (!resolution.built && resolution.value.usd !== undefined) fastify.chat.noteSaving(apiKey.id, resolution.value.usd)
+    return resolution
   } catch (err) {
     const failure = asOpenAIError(err)
     const usable = standby !== undefined && standby !== null && control.staleIfError !== undefined &&
@@ -205,6 +208,7 @@ async function complete (fastify: FastifyInstance, facts: ChatRequestFacts, cont
 async function streamAnswer (fastify: FastifyInstance, request: FastifyRequest, reply: FastifyReply, facts: ChatRequestFacts, control: ReturnType<typeof parseCacheControl>, apiKey: ApiKey, includeUsage: boolean): Promise<FastifyReply> {
   let stream: PassThrough | undefined
   let sent = 0
+  const pace = /^original$/i.test(String(request.headers['x-replay-pace'] ?? ''))
   const joining = fastify.chat.completions.building(facts.key)
   const start = (xCache: string): void => {
     if (stream !== undefined) return
@@ -220,6 +224,7 @@ async function streamAnswer (fastify: FastifyInstance, request: FastifyRequest, 
   const unwatch = control.noStore ? () => {} : fastify.chat.completions.live.watch(facts.key, data => { start(joining ? 'COALESCED' : 'MISS'); send(data) })
   try {
     let chunks: string[]
+    let offsets: number[] | undefined
     if (control.noStore) {
       if (!fastify.chat.completions.hasUpstream) throw noUpstream()
       start('BYPASS')
@@ -227,10 +232,19 @@ async function streamAnswer (fastify: FastifyInstance, request: FastifyRequest, 
     } else {
       const resolution = await complete(fastify, facts, control, apiKey)
       chunks = resolution.value.chunks
+      offsets = resolution.value.offsets
       if (stream === undefined) reply.header('Age', String(Math.max(0, Math.floor((Date.now() - resolution.writtenAt) / 1000))))
       start(resolution.status.toUpperCase())
     }
-    for (const data of chunks.slice(sent)) send(data)
+    const replayStart = Date.now()
+    const from = sent
+    for (let i = from; i < chunks.length; i++) {
+      // X-Replay-Pace: original: each chunk at the moment after the first it was written.
+      const at = pace && offsets !== undefined ? offsets[i] - offsets[from] : 0
+      const wait = at - (Date.now() - replayStart)
+      if (wait > 0) await new Promise(resolve => setTimeout(resolve, Math.min(wait, 10_000)))
+      send(chunks[i])
+    }
     stream?.write(SSE_DONE)
   } catch (err) {
     if (stream === undefined) throw err

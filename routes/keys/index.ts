@@ -11,6 +11,8 @@ const ApiKeySchema = Type.Object({
   sharing: Type.Boolean({ description: 'True when an admin marked the tenant as sharing: its entries are in the scope every sharing tenant reads' }),
   rateLimit: Type.Integer({ description: 'Model calls a minute the key may cause (0: only the server\'s limits)' }),
   monthlyBudgetUsd: Type.Union([Type.Number(), Type.Null()], { description: 'Dollars a calendar month (UTC) its upstream calls may cost (MODEL_PRICES); past it, requests that need the upstream get a 429, hits are still served' }),
+  spentThisMonthUsd: Type.Optional(Type.Number({ description: 'What its upstream calls cost this calendar month (UTC)' })),
+  savedThisMonthUsd: Type.Optional(Type.Number({ description: 'What its answers from the cache saved this month: for each, the cost of the call that wrote the entry (written every 5 s)' })),
   createdAt: Type.String({ format: 'date-time' }),
   revokedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()])
 })
@@ -55,7 +57,10 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/api/keys', {
     config,
     schema: { tags: ['admin'], operationId: 'listApiKeys', security, summary: 'The API keys (never their secrets)', response: { 200: { ...Type.Array(ApiKeySchema), description: 'Every key, revoked ones included' }, ...denied } }
-  }, async () => (await fastify.chat.apiKeys.list()).map(view))
+  }, async () => {
+    const ledger = await fastify.chat.apiKeys.ledger(new Date().toISOString().slice(0, 7))
+    return (await fastify.chat.apiKeys.list()).map(k => ({ ...view(k), spentThisMonthUsd: ledger.get(k.id)?.spentUsd ?? 0, savedThisMonthUsd: ledger.get(k.id)?.savedUsd ?? 0 }))
+  })
 
   fastify.delete('/api/keys/:id', {
     config,

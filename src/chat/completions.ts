@@ -15,8 +15,8 @@ export interface CompletionsOptions {
   /** Undefined when no upstream is configured: every request that needs one is refused. */
   upstream: UpstreamOptions | undefined
   prefix: string
-  /** Each completion the upstream wrote: its model and usage, for metrics and cost, and who caused it (an API key's id). */
-  onCompletion?: (model: string, usage: { prompt_tokens?: number, completion_tokens?: number } | undefined, payer: string | undefined) => void
+  /** Each completion the upstream wrote: its model and usage, for metrics, and who caused it (an API key's id); answers what it cost in USD. */
+  onCompletion?: (model: string, usage: { prompt_tokens?: number, completion_tokens?: number } | undefined, payer: string | undefined) => number
 }
 
 /**
@@ -66,9 +66,16 @@ export class ChatCompletions {
         if (upstream === undefined) throw new Error('no upstream is configured')
         this.live.begin(facts.key)
         try {
-          const chunks = await streamCompletion(upstream, facts.canonical, signal, data => this.live.push(facts.key, data))
-          this.options.onCompletion?.(String(facts.canonical.model), usageOf(chunks), payer)
-          return { chunks }
+          const offsets: number[] = []
+          let first: number | undefined
+          const chunks = await streamCompletion(upstream, facts.canonical, signal, data => {
+            const now = Date.now()
+            first ??= now
+            offsets.push(now - first)
+            this.live.push(facts.key, data)
+          })
+          const usd = this.options.onCompletion?.(String(facts.canonical.model), usageOf(chunks), payer)
+          return { chunks, offsets, usd }
         } finally {
           this.live.end(facts.key)
         }

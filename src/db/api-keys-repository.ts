@@ -79,6 +79,19 @@ export class ApiKeysRepository {
       [keyId, month, usd])
   }
 
+  /** Adds what answers from the cache saved the key this month (their entries' cost). */
+  async addSaved (keyId: string, month: string, usd: number): Promise<void> {
+    await this.#db.query(
+      'INSERT INTO api_key_spend (key_id, month, saved_usd) VALUES ($1, $2, $3) ON CONFLICT (key_id, month) DO UPDATE SET saved_usd = api_key_spend.saved_usd + excluded.saved_usd',
+      [keyId, month, usd])
+  }
+
+  /** Spent and saved by every key in a month. */
+  async ledger (month: string): Promise<Map<string, { spentUsd: number, savedUsd: number }>> {
+    const rows = await this.#db.query<{ key_id: string, usd: number | string, saved_usd: number | string }>('SELECT key_id, usd, saved_usd FROM api_key_spend WHERE month = $1', [month])
+    return new Map(rows.map(r => [r.key_id, { spentUsd: Number(r.usd), savedUsd: Number(r.saved_usd) }]))
+  }
+
   /** What the key's upstream calls cost this month so far. */
   async spent (keyId: string, month: string): Promise<number> {
     const rows = await this.#db.query<{ usd: number | string }>('SELECT usd FROM api_key_spend WHERE key_id = $1 AND month = $2', [keyId, month])

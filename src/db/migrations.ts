@@ -118,11 +118,14 @@ CREATE TABLE shared_tenants (
   marked_at bigint NOT NULL
 );
 
--- What each key's upstream calls cost, by calendar month (UTC, 'YYYY-MM').
+-- What each key's upstream calls cost, and what its answers from the cache
+-- saved (the cost of the call that wrote the entry, once per answer), by
+-- calendar month (UTC, 'YYYY-MM').
 CREATE TABLE api_key_spend (
-  key_id text NOT NULL,
-  month  text NOT NULL,
-  usd    double precision NOT NULL DEFAULT 0,
+  key_id    text NOT NULL,
+  month     text NOT NULL,
+  usd       double precision NOT NULL DEFAULT 0,
+  saved_usd double precision NOT NULL DEFAULT 0,
   PRIMARY KEY (key_id, month)
 );
 `
