@@ -1,5 +1,10 @@
 import fp from 'fastify-plugin'
 import { SwrEngine } from '../src/swr/engine.ts'
+import { DurableTier } from '../src/swr/durable-tier.ts'
+import { BuildClaims } from '../src/swr/build-claims.ts'
+import { BuildClaimsRepository } from '../src/db/build-claims-repository.ts'
+import { ChatEntriesRepository } from '../src/db/chat-entries-repository.ts'
+import { durableChat } from '../src/chat/durable-chat.ts'
 import { ChatCompletions } from '../src/chat/completions.ts'
 import { chatCodec, type ChatValue } from '../src/chat/codec.ts'
 import { ApiKeysRepository, monthOf, secretHash, type ApiKey } from '../src/db/api-keys-repository.ts'
@@ -35,12 +40,26 @@ const OPENAI_URL = 'https://api.openai.com/v1'
  * when only OPENAI_API_KEY is set), and the API keys in the database.
  */
 export default fp(async (fastify) => {
-  const { config, store, breaker, locks, metrics } = fastify
+  const { config, store, breaker, databaseBreaker, locks, metrics, db } = fastify
   const upstreamURL = config.openai.baseURL ?? (config.openai.apiKey !== undefined ? OPENAI_URL : undefined)
+  const deadlineMs = config.openai.timeoutMs
+  // As for narratives: a completion paid for is kept in the database, and a
+  // build claim there stops a second call when Redis lost its lock.
+  const durable = new DurableTier(durableChat(new ChatEntriesRepository(db.database)), databaseBreaker, fastify.log, { readTimeoutMs: deadlineMs, available: db.isOpen })
+  const claims = new BuildClaims(new BuildClaimsRepository(db.database), async op => await durable.guard(op), fastify.log, {
+    ttlMs: deadlineMs + 5000,
+    pollMinMs: 50,
+    pollMaxMs: 1000,
+    // Claims only: a chat key is never in the narratives table the claim looks at.
+    entryVersion: 'chat',
+    databaseSilent: () => durable.silent
+  })
   const engine = new SwrEngine<ChatValue>({
     store,
     breaker,
     locks,
+    durable,
+    claims,
     codec: chatCodec,
     logger: fastify.log,
     events: { stored: bytes => metrics.valueSize.observe(bytes) },

@@ -8,7 +8,7 @@ import { DatabaseUnavailableError, openPglite, openPostgres, type Database } fro
 import { migrate, migrations, MigrationError, type Migration } from '../src/db/migrations.ts'
 import { uniqueDatabaseUrl } from './support/env.ts'
 
-const TABLES = ['analytics_events', 'api_key_spend', 'api_keys', 'audit_log', 'build_claims', 'narratives', 'requested_profiles', 'schema_migrations', 'shared_tenants', 'user_keys']
+const TABLES = ['analytics_events', 'api_key_spend', 'api_keys', 'audit_log', 'build_claims', 'chat_entries', 'narratives', 'requested_profiles', 'schema_migrations', 'shared_tenants', 'user_keys']
 
 async function tables (db: Database): Promise<string[]> {
   const rows = await db.query<{ name: string }>(

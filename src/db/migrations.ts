@@ -112,6 +112,14 @@ CREATE TABLE api_keys (
   revoked_at  bigint
 );
 
+-- The durable tier of /v1/chat/completions: one row per key, newer version wins.
+CREATE TABLE chat_entries (
+  key        text PRIMARY KEY,
+  version    bigint NOT NULL,
+  entry      jsonb NOT NULL,
+  updated_at bigint NOT NULL
+);
+
 -- Tenants an admin marked as sharing: their keys read and write one shared scope.
 CREATE TABLE shared_tenants (
   tenant    text PRIMARY KEY,
