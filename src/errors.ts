@@ -16,3 +16,6 @@ export const InvalidPatternError = createError<[string]>('NARR_INVALID_PATTERN',
 export const UnsupportedMediaTypeError = createError<[string]>('NARR_UNSUPPORTED_MEDIA_TYPE', 'Unsupported Media Type: %s; send the body as application/json', 415)
 export const BodyTooLargeError = createError<[number, number]>('NARR_BODY_TOO_LARGE', 'Request body is too large: the limit is %s KiB (%s bytes)', 413)
 export const MethodNotAllowedError = createError<[string, string, string]>('NARR_METHOD_NOT_ALLOWED', 'Method %s is not allowed on %s; allowed: %s', 405)
+export const EmptyJsonBodyError = createError('NARR_EMPTY_BODY', 'Body is empty but content-type is application/json', 400)
+export const InvalidJsonError = createError<[string]>('NARR_INVALID_JSON', 'Body is not valid JSON: %s', 400)
+export const ForbiddenJsonKeyError = createError<[string]>('NARR_FORBIDDEN_KEY', 'Body contains a forbidden %s key', 400)
