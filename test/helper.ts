@@ -2,6 +2,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import app, { serverOptions, type AppOptions } from '../src/app.ts'
 import { loadConfig, type Config } from '../src/config.ts'
+import { settledWithin } from '../src/timeout.ts'
 import { startFakeOpenAI, type FakeOpenAI } from './support/fake-openai.ts'
 import { sharedRedisUrl, uniqueDatabaseUrl, uniquePrefix, type Teardownable } from './support/env.ts'
 
@@ -12,12 +13,6 @@ export interface BuildOptions extends Omit<AppOptions, 'config'> {
   listen?: boolean
   /** false: return as soon as the app is ready, while its database may still be opening. Default true. */
   waitForDatabase?: boolean
-}
-
-async function settledWithin (promise: Promise<unknown>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined
-  await Promise.race([promise.catch(() => {}), new Promise(resolve => { timer = setTimeout(resolve, ms) })])
-  clearTimeout(timer)
 }
 
 /** The app on a bare Fastify instance, closed on teardown. */
