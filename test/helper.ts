@@ -1,4 +1,4 @@
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import app, { serverOptions, type AppOptions } from '../src/app.ts'
 import { loadConfig, type Config } from '../src/config.ts'
@@ -13,6 +13,8 @@ export interface BuildOptions extends Omit<AppOptions, 'config'> {
   listen?: boolean
   /** false: return as soon as the app is ready, while its database may still be opening. Default true. */
   waitForDatabase?: boolean
+  /** A plugin registered after the app (a test's own hooks, or one that fails to boot). */
+  after?: FastifyPluginAsync
 }
 
 /** The app on a bare Fastify instance, closed on teardown. */
@@ -22,9 +24,12 @@ export async function build (t: Teardownable, options: BuildOptions = {}): Promi
   // The in-process tier is off unless a test turns it on: most tests change Redis behind the app's back.
   const config: Config = loadConfig({ LOG_LEVEL: 'silent', OPENAI_TIMEOUT_MS: '3000', LOCAL_CACHE_MAX_ENTRIES: '0', ...options.env, DATABASE_URL: databaseUrl })
   const fastify = Fastify(serverOptions(config))
+  // Teardown first: a boot that fails midway (a plugin throws after others
+  // opened Redis, the database, timers) still closes what was opened.
+  t.teardown(() => fastify.close())
   // fp() lifts the app's decorations (store, engine, breaker…) to the instance tests hold.
   await fastify.register(fp(app), { ...options, config })
-  t.teardown(() => fastify.close())
+  if (options.after !== undefined) await fastify.register(options.after)
   if (options.listen === true) await fastify.listen({ port: 0, host: '127.0.0.1' })
   else await fastify.ready()
   // The app starts without waiting for its database (plugins/db.ts); most tests assert on it
