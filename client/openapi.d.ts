@@ -47,7 +47,7 @@ export interface paths {
         };
         /**
          * Readiness, with the state of each dependency
-         * @description Degraded dependencies are named, not fatal: 200 while requests can be served, 503 while starting or closing.
+         * @description Degraded dependencies are named, not fatal: 200 while requests can be served, 503 while starting, closing, or overloaded (past a load-shedding threshold: other routes then answer 503 with Retry-After).
          */
         get: operations["ready"];
         put?: never;
@@ -225,7 +225,12 @@ export interface components {
     responses: never;
     parameters: never;
     requestBodies: never;
-    headers: never;
+    headers: {
+        /** @description This request's id, as in the server's log lines: the request's own X-Request-Id when it was a short token (1 to 64 letters, digits, `.`, `_`, `:` or `-`), else one made by the server */
+        "X-Request-Id": string;
+        /** @description Seconds to wait before trying again */
+        "Retry-After": string;
+    };
     pathItems: never;
 }
 export type $defs = Record<string, never>;
@@ -242,6 +247,7 @@ export interface operations {
             /** @description The metrics, in the Prometheus text format */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -251,6 +257,7 @@ export interface operations {
             /** @description The address is not on the admin allowlist (ADMIN_IP_ALLOWLIST) */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -260,6 +267,7 @@ export interface operations {
             /** @description An unexpected error; the request id is in the server's logs */
             500: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -269,6 +277,7 @@ export interface operations {
             /** @description With WORKERS above 1: the metrics of the workers could not be gathered */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -289,6 +298,7 @@ export interface operations {
             /** @description The process serves requests */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -301,6 +311,7 @@ export interface operations {
             /** @description An unexpected error; the request id is in the server's logs */
             500: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -321,12 +332,13 @@ export interface operations {
             /** @description Ready: requests can be served (a degraded dependency is named, not fatal) */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": {
                         /** @enum {string} */
-                        status: "ready" | "starting" | "closing";
+                        status: "ready" | "starting" | "closing" | "overloaded";
                         /** @description up, down, degraded, embedded, or starting (the database is still opening: answers skip it meanwhile) */
                         redis: string;
                         /** @enum {string} */
@@ -341,21 +353,23 @@ export interface operations {
             /** @description An unexpected error; the request id is in the server's logs */
             500: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Not ready: starting or closing (the body says which) */
+            /** @description Not ready: starting, closing or overloaded (the body says which) */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": {
                         /** @enum {string} */
-                        status: "ready" | "starting" | "closing";
+                        status: "ready" | "starting" | "closing" | "overloaded";
                         /** @description up, down, degraded, embedded, or starting (the database is still opening: answers skip it meanwhile) */
                         redis: string;
                         /** @enum {string} */
@@ -426,6 +440,7 @@ export interface operations {
                     "X-Cache"?: "HIT" | "STALE" | "DURABLE" | "MISS" | "FALLBACK";
                     /** @description On answers that waited for the model: `model;dur=<ms>, app;dur=<ms>`, the model call (all attempts) and the rest of the time spent on the request */
                     "Server-Timing"?: string;
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -450,6 +465,7 @@ export interface operations {
             /** @description The body is invalid: the message names the field, or the profile breaks a rule (e.g. the primary system missing from percentages) */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -459,6 +475,7 @@ export interface operations {
             /** @description The body is over the 16 KiB limit */
             413: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -468,6 +485,7 @@ export interface operations {
             /** @description The body is not application/json */
             415: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -477,6 +495,7 @@ export interface operations {
             /** @description This client caused too many new narratives this minute (cached narratives are never limited): Retry-After says when to try again */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -486,15 +505,18 @@ export interface operations {
             /** @description An unexpected error; the request id is in the server's logs */
             500: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The server is closing, or no narrative could be made (neither the model nor the template) */
+            /** @description The server is closing, or no narrative could be made (neither the model nor the template); or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -515,6 +537,7 @@ export interface operations {
             /** @description The cache figures of this instance since it started */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -555,6 +578,7 @@ export interface operations {
             /** @description No valid admin token (Authorization: Bearer <JWT with role admin>) */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -564,6 +588,7 @@ export interface operations {
             /** @description The address is not on the admin allowlist, or the token lacks the admin role */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -573,6 +598,7 @@ export interface operations {
             /** @description Too many admin calls from this address: Retry-After says when to try again */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -582,15 +608,18 @@ export interface operations {
             /** @description An unexpected error; the request id is in the server's logs */
             500: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The rate-limit store (Redis) is unavailable: admin routes are closed until it is back */
+            /** @description The rate-limit store (Redis) is unavailable: admin routes are closed until it is back; or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -613,6 +642,7 @@ export interface operations {
             /** @description Figures over the period, from the analytics the server records */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -657,6 +687,7 @@ export interface operations {
             /** @description The period is not one of 1d, 7d, 30d */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -666,6 +697,7 @@ export interface operations {
             /** @description No valid admin token (Authorization: Bearer <JWT with role admin>) */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -675,6 +707,7 @@ export interface operations {
             /** @description The address is not on the admin allowlist, or the token lacks the admin role */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -684,6 +717,7 @@ export interface operations {
             /** @description Too many admin calls from this address: Retry-After says when to try again */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -693,15 +727,18 @@ export interface operations {
             /** @description An unexpected error; the request id is in the server's logs */
             500: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The rate-limit store (Redis) is unavailable: admin routes are closed until it is back */
+            /** @description The rate-limit store (Redis) is unavailable: admin routes are closed until it is back; or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -725,6 +762,7 @@ export interface operations {
             /** @description What was deleted, and why no cached narrative was */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -739,6 +777,7 @@ export interface operations {
             /** @description The userId is empty or longer than 64 characters */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -748,6 +787,7 @@ export interface operations {
             /** @description No valid admin token (Authorization: Bearer <JWT with role admin>) */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -757,6 +797,7 @@ export interface operations {
             /** @description The address is not on the admin allowlist, or the token lacks the admin role */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -766,6 +807,7 @@ export interface operations {
             /** @description Too many admin calls from this address: Retry-After says when to try again */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -775,15 +817,18 @@ export interface operations {
             /** @description An unexpected error; the request id is in the server's logs */
             500: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The rate-limit store (Redis) is unavailable: admin routes are closed until it is back */
+            /** @description The rate-limit store (Redis) is unavailable: admin routes are closed until it is back; or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -807,6 +852,7 @@ export interface operations {
             /** @description How many entries were deleted, and the glob used */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -823,6 +869,7 @@ export interface operations {
             /** @description The pattern is missing or has characters other than letters, digits, : @ . _ - * ? */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -832,6 +879,7 @@ export interface operations {
             /** @description No valid admin token (Authorization: Bearer <JWT with role admin>) */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -841,6 +889,7 @@ export interface operations {
             /** @description The address is not on the admin allowlist, or the token lacks the admin role */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -850,6 +899,7 @@ export interface operations {
             /** @description Too many admin calls from this address: Retry-After says when to try again */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -859,15 +909,18 @@ export interface operations {
             /** @description An unexpected error; the request id is in the server's logs */
             500: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The rate-limit store (Redis) is unavailable: admin routes are closed until it is back */
+            /** @description The rate-limit store (Redis) is unavailable: admin routes are closed until it is back; or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -902,6 +955,7 @@ export interface operations {
             /** @description How many narratives were generated, skipped (already fresh) and failed */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -917,6 +971,7 @@ export interface operations {
             /** @description The request is invalid: the message names the field or the rule */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -926,6 +981,7 @@ export interface operations {
             /** @description No valid admin token (Authorization: Bearer <JWT with role admin>) */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -935,6 +991,7 @@ export interface operations {
             /** @description The address is not on the admin allowlist, or the token lacks the admin role */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -944,6 +1001,7 @@ export interface operations {
             /** @description The body is over the 16 KiB limit */
             413: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -953,6 +1011,7 @@ export interface operations {
             /** @description The body is not application/json */
             415: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -962,6 +1021,7 @@ export interface operations {
             /** @description Too many admin calls from this address: Retry-After says when to try again */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -971,15 +1031,18 @@ export interface operations {
             /** @description An unexpected error; the request id is in the server's logs */
             500: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The rate-limit store (Redis) is unavailable: admin routes are closed until it is back */
+            /** @description The rate-limit store (Redis) is unavailable: admin routes are closed until it is back; or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {

@@ -12,6 +12,7 @@ import rateLimitPlugin from '../plugins/rate-limit.ts'
 import swaggerPlugin, { swaggerUiPlugin } from '../plugins/swagger.ts'
 import metricsPlugin from '../plugins/metrics.ts'
 import helmetPlugin from '../plugins/helmet.ts'
+import loadSheddingPlugin, { type LoadSheddingOptions } from '../plugins/load-shedding.ts'
 import dashboardRoutes from '../routes/dashboard/index.ts'
 import narrativeRoutes, { type NarrativeRoutesOptions } from '../routes/narrative/index.ts'
 import adminRoutes from '../routes/admin/index.ts'
@@ -33,6 +34,7 @@ export interface AppOptions {
   cache?: CachePluginOptions
   db?: DbPluginOptions
   routes?: NarrativeRoutesOptions
+  loadShedding?: LoadSheddingOptions
   /** Connections still open this long after close() began are cut (default CLOSE_CONNECTIONS_AFTER_MS). */
   closeConnectionsAfterMs?: number
 }
@@ -129,6 +131,8 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
   const allowed = new AllowedMethods()
   instance.addHook('onRoute', route => allowed.add(route.url, route.method))
   await instance.register(configPlugin, { config: opts.config })
+  // First of the request hooks: an overloaded process refuses at once, before any work.
+  await instance.register(loadSheddingPlugin, opts.loadShedding ?? {})
   // Before any plugin that adds a route (plugins/metrics.ts adds /metrics): the document sees every route.
   await instance.register(swaggerPlugin)
   await instance.register(redisPlugin)

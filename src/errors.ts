@@ -19,3 +19,4 @@ export const MethodNotAllowedError = createError<[string, string, string]>('NARR
 export const EmptyJsonBodyError = createError('NARR_EMPTY_BODY', 'Body is empty but content-type is application/json', 400)
 export const InvalidJsonError = createError<[string]>('NARR_INVALID_JSON', 'Body is not valid JSON: %s', 400)
 export const ForbiddenJsonKeyError = createError<[string]>('NARR_FORBIDDEN_KEY', 'Body contains a forbidden %s key', 400)
+export const OverloadedError = createError<[number]>('NARR_OVERLOADED', 'The server is overloaded; try again in %s s', 503)
