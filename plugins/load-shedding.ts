@@ -15,7 +15,7 @@ export interface LoadSheddingOptions {
 /**
  * Load shedding with @fastify/under-pressure: past a threshold of the
  * environment (SHED_EVENT_LOOP_DELAY_MS, default 1000 ms of mean event-loop
- * delay over the last second; SHED_HEAP_USED_MB and SHED_RSS_MB, off by
+ * delay over the last second, in production only; SHED_HEAP_USED_MB and SHED_RSS_MB, off by
  * default) every request but /health, /ready and /metrics is refused at once
  * (its onRequest hook, before any work) with a 503 NARR_OVERLOADED and
  * `Retry-After: 10`, and /ready says 503 `overloaded` so a balancer sends

@@ -272,7 +272,9 @@ export function loadConfig (source: NodeJS.ProcessEnv = process.env): Config {
   // Workers are separate processes: they share the cache and the durable tier only through Redis and PostgreSQL.
   if (workers > 1 && e.REDIS_URL === undefined) fail('REDIS_URL', `set when WORKERS is above 1 (workers share the cache and its locks through Redis; WORKERS=${workers})`)
   if (workers > 1 && e.DATABASE_URL === undefined) fail('DATABASE_URL', `set when WORKERS is above 1 (the embedded database opens in one process only; WORKERS=${workers})`)
-  const shedDelay = Number(e.SHED_EVENT_LOOP_DELAY_MS ?? 1000)
+  // On by default in production only: in development the embedded database's first open
+  // stalls the loop for seconds, and the requests right after it would be shed.
+  const shedDelay = Number(e.SHED_EVENT_LOOP_DELAY_MS ?? (production ? 1000 : 0))
   if (shedDelay !== 0 && (shedDelay < 10 || shedDelay > 60_000)) fail('SHED_EVENT_LOOP_DELAY_MS', 'milliseconds of mean event-loop delay, 0 (off) or 10 to 60000')
   const localTtl = Number(e.LOCAL_CACHE_TTL_MS ?? 5000)
   if (localTtl < 1 || localTtl > 60_000) fail('LOCAL_CACHE_TTL_MS', 'milliseconds, 1 to 60000')

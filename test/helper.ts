@@ -22,7 +22,9 @@ export async function build (t: Teardownable, options: BuildOptions = {}): Promi
   // A database of this test's own on the shared PostgreSQL, unless the test chose (DATABASE_URL '' means PGlite).
   const databaseUrl = options.env !== undefined && 'DATABASE_URL' in options.env ? options.env.DATABASE_URL : await uniqueDatabaseUrl(t)
   // The in-process tier is off unless a test turns it on: most tests change Redis behind the app's back.
-  const config: Config = loadConfig({ LOG_LEVEL: 'silent', OPENAI_TIMEOUT_MS: '3000', LOCAL_CACHE_MAX_ENTRIES: '0', ...options.env, DATABASE_URL: databaseUrl })
+  // Load shedding is off unless a test turns it on (test/load-shedding.test.ts): on this
+  // shared machine a test's own stall (PGlite opening, a busy neighbour) would shed its next requests.
+  const config: Config = loadConfig({ LOG_LEVEL: 'silent', OPENAI_TIMEOUT_MS: '3000', LOCAL_CACHE_MAX_ENTRIES: '0', SHED_EVENT_LOOP_DELAY_MS: '0', ...options.env, DATABASE_URL: databaseUrl })
   const fastify = Fastify(serverOptions(config))
   // Teardown first: a boot that fails midway (a plugin throws after others
   // opened Redis, the database, timers) still closes what was opened.
@@ -56,7 +58,8 @@ export async function stack (t: Teardownable, extra: Record<string, string> = {}
     redisUrl,
     prefix,
     openai,
-    env: { REDIS_URL: redisUrl, CACHE_PREFIX: prefix, OPENAI_API_KEY: 'sk-test-not-a-real-key', OPENAI_BASE_URL: openai.baseURL, ...extra }
+    // SHED_EVENT_LOOP_DELAY_MS 0: no load shedding in the servers tests spawn either (see build()).
+    env: { REDIS_URL: redisUrl, CACHE_PREFIX: prefix, OPENAI_API_KEY: 'sk-test-not-a-real-key', OPENAI_BASE_URL: openai.baseURL, SHED_EVENT_LOOP_DELAY_MS: '0', ...extra }
   }
 }
 

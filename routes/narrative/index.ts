@@ -35,7 +35,7 @@ const routes: FastifyPluginAsyncTypebox<NarrativeRoutesOptions> = async (fastify
   // A body seen before whose narrative this process holds is answered by the
   // route's preParsing hook, before parsing and validation (memory-hit.ts).
   fastify.post(NARRATIVE_ROUTE, {
-    preParsing: memoryHitHook(fastify, texts),
+    preParsing: memoryHitHook(fastify, texts, fastify.initialConfig.bodyLimit ?? 1024 * 1024),
     schema: {
       tags: ['narrative'],
       operationId: 'getNarrative',

@@ -98,9 +98,9 @@ export class HitTexts {
  * serializer) is handed to Fastify as the hook's error, so it is a 500 with
  * the error handler's body, never an uncaught exception.
  */
-export function memoryHitHook (fastify: FastifyInstance, texts: HitTexts): preParsingHookHandler {
+export function memoryHitHook (fastify: FastifyInstance, texts: HitTexts, bodyLimit: number): preParsingHookHandler {
   return function memoryHit (request, reply, payload, done): void {
-    if (!readsWhole(request.headers, request.routeOptions.bodyLimit)) {
+    if (!readsWhole(request.headers, bodyLimit)) {
       done(null, payload)
       return
     }
