@@ -1,7 +1,6 @@
 import Fastify from 'fastify'
 import { Redis } from 'ioredis'
 import { serverOptions } from '../src/app.ts'
-import { registerJsonBodyParser } from '../src/json-body.ts'
 import { NarrativeRequestSchema, NarrativeResponseSchema } from '../src/schemas/narrative.ts'
 
 /**
@@ -10,7 +9,7 @@ import { NarrativeRequestSchema, NarrativeResponseSchema } from '../src/schemas/
  * - `bare`: a bare Fastify POST route that parses the same JSON body;
  * - `redis`: the same route doing one Redis GET first;
  * - `configured`: Fastify as src/app.ts configures it (its server options:
- *   pino at warn, the socket timeouts, the strict Ajv; its JSON body parser;
+ *   pino at warn, the socket timeouts, the strict Ajv; Fastify's JSON parser;
  *   the route's request and response schemas; an onSend and an onResponse
  *   hook), with no cache behind it: what the framework set-up alone costs.
  * Usage: node --import tsx bench/floor-server.ts <port> <bare|redis|configured> <responseBytes> [redisUrl]
@@ -28,8 +27,8 @@ const fastify = mode === 'configured'
   : Fastify({ logger: false, bodyLimit: 16 * 1024 })
 
 if (mode === 'configured') {
-  registerJsonBodyParser(fastify)
-  fastify.addHook('onSend', (_request, _reply, body, done) => { done(null, body) })
+  fastify.removeContentTypeParser('text/plain')
+  fastify.addHook('onSend', (request, reply, body, done) => { reply.header('X-Request-Id', request.id); done(null, body) })
   fastify.addHook('onResponse', (_request, _reply, done) => { done() })
   fastify.post('/api/narrative', { schema: { body: NarrativeRequestSchema, response: { 200: NarrativeResponseSchema } } }, async (request, reply) => {
     reply.header('X-Cache', request.ip === '' ? 'MISS' : 'HIT')

@@ -31,8 +31,8 @@ export const calls: { [Id in keyof operations]: () => Promise<unknown> } = {
   },
   ready: async () => {
     const { data, error } = await client.GET('/ready')
-    // A 503 answers the same readiness body (starting or closing); a 500 the Error body.
-    const status: 'ready' | 'starting' | 'closing' | undefined = data?.status ?? (error !== undefined && 'status' in error ? error.status : undefined)
+    // A 503 answers the same readiness body (starting, closing or overloaded); a 500 the Error body.
+    const status: 'ready' | 'starting' | 'closing' | 'overloaded' | undefined = data?.status ?? (error !== undefined && 'status' in error ? error.status : undefined)
     return status
   },
   metrics: async () => {

@@ -47,7 +47,7 @@ export interface paths {
         };
         /**
          * Readiness, with the state of each dependency
-         * @description Degraded dependencies are named, not fatal: 200 while requests can be served, 503 while starting or closing.
+         * @description Degraded dependencies are named, not fatal: 200 while requests can be served, 503 while starting, closing, or overloaded (past a load-shedding threshold: other routes then answer 503 with Retry-After).
          */
         get: operations["ready"];
         put?: never;
@@ -346,7 +346,12 @@ export interface components {
     responses: never;
     parameters: never;
     requestBodies: never;
-    headers: never;
+    headers: {
+        /** @description This request's id, as in the server's log lines: the request's own X-Request-Id when it was a short token (1 to 64 letters, digits, `.`, `_`, `:` or `-`), else one made by the server */
+        "X-Request-Id": string;
+        /** @description Seconds to wait before trying again */
+        "Retry-After": string;
+    };
     pathItems: never;
 }
 export type $defs = Record<string, never>;
@@ -363,6 +368,7 @@ export interface operations {
             /** @description The metrics, in the Prometheus text format */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -372,6 +378,7 @@ export interface operations {
             /** @description The address is not on the admin allowlist (ADMIN_IP_ALLOWLIST) */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -381,6 +388,7 @@ export interface operations {
             /** @description An unexpected error; the request id is in the server's logs */
             500: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -390,6 +398,7 @@ export interface operations {
             /** @description With WORKERS above 1: the metrics of the workers could not be gathered */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -410,6 +419,7 @@ export interface operations {
             /** @description The process serves requests */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -422,6 +432,7 @@ export interface operations {
             /** @description An unexpected error; the request id is in the server's logs */
             500: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -442,12 +453,13 @@ export interface operations {
             /** @description Ready: requests can be served (a degraded dependency is named, not fatal) */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": {
                         /** @enum {string} */
-                        status: "ready" | "starting" | "closing";
+                        status: "ready" | "starting" | "closing" | "overloaded";
                         /** @description up, down, degraded, embedded, or starting (the database is still opening: answers skip it meanwhile) */
                         redis: string;
                         /** @enum {string} */
@@ -462,21 +474,23 @@ export interface operations {
             /** @description An unexpected error; the request id is in the server's logs */
             500: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Not ready: starting or closing (the body says which) */
+            /** @description Not ready: starting, closing or overloaded (the body says which) */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": {
                         /** @enum {string} */
-                        status: "ready" | "starting" | "closing";
+                        status: "ready" | "starting" | "closing" | "overloaded";
                         /** @description up, down, degraded, embedded, or starting (the database is still opening: answers skip it meanwhile) */
                         redis: string;
                         /** @enum {string} */
@@ -547,6 +561,7 @@ export interface operations {
                     "X-Cache"?: "HIT" | "STALE" | "DURABLE" | "MISS" | "FALLBACK";
                     /** @description On answers that waited for the model: `model;dur=<ms>, app;dur=<ms>`, the model call (all attempts) and the rest of the time spent on the request */
                     "Server-Timing"?: string;
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -571,6 +586,7 @@ export interface operations {
             /** @description The body is invalid: the message names the field, or the profile breaks a rule (e.g. the primary system missing from percentages) */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -580,6 +596,7 @@ export interface operations {
             /** @description The body is over the 16 KiB limit */
             413: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -589,6 +606,7 @@ export interface operations {
             /** @description The body is not application/json */
             415: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -598,6 +616,7 @@ export interface operations {
             /** @description This client caused too many new narratives this minute (cached narratives are never limited): Retry-After says when to try again */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -607,15 +626,18 @@ export interface operations {
             /** @description An unexpected error; the request id is in the server's logs */
             500: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The server is closing, or no narrative could be made (neither the model nor the template) */
+            /** @description The server is closing, or no narrative could be made (neither the model nor the template); or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -636,6 +658,7 @@ export interface operations {
             /** @description The cache figures of this instance since it started (top level), and of every live instance with their sum (fleet) */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -729,6 +752,7 @@ export interface operations {
             /** @description No valid admin token (Authorization: Bearer <JWT with role admin>) */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -738,6 +762,7 @@ export interface operations {
             /** @description The address is not on the admin allowlist, or the token lacks the admin role */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -747,6 +772,7 @@ export interface operations {
             /** @description Too many admin calls from this address: Retry-After says when to try again */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -756,15 +782,18 @@ export interface operations {
             /** @description An unexpected error; the request id is in the server's logs */
             500: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The rate-limit store (Redis) is unavailable: admin routes are closed until it is back */
+            /** @description The rate-limit store (Redis) is unavailable: admin routes are closed until it is back; or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -787,6 +816,7 @@ export interface operations {
             /** @description Figures over the period, from the analytics the server records */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -831,6 +861,7 @@ export interface operations {
             /** @description The period is not one of 1d, 7d, 30d */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -840,6 +871,7 @@ export interface operations {
             /** @description No valid admin token (Authorization: Bearer <JWT with role admin>) */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -849,6 +881,7 @@ export interface operations {
             /** @description The address is not on the admin allowlist, or the token lacks the admin role */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -858,6 +891,7 @@ export interface operations {
             /** @description Too many admin calls from this address: Retry-After says when to try again */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -867,15 +901,18 @@ export interface operations {
             /** @description An unexpected error; the request id is in the server's logs */
             500: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The rate-limit store (Redis) is unavailable: admin routes are closed until it is back */
+            /** @description The rate-limit store (Redis) is unavailable: admin routes are closed until it is back; or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -899,6 +936,7 @@ export interface operations {
             /** @description What was deleted, and why no cached narrative was */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -913,6 +951,7 @@ export interface operations {
             /** @description The userId is empty or longer than 64 characters */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -922,6 +961,7 @@ export interface operations {
             /** @description No valid admin token (Authorization: Bearer <JWT with role admin>) */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -931,6 +971,7 @@ export interface operations {
             /** @description The address is not on the admin allowlist, or the token lacks the admin role */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -940,6 +981,7 @@ export interface operations {
             /** @description Too many admin calls from this address: Retry-After says when to try again */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -949,15 +991,18 @@ export interface operations {
             /** @description An unexpected error; the request id is in the server's logs */
             500: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The rate-limit store (Redis) is unavailable: admin routes are closed until it is back */
+            /** @description The rate-limit store (Redis) is unavailable: admin routes are closed until it is back; or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -981,6 +1026,7 @@ export interface operations {
             /** @description How many entries were deleted, and the glob used */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -997,6 +1043,7 @@ export interface operations {
             /** @description The pattern is missing or has characters other than letters, digits, : @ . _ - * ? */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1006,6 +1053,7 @@ export interface operations {
             /** @description No valid admin token (Authorization: Bearer <JWT with role admin>) */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1015,6 +1063,7 @@ export interface operations {
             /** @description The address is not on the admin allowlist, or the token lacks the admin role */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1024,6 +1073,7 @@ export interface operations {
             /** @description Too many admin calls from this address: Retry-After says when to try again */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1033,15 +1083,18 @@ export interface operations {
             /** @description An unexpected error; the request id is in the server's logs */
             500: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The rate-limit store (Redis) is unavailable: admin routes are closed until it is back */
+            /** @description The rate-limit store (Redis) is unavailable: admin routes are closed until it is back; or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1076,6 +1129,7 @@ export interface operations {
             /** @description How many narratives were generated, skipped (already fresh) and failed */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1091,6 +1145,7 @@ export interface operations {
             /** @description The request is invalid: the message names the field or the rule */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1100,6 +1155,7 @@ export interface operations {
             /** @description No valid admin token (Authorization: Bearer <JWT with role admin>) */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1109,6 +1165,7 @@ export interface operations {
             /** @description The address is not on the admin allowlist, or the token lacks the admin role */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1118,6 +1175,7 @@ export interface operations {
             /** @description The body is over the 16 KiB limit */
             413: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1127,6 +1185,7 @@ export interface operations {
             /** @description The body is not application/json */
             415: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1136,6 +1195,7 @@ export interface operations {
             /** @description Too many admin calls from this address: Retry-After says when to try again */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1145,15 +1205,18 @@ export interface operations {
             /** @description An unexpected error; the request id is in the server's logs */
             500: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The rate-limit store (Redis) is unavailable: admin routes are closed until it is back */
+            /** @description The rate-limit store (Redis) is unavailable: admin routes are closed until it is back; or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1189,6 +1252,7 @@ export interface operations {
             /** @description A chat.completion (or, with stream: true, its chunks as Server-Sent Events) */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1200,6 +1264,7 @@ export interface operations {
             /** @description The request is invalid (the message names what), or the upstream refused it (passed through, never cached) */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1209,6 +1274,7 @@ export interface operations {
             /** @description No API key, or not a live one */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1218,6 +1284,7 @@ export interface operations {
             /** @description This key caused too many upstream calls this minute, or the upstream rate-limited (Retry-After) */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1227,6 +1294,7 @@ export interface operations {
             /** @description An unexpected error; the request id is in the server's logs */
             500: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1236,15 +1304,18 @@ export interface operations {
             /** @description The upstream could not be reached, its stream broke, or the identical request this one waited for failed */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["OpenAIError"];
                 };
             };
-            /** @description No upstream is configured, or API keys cannot be checked */
+            /** @description No upstream is configured, or API keys cannot be checked; or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1254,6 +1325,7 @@ export interface operations {
             /** @description only-if-cached, and there is no entry */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1289,6 +1361,7 @@ export interface operations {
             /** @description The canonical form, the key, the fields left out of it, and the entry if any */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1307,6 +1380,7 @@ export interface operations {
             /** @description The request is invalid (the message names what), or the upstream refused it (passed through, never cached) */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1316,6 +1390,7 @@ export interface operations {
             /** @description No API key, or not a live one */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1325,6 +1400,7 @@ export interface operations {
             /** @description This key caused too many upstream calls this minute, or the upstream rate-limited (Retry-After) */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1334,6 +1410,7 @@ export interface operations {
             /** @description An unexpected error; the request id is in the server's logs */
             500: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1343,15 +1420,18 @@ export interface operations {
             /** @description The upstream could not be reached, its stream broke, or the identical request this one waited for failed */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["OpenAIError"];
                 };
             };
-            /** @description No upstream is configured, or API keys cannot be checked */
+            /** @description No upstream is configured, or API keys cannot be checked; or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1361,6 +1441,7 @@ export interface operations {
             /** @description only-if-cached, and there is no entry */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1381,6 +1462,7 @@ export interface operations {
             /** @description The upstream's answer */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1392,6 +1474,7 @@ export interface operations {
             /** @description The request is invalid (the message names what), or the upstream refused it (passed through, never cached) */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1401,6 +1484,7 @@ export interface operations {
             /** @description No API key, or not a live one */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1410,6 +1494,7 @@ export interface operations {
             /** @description This key caused too many upstream calls this minute, or the upstream rate-limited (Retry-After) */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1419,6 +1504,7 @@ export interface operations {
             /** @description An unexpected error; the request id is in the server's logs */
             500: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1428,15 +1514,18 @@ export interface operations {
             /** @description The upstream could not be reached, its stream broke, or the identical request this one waited for failed */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["OpenAIError"];
                 };
             };
-            /** @description No upstream is configured, or API keys cannot be checked */
+            /** @description No upstream is configured, or API keys cannot be checked; or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1446,6 +1535,7 @@ export interface operations {
             /** @description only-if-cached, and there is no entry */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1466,6 +1556,7 @@ export interface operations {
             /** @description Every key, revoked ones included */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1493,6 +1584,7 @@ export interface operations {
             /** @description No valid admin token (Authorization: Bearer <JWT with role admin>) */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1502,6 +1594,7 @@ export interface operations {
             /** @description The address is not on the admin allowlist, or the token lacks the admin role */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1511,6 +1604,7 @@ export interface operations {
             /** @description Too many requests: Retry-After says when to try again */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1520,15 +1614,18 @@ export interface operations {
             /** @description An unexpected error; the request id is in the server's logs */
             500: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description A dependency this answer needs is unavailable, or the server is starting or closing */
+            /** @description A dependency this answer needs is unavailable, or the server is starting or closing; or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1558,6 +1655,7 @@ export interface operations {
             /** @description The key, with its secret */
             201: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1588,6 +1686,7 @@ export interface operations {
             /** @description The body names the field that is wrong */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1597,6 +1696,7 @@ export interface operations {
             /** @description No valid admin token (Authorization: Bearer <JWT with role admin>) */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1606,6 +1706,7 @@ export interface operations {
             /** @description The address is not on the admin allowlist, or the token lacks the admin role */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1615,6 +1716,7 @@ export interface operations {
             /** @description Too many requests: Retry-After says when to try again */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1624,15 +1726,18 @@ export interface operations {
             /** @description An unexpected error; the request id is in the server's logs */
             500: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description A dependency this answer needs is unavailable, or the server is starting or closing */
+            /** @description A dependency this answer needs is unavailable, or the server is starting or closing; or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1655,6 +1760,7 @@ export interface operations {
             /** @description Revoked */
             204: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -1662,6 +1768,7 @@ export interface operations {
             /** @description No valid admin token (Authorization: Bearer <JWT with role admin>) */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1671,6 +1778,7 @@ export interface operations {
             /** @description The address is not on the admin allowlist, or the token lacks the admin role */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1680,6 +1788,7 @@ export interface operations {
             /** @description No live key has this id */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1689,6 +1798,7 @@ export interface operations {
             /** @description Too many requests: Retry-After says when to try again */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1698,15 +1808,18 @@ export interface operations {
             /** @description An unexpected error; the request id is in the server's logs */
             500: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description A dependency this answer needs is unavailable, or the server is starting or closing */
+            /** @description A dependency this answer needs is unavailable, or the server is starting or closing; or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1735,6 +1848,7 @@ export interface operations {
             /** @description The tenant as it is now (its keys follow within 30 s) */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1747,6 +1861,7 @@ export interface operations {
             /** @description The tenant or the body names what is wrong */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1756,6 +1871,7 @@ export interface operations {
             /** @description No valid admin token (Authorization: Bearer <JWT with role admin>) */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1765,6 +1881,7 @@ export interface operations {
             /** @description The address is not on the admin allowlist, or the token lacks the admin role */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1774,6 +1891,7 @@ export interface operations {
             /** @description Too many requests: Retry-After says when to try again */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1783,15 +1901,18 @@ export interface operations {
             /** @description An unexpected error; the request id is in the server's logs */
             500: {
                 headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description A dependency this answer needs is unavailable, or the server is starting or closing */
+            /** @description A dependency this answer needs is unavailable, or the server is starting or closing; or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
                 content: {

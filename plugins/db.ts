@@ -6,6 +6,7 @@ import { AuditRepository } from '../src/db/audit-repository.ts'
 import { DeferredDatabase, openDatabase, type Database, type PostgresOptions } from '../src/db/database.ts'
 import { migrate } from '../src/db/migrations.ts'
 import { NarrativesRepository } from '../src/db/narratives-repository.ts'
+import { withTimeout } from '../src/timeout.ts'
 
 /** 'starting' while the first open + migrate is under way; 'down' once an attempt failed (retried in the background). */
 export type DbState = 'up' | 'down' | 'embedded' | 'starting'
@@ -46,16 +47,6 @@ export interface DbPluginOptions {
   pingTimeoutMs?: number
   /** When the retention pass first runs, and how often after. Default 10 s, then hourly. */
   retention?: { firstDelayMs?: number, intervalMs?: number }
-}
-
-async function within<T> (p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms) })
-  try {
-    return await Promise.race([p, timeout])
-  } finally {
-    clearTimeout(timer)
-  }
 }
 
 /**
@@ -161,7 +152,7 @@ export default fp<DbPluginOptions>(async (fastify, opts) => {
     if (closed) return 'down'
     if (!migrated) return firstDone ? 'down' : 'starting'
     try {
-      await within(database.ping(), pingTimeoutMs)
+      await withTimeout(database.ping(), pingTimeoutMs)
       return kind === 'pglite' ? 'embedded' : 'up'
     } catch {
       return 'down'

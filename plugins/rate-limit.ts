@@ -45,7 +45,8 @@ export default fp(async (fastify) => {
   await fastify.register(rateLimit, {
     global: false,
     skipOnError: false,
-    // By address, an IPv6 client by its /64 (src/client-key.ts).
+    // By address, an IPv6 client by its /64: the plugin's own normalizeIP, after
+    // dropping a zone id (src/client-key.ts), as the generation limit counts.
     keyGenerator: request => rateLimitKey(request.ip),
     ...(redis === undefined ? {} : { store: failClosedStore(redis, fastify.config.cachePrefix) }),
     errorResponseBuilder: (_request, context) => Object.assign(

@@ -4,6 +4,7 @@ import type { Cluster, Redis } from 'ioredis'
 import { MemoryStore } from '../src/swr/memory-store.ts'
 import { createRedisClient, RedisStore } from '../src/swr/redis-store.ts'
 import type { CacheStore } from '../src/swr/store.ts'
+import { withTimeout } from '../src/timeout.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -34,8 +35,7 @@ async function waitReady (client: Redis | Cluster, ms: number): Promise<boolean>
 async function quitOrDisconnect (client: Redis | Cluster): Promise<void> {
   if (client.status === 'ready') {
     const quit = client.quit().then(() => true, () => false)
-    const timeout = new Promise<boolean>(resolve => setTimeout(() => resolve(false), 1500).unref())
-    if (await Promise.race([quit, timeout])) return
+    if (await withTimeout(quit, 1500, { ref: false }).catch(() => false)) return
   }
   client.disconnect()
 }

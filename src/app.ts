@@ -1,5 +1,5 @@
-import { STATUS_CODES, createServer } from 'node:http'
-import { LogController, type FastifyError, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import { STATUS_CODES, type Server } from 'node:http'
+import { LogController, type FastifyError, type FastifyHttpOptions, type FastifyInstance, type FastifyRequest, type FastifyServerOptions } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import configPlugin from '../plugins/config.ts'
 import redisPlugin from '../plugins/redis.ts'
@@ -15,6 +15,7 @@ import swaggerPlugin, { swaggerUiPlugin } from '../plugins/swagger.ts'
 import metricsPlugin from '../plugins/metrics.ts'
 import helmetPlugin from '../plugins/helmet.ts'
 import fleetPlugin from '../plugins/fleet.ts'
+import loadSheddingPlugin, { type LoadSheddingOptions } from '../plugins/load-shedding.ts'
 import dashboardRoutes from '../routes/dashboard/index.ts'
 import narrativeRoutes, { type NarrativeRoutesOptions } from '../routes/narrative/index.ts'
 import adminRoutes from '../routes/admin/index.ts'
@@ -23,12 +24,11 @@ import keysRoutes from '../routes/keys/index.ts'
 import healthRoutes from '../routes/health/index.ts'
 import type { Config } from './config.ts'
 import type { Narrator } from './narrator/narrator.ts'
-import { BodyTooLargeError, MethodNotAllowedError, NotFoundError, UnsupportedMediaTypeError } from './errors.ts'
+import { BodyTooLargeError, EmptyJsonBodyError, ForbiddenJsonKeyError, InvalidJsonError, MethodNotAllowedError, NotFoundError, UnsupportedMediaTypeError } from './errors.ts'
 import { lenientUserPath } from './admin/user-path.ts'
 import { formatValidationError } from './schemas/validation-message.ts'
-import { registerJsonBodyParser } from './json-body.ts'
-import { frontedListener } from './front-door.ts'
-import { nextRequestId } from './request-id.ts'
+import { requestIdOf } from './request-id.ts'
+import sjson from 'secure-json-parse'
 import { fastifyTrustProxy } from './proxy-trust.ts'
 
 export interface AppOptions {
@@ -39,6 +39,9 @@ export interface AppOptions {
   cache?: CachePluginOptions
   db?: DbPluginOptions
   routes?: NarrativeRoutesOptions
+  loadShedding?: LoadSheddingOptions
+  /** Connections still open this long after close() began are cut (default CLOSE_CONNECTIONS_AFTER_MS). */
+  closeConnectionsAfterMs?: number
 }
 
 declare module 'fastify' {
@@ -46,12 +49,25 @@ declare module 'fastify' {
     /** True from the moment close() begins. */
     isClosing: () => boolean
   }
+  interface FastifyRequest {
+    /** The JSON text of the body, when the route read it whole before parsing (routes/narrative/memory-hit.ts). */
+    jsonBodyText?: string
+  }
 }
 
 /** An idle keep-alive connection is closed this long after its last answer (plus Node's own 1 s). */
 export const KEEP_ALIVE_IDLE_MS = 65_000
 /** A connection silent this long while its request is being answered is closed. */
 export const SILENT_ANSWER_MS = 60_000
+/** Headers must arrive within this long, and the whole request within REQUEST_MS. */
+export const HEADERS_MS = 10_000
+export const REQUEST_MS = 30_000
+/**
+ * Once close() begins, connections still open this long after (a request not
+ * yet finished, a client that sent half its headers, a stream) are cut, so a
+ * SIGTERM ends within its 10 s grace whatever the clients do.
+ */
+export const CLOSE_CONNECTIONS_AFTER_MS = 6000
 
 /** Body limit of the public route: 16 KiB, as the contract says. */
 export const BODY_LIMIT = 16 * 1024
@@ -61,17 +77,23 @@ export const BODY_LIMIT = 16 * 1024
  * properties are refused (not stripped), strings are never coerced into
  * numbers, and NaN/Infinity are not numbers.
  */
-export function serverOptions (config: Pick<Config, 'logLevel' | 'trustProxy'>, logger: FastifyServerOptions['logger'] = { level: config.logLevel }): FastifyServerOptions {
+export function serverOptions (config: Pick<Config, 'logLevel' | 'trustProxy'>, logger: FastifyServerOptions['logger'] = { level: config.logLevel }): FastifyHttpOptions<Server> {
   return {
     logger,
     bodyLimit: BODY_LIMIT,
     trustProxy: fastifyTrustProxy(config.trustProxy),
+    // An incoming X-Request-Id is kept when it is a short token, else a fresh id (src/request-id.ts);
+    // the app's onSend hook sends it back.
     requestIdHeader: false,
-    genReqId: nextRequestId,
+    genReqId: requestIdOf,
     // A user id of `%` can be deleted as typed (src/admin/user-path.ts).
     rewriteUrl: lenientUserPath,
     // One line per request instead of Fastify's two: plugins/metrics.ts writes it.
     logController: new LogController({ disableRequestLogging: true }),
+    // Fastify's own JSON parser refuses `__proto__` and `constructor.prototype`
+    // keys (the app's error handler says which: jsonError below).
+    onProtoPoisoning: 'error',
+    onConstructorPoisoning: 'error',
     // A slow client cannot hold a connection open for ever: headers within 10 s,
     // the whole request within 30 s, checked every second (Node's default check
     // runs every 30 s); a connection silent for 60 s while its request is being
@@ -82,13 +104,16 @@ export function serverOptions (config: Pick<Config, 'logLevel' | 'trustProxy'>, 
     // hangs up first. 65 s is above common balancers' idle timeout (AWS ALB and
     // nginx's upstream keep-alive: 60 s), so the balancer, not this server, ends
     // an idle connection and never sends a request on one being closed (a 502).
-    serverFactory: handler => {
-      const server = createServer({ headersTimeout: 10_000, requestTimeout: 30_000, connectionsCheckingInterval: 1000, keepAliveTimeout: KEEP_ALIVE_IDLE_MS })
-      // A request may be answered before Fastify routes it (src/front-door.ts, routes/narrative/memory-hit.ts).
-      server.on('request', frontedListener(server, handler))
-      server.setTimeout(SILENT_ANSWER_MS)
-      return server
-    },
+    // Fastify sets keepAliveTimeout, requestTimeout and connectionTimeout
+    // (server.setTimeout) on the server it creates; `http` is passed to
+    // http.createServer as it is.
+    connectionTimeout: SILENT_ANSWER_MS,
+    keepAliveTimeout: KEEP_ALIVE_IDLE_MS,
+    requestTimeout: REQUEST_MS,
+    http: { headersTimeout: HEADERS_MS, connectionsCheckingInterval: 1000 },
+    // close(): idle keep-alive connections are closed at once (the default,
+    // said here); the rest are cut CLOSE_CONNECTIONS_AFTER_MS later (app's preClose).
+    forceCloseConnections: 'idle',
     ajv: {
       customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false, strictNumbers: true }
     },
@@ -99,12 +124,20 @@ export function serverOptions (config: Pick<Config, 'logLevel' | 'trustProxy'>, 
 /** The whole app as one plugin: plugins, then routes, then the error and 404 handlers. */
 export default async function app (fastify: FastifyInstance, opts: AppOptions): Promise<void> {
   const instance = fastify.withTypeProvider<TypeBoxTypeProvider>()
-  registerJsonBodyParser(instance)
+  // JSON is the only body this server takes, parsed by Fastify's own parser:
+  // any other content type (text/plain included, which Fastify would take as
+  // a string) is a 415 naming application/json (ownError below).
+  instance.removeContentTypeParser('text/plain')
+  // The JSON text of a small body, read whole by the narrative route's
+  // preParsing hook before Fastify parses it: the service's memo keys on it.
+  instance.decorateRequest('jsonBodyText', undefined)
   // Which methods each route path takes (every route, so before any plugin adds one):
   // another method on a known path is a 405 with Allow.
   const allowed = new AllowedMethods()
   instance.addHook('onRoute', route => allowed.add(route.url, route.method))
   await instance.register(configPlugin, { config: opts.config })
+  // First of the request hooks: an overloaded process refuses at once, before any work.
+  await instance.register(loadSheddingPlugin, opts.loadShedding ?? {})
   // Before any plugin that adds a route (plugins/metrics.ts adds /metrics): the document sees every route.
   await instance.register(swaggerPlugin)
   // Metrics first: the plugins after it provide their own figures to it.
@@ -124,15 +157,26 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
   // connection cannot keep a SIGTERM waiting (and /ready says 503).
   let closing = false
   instance.decorate('isClosing', () => closing)
-  instance.addHook('preClose', async () => { closing = true })
-  // Callback style: an async hook costs every request a promise.
-  instance.addHook('onSend', function hangUpWhenClosing (_request, reply, payload, done) {
+  // Connections still open CLOSE_CONNECTIONS_AFTER_MS after close() began are
+  // cut (idle ones are closed at once by Fastify): the server's close waits
+  // for every connection, and the rest of the app's closing waits for it.
+  let cutTimer: NodeJS.Timeout | undefined
+  instance.addHook('preClose', async () => {
+    closing = true
+    cutTimer = setTimeout(() => { fastify.server.closeAllConnections() }, opts.closeConnectionsAfterMs ?? CLOSE_CONNECTIONS_AFTER_MS)
+    cutTimer.unref()
+  })
+  instance.addHook('onClose', async () => { clearTimeout(cutTimer) })
+  // Every answer carries its request id; once closing has begun, keep-alive
+  // clients are asked to hang up. Callback style: an async hook costs every request a promise.
+  instance.addHook('onSend', function answerHeaders (request, reply, payload, done) {
+    reply.header('X-Request-Id', request.id)
     if (closing) reply.header('Connection', 'close')
     done(null, payload)
   })
 
   instance.setErrorHandler((fastifyError: FastifyError, request, reply) => {
-    const error = ownError(fastifyError, request.headers['content-type'])
+    const error = ownError(fastifyError, request)
     const status = error.statusCode !== undefined && error.statusCode >= 400 ? error.statusCode : 500
     // Our own 5xx (a dependency refused on purpose, e.g. 503) say why; anything else is hidden.
     const ours = typeof error.code === 'string' && error.code.startsWith('NARR_') && status !== 500
@@ -171,10 +215,36 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
 }
 
 /** Fastify's own body errors, restated so that they say what the server takes. */
-function ownError (error: FastifyError, contentType: string | undefined): FastifyError {
-  if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new BodyTooLargeError(BODY_LIMIT / 1024, BODY_LIMIT)
-  if (error.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return new UnsupportedMediaTypeError(contentType ?? 'no Content-Type')
-  return error
+function ownError (error: FastifyError, request: FastifyRequest): FastifyError {
+  switch (error.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE': return new BodyTooLargeError(BODY_LIMIT / 1024, BODY_LIMIT)
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE': return new UnsupportedMediaTypeError(request.headers['content-type'] ?? 'no Content-Type')
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY': return new EmptyJsonBodyError()
+    case 'FST_ERR_CTP_INVALID_JSON_BODY': return jsonError(request.jsonBodyText)
+    default: return error
+  }
+}
+
+/**
+ * What was wrong with a body Fastify's parser refused (its own error says
+ * only "not a valid JSON"), from the text when the route kept it: the syntax
+ * error and where it is, or the forbidden key. Only ever run on a refusal.
+ */
+export function jsonError (text: string | undefined): FastifyError {
+  if (text === undefined) return new InvalidJsonError('the body could not be parsed')
+  if (text.trim() === '') return new EmptyJsonBodyError()
+  try {
+    JSON.parse(text)
+  } catch (err) {
+    return new InvalidJsonError((err as Error).message)
+  }
+  // Valid JSON that secure-json-parse refused: a prototype key. Which one?
+  try {
+    sjson.parse(text, undefined, { protoAction: 'error', constructorAction: 'ignore' })
+    return new ForbiddenJsonKeyError('"constructor.prototype"')
+  } catch {
+    return new ForbiddenJsonKeyError('"__proto__"')
+  }
 }
 
 /** Route paths (`:param` and `*` included) and the methods each takes. */

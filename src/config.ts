@@ -19,6 +19,9 @@ export const EnvSchema = Type.Object({
   HOST: Type.Optional(Type.String({ minLength: 1, description: 'a host name or IP address' })),
   LISTEN_BACKLOG: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'a whole number of pending connections, 1 to 65535' })),
   WORKERS: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'a whole number of worker processes, 1 to 64' })),
+  SHED_EVENT_LOOP_DELAY_MS: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'milliseconds of mean event-loop delay, 0 (off) or 10 to 60000' })),
+  SHED_HEAP_USED_MB: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'a whole number of MiB, 0 (off) or more' })),
+  SHED_RSS_MB: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'a whole number of MiB, 0 (off) or more' })),
   REDIS_URL: Type.Optional(Type.String({ description: 'a redis:// or rediss:// URL, or comma-separated host:port cluster seeds' })),
   REDIS_SENTINELS: Type.Optional(Type.String({ description: 'comma-separated host:port of the Redis Sentinels' })),
   REDIS_SENTINEL_NAME: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9._-]{1,64}$', description: "the master's name the Sentinels monitor (letters, digits, . _ -), e.g. mymaster" })),
@@ -81,6 +84,8 @@ export interface Config {
   listenBacklog: number
   /** Worker processes sharing the port (node:cluster); 1 serves from this process alone. */
   workers: number
+  /** Load shedding (plugins/load-shedding.ts, @fastify/under-pressure): past any of these, 503 with Retry-After. 0: that check is off. */
+  shed: { eventLoopDelayMs: number, heapUsedBytes: number, rssBytes: number }
   redis: RedisTarget
   databaseUrl: string | undefined
   dataDir: string
@@ -352,6 +357,10 @@ export function loadConfig (source: NodeJS.ProcessEnv = process.env): Config {
   // Workers are separate processes: they share the cache and the durable tier only through Redis and PostgreSQL.
   if (workers > 1 && e.REDIS_URL === undefined && e.REDIS_SENTINELS === undefined) fail('REDIS_URL', `set when WORKERS is above 1, or REDIS_SENTINELS (workers share the cache and its locks through Redis; WORKERS=${workers})`)
   if (workers > 1 && e.DATABASE_URL === undefined) fail('DATABASE_URL', `set when WORKERS is above 1 (the embedded database opens in one process only; WORKERS=${workers})`)
+  // On by default in production only: in development the embedded database's first open
+  // stalls the loop for seconds, and the requests right after it would be shed.
+  const shedDelay = Number(e.SHED_EVENT_LOOP_DELAY_MS ?? (production ? 1000 : 0))
+  if (shedDelay !== 0 && (shedDelay < 10 || shedDelay > 60_000)) fail('SHED_EVENT_LOOP_DELAY_MS', 'milliseconds of mean event-loop delay, 0 (off) or 10 to 60000')
   const localTtl = Number(e.LOCAL_CACHE_TTL_MS ?? 5000)
   if (localTtl < 1 || localTtl > 60_000) fail('LOCAL_CACHE_TTL_MS', 'milliseconds, 1 to 60000')
   const memoryMb = Number(e.MEMORY_STORE_MAX_MB ?? 256)
@@ -363,6 +372,7 @@ export function loadConfig (source: NodeJS.ProcessEnv = process.env): Config {
     host: e.HOST ?? '127.0.0.1',
     listenBacklog,
     workers,
+    shed: { eventLoopDelayMs: shedDelay, heapUsedBytes: Number(e.SHED_HEAP_USED_MB ?? 0) * 1024 * 1024, rssBytes: Number(e.SHED_RSS_MB ?? 0) * 1024 * 1024 },
     redis: parseRedis(e),
     databaseUrl: e.DATABASE_URL,
     dataDir: e.DATA_DIR ?? './data',

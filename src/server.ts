@@ -36,12 +36,15 @@ async function main (): Promise<void> {
   if (secretNote !== undefined && cluster.isPrimary) fastify.log.warn(secretNote)
   await fastify.register(app, { config })
 
-  // SIGTERM/SIGINT: stop accepting, finish requests in flight and background
-  // work, release locks, close Redis; exit 0. A second signal or 25 s forces it.
+  // SIGTERM/SIGINT: stop accepting, close idle connections, end event streams
+  // with an error event, finish requests in flight and background work
+  // (connections still open after CLOSE_CONNECTIONS_AFTER_MS, 6 s, are cut:
+  // src/app.ts), release locks, close Redis; exit 0, within the 10 s grace a
+  // balancer or orchestrator gives. A second signal or 9.5 s forces it (exit 1).
   // A worker leaves SIGINT (Ctrl-C reaches the whole process group) to the
   // primary, which asks each worker once with SIGTERM.
   if (cluster.isWorker) process.on('SIGINT', () => {})
-  closeWithGrace({ delay: 25_000, skip: cluster.isWorker ? ['SIGINT'] : [] }, async ({ signal, err }) => {
+  closeWithGrace({ delay: 9500, skip: cluster.isWorker ? ['SIGINT'] : [] }, async ({ signal, err }) => {
     if (err !== undefined) fastify.log.error({ err }, 'closing after an uncaught error')
     else fastify.log.info({ signal }, 'closing')
     await fastify.close()

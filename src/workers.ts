@@ -23,7 +23,7 @@ const RESTART_DELAY_MS = 1000
 /** A worker that lived this long was healthy: its death does not count towards the restart backoff. */
 const HEALTHY_LIFETIME_MS = 30_000
 /** After the first signal, workers still running after this long are killed. */
-const SHUTDOWN_TIMEOUT_MS = 30_000
+const SHUTDOWN_TIMEOUT_MS = 10_000
 
 /**
  * The cluster primary: forks the workers (each one the whole app, sharing the

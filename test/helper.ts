@@ -1,7 +1,8 @@
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import app, { serverOptions, type AppOptions } from '../src/app.ts'
 import { loadConfig, type Config } from '../src/config.ts'
+import { settledWithin } from '../src/timeout.ts'
 import { startFakeOpenAI, type FakeOpenAI } from './support/fake-openai.ts'
 import { sharedRedisUrl, uniqueDatabaseUrl, uniquePrefix, type Teardownable } from './support/env.ts'
 
@@ -12,12 +13,8 @@ export interface BuildOptions extends Omit<AppOptions, 'config'> {
   listen?: boolean
   /** false: return as soon as the app is ready, while its database may still be opening. Default true. */
   waitForDatabase?: boolean
-}
-
-async function settledWithin (promise: Promise<unknown>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined
-  await Promise.race([promise.catch(() => {}), new Promise(resolve => { timer = setTimeout(resolve, ms) })])
-  clearTimeout(timer)
+  /** A plugin registered after the app (a test's own hooks, or one that fails to boot). */
+  after?: FastifyPluginAsync
 }
 
 /** The app on a bare Fastify instance, closed on teardown. */
@@ -25,11 +22,16 @@ export async function build (t: Teardownable, options: BuildOptions = {}): Promi
   // A database of this test's own on the shared PostgreSQL, unless the test chose (DATABASE_URL '' means PGlite).
   const databaseUrl = options.env !== undefined && 'DATABASE_URL' in options.env ? options.env.DATABASE_URL : await uniqueDatabaseUrl(t)
   // The in-process tier is off unless a test turns it on: most tests change Redis behind the app's back.
-  const config: Config = loadConfig({ LOG_LEVEL: 'silent', OPENAI_TIMEOUT_MS: '3000', LOCAL_CACHE_MAX_ENTRIES: '0', ...options.env, DATABASE_URL: databaseUrl })
+  // Load shedding is off unless a test turns it on (test/load-shedding.test.ts): on this
+  // shared machine a test's own stall (PGlite opening, a busy neighbour) would shed its next requests.
+  const config: Config = loadConfig({ LOG_LEVEL: 'silent', OPENAI_TIMEOUT_MS: '3000', LOCAL_CACHE_MAX_ENTRIES: '0', SHED_EVENT_LOOP_DELAY_MS: '0', ...options.env, DATABASE_URL: databaseUrl })
   const fastify = Fastify(serverOptions(config))
+  // Teardown first: a boot that fails midway (a plugin throws after others
+  // opened Redis, the database, timers) still closes what was opened.
+  t.teardown(() => fastify.close())
   // fp() lifts the app's decorations (store, engine, breaker…) to the instance tests hold.
   await fastify.register(fp(app), { ...options, config })
-  t.teardown(() => fastify.close())
+  if (options.after !== undefined) await fastify.register(options.after)
   if (options.listen === true) await fastify.listen({ port: 0, host: '127.0.0.1' })
   else await fastify.ready()
   // The app starts without waiting for its database (plugins/db.ts); most tests assert on it
@@ -56,7 +58,8 @@ export async function stack (t: Teardownable, extra: Record<string, string> = {}
     redisUrl,
     prefix,
     openai,
-    env: { REDIS_URL: redisUrl, CACHE_PREFIX: prefix, OPENAI_API_KEY: 'sk-test-not-a-real-key', OPENAI_BASE_URL: openai.baseURL, ...extra }
+    // SHED_EVENT_LOOP_DELAY_MS 0: no load shedding in the servers tests spawn either (see build()).
+    env: { REDIS_URL: redisUrl, CACHE_PREFIX: prefix, OPENAI_API_KEY: 'sk-test-not-a-real-key', OPENAI_BASE_URL: openai.baseURL, SHED_EVENT_LOOP_DELAY_MS: '0', ...extra }
   }
 }
 

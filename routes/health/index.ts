@@ -1,10 +1,11 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { errorResponses } from '../../src/schemas/error.ts'
+import { SHED_RETRY_AFTER_SECONDS } from '../../plugins/load-shedding.ts'
 
 const PartState = Type.Unsafe<string>({ type: 'string', description: 'up, down, degraded, embedded, or starting (the database is still opening: answers skip it meanwhile)' })
 const ReadySchema = Type.Object({
-  status: Type.Unsafe<'ready' | 'starting' | 'closing'>({ type: 'string', enum: ['ready', 'starting', 'closing'] }),
+  status: Type.Unsafe<'ready' | 'starting' | 'closing' | 'overloaded'>({ type: 'string', enum: ['ready', 'starting', 'closing', 'overloaded'] }),
   redis: PartState,
   breaker: Type.Unsafe<'closed' | 'open' | 'half-open'>({ type: 'string', enum: ['closed', 'open', 'half-open'] }),
   database: PartState,
@@ -28,12 +29,12 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       operationId: 'ready',
       security: [],
       summary: 'Readiness, with the state of each dependency',
-      description: 'Degraded dependencies are named, not fatal: 200 while requests can be served, 503 while starting or closing.',
+      description: 'Degraded dependencies are named, not fatal: 200 while requests can be served, 503 while starting, closing, or overloaded (past a load-shedding threshold: other routes then answer 503 with Retry-After).',
       response: {
         200: { ...ReadySchema, description: 'Ready: requests can be served (a degraded dependency is named, not fatal)' },
         500: errorResponses([500])[500],
         // Not the error body: the same readiness figures, with status starting or closing.
-        503: { ...ReadySchema, description: 'Not ready: starting or closing (the body says which)' }
+        503: { ...ReadySchema, description: 'Not ready: starting, closing or overloaded (the body says which)' }
       }
     }
   }, async (_request, reply) => {
@@ -46,9 +47,10 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       }
     }
     const database = await fastify.db.state()
-    const closing = fastify.isClosing()
-    const body = { status: closing ? 'closing' as const : 'ready' as const, redis, breaker: breaker.state, database, narrator: narrator.engine }
-    return await reply.code(closing ? 503 : 200).send(body)
+    const status = fastify.isClosing() ? 'closing' as const : fastify.isUnderPressure() ? 'overloaded' as const : 'ready' as const
+    const body = { status, redis, breaker: breaker.state, database, narrator: narrator.engine }
+    if (status === 'overloaded') reply.header('Retry-After', String(SHED_RETRY_AFTER_SECONDS))
+    return await reply.code(status === 'ready' ? 200 : 503).send(body)
   })
 }
 

@@ -1,9 +1,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { NarrativeRequestSchema, NarrativeResponseSchema } from '../../src/schemas/narrative.ts'
 import { errorResponses } from '../../src/schemas/error.ts'
-import { noteAnswer, streamNarrative, wantsEventStream } from './stream.ts'
-import { HitTexts, NARRATIVE_ROUTE, memoryHitFront, memoryHitHook } from './memory-hit.ts'
-import { installFront } from '../../src/front-door.ts'
+import { OpenStreams, noteAnswer, streamNarrative, wantsEventStream } from './stream.ts'
+import { HitTexts, NARRATIVE_ROUTE, memoryHitHook } from './memory-hit.ts'
 import cors from '@fastify/cors'
 
 export interface NarrativeRoutesOptions {
@@ -17,7 +16,9 @@ export function serverTiming (modelMs: number, elapsedMs: number): string {
 }
 
 const routes: FastifyPluginAsyncTypebox<NarrativeRoutesOptions> = async (fastify, opts) => {
-  const streamOptions = { heartbeatMs: opts.heartbeatMs ?? 15_000 }
+  const streamOptions = { heartbeatMs: opts.heartbeatMs ?? 15_000, open: new OpenStreams() }
+  // Closing: each open event stream ends with an error event at once.
+  fastify.addHook('preClose', async () => { streamOptions.open.endAll() })
   const texts = new HitTexts()
   // Browsers may call the public route from CORS_ORIGINS, and only that route:
   // the plugin's preflight route is a wildcard, so the delegator answers
@@ -31,11 +32,10 @@ const routes: FastifyPluginAsyncTypebox<NarrativeRoutesOptions> = async (fastify
       }
     })
   }
-  // A body seen before whose narrative this process holds is answered before
-  // Fastify routes it, on a server made by serverOptions; else before parsing.
-  installFront(fastify.server, memoryHitFront(fastify, texts))
+  // A body seen before whose narrative this process holds is answered by the
+  // route's preParsing hook, before parsing and validation (memory-hit.ts).
   fastify.post(NARRATIVE_ROUTE, {
-    preParsing: memoryHitHook(fastify, texts),
+    preParsing: memoryHitHook(fastify, texts, fastify.initialConfig.bodyLimit ?? 1024 * 1024),
     schema: {
       tags: ['narrative'],
       operationId: 'getNarrative',

@@ -6,6 +6,27 @@ import type { CacheStatus, NarrativeRequest } from '../../src/schemas/narrative.
 export interface StreamOptions {
   /** A comment line this often keeps proxies from closing an idle stream. */
   heartbeatMs: number
+  /** The streams open now, ended with an `error` event when the server closes. */
+  open: OpenStreams
+}
+
+/**
+ * The event streams being written, so that closing the server ends each with
+ * an `error` event at once rather than waiting on it (a stream lasts as long
+ * as its generation, and a client may hold it open after).
+ */
+export class OpenStreams {
+  private readonly ends = new Set<() => void>()
+
+  add (end: () => void): () => void {
+    this.ends.add(end)
+    return () => { this.ends.delete(end) }
+  }
+
+  endAll (): void {
+    for (const end of this.ends) end()
+    this.ends.clear()
+  }
 }
 
 /**
@@ -50,10 +71,12 @@ export async function streamNarrative (fastify: FastifyInstance, request: Fastif
   let heartbeat: NodeJS.Timeout | undefined
   let shown = ''
   let gone = false
+  let forget: (() => void) | undefined
 
   const stop = (): void => {
     gone = true
     clearInterval(heartbeat)
+    forget?.()
   }
   // The response's close, not the request's: a request closes as soon as its body is read.
   reply.raw.on('close', () => { if (!reply.raw.writableFinished) stop() })
@@ -73,6 +96,12 @@ export async function streamNarrative (fastify: FastifyInstance, request: Fastif
     reply.send(stream)
     heartbeat = setInterval(() => { if (!gone) stream?.write(': heartbeat\n\n') }, options.heartbeatMs)
     heartbeat.unref()
+    // The server closing ends the stream now: the generation goes on and is cached.
+    forget = options.open.add(() => {
+      write('error', { message: 'the server is closing; ask again for the narrative (it is still being cached)' })
+      stop()
+      stream?.end()
+    })
     write('meta', { status, key: job.key })
   }
   const delta = (text: string): void => {
@@ -108,6 +137,7 @@ export async function streamNarrative (fastify: FastifyInstance, request: Fastif
     write('error', { message: 'the narrative could not be produced' })
   } finally {
     clearInterval(heartbeat)
+    forget?.()
     stream?.end()
   }
   return reply

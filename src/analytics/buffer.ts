@@ -1,5 +1,6 @@
 import { silentLogger, type Logger } from '../swr/logger.ts'
 import { isAnalyticsEvent, type AnalyticsEvent } from './event.ts'
+import { settledWithin } from '../timeout.ts'
 
 /** Where batches go: AnalyticsRepository fits. */
 export interface AnalyticsSink {
@@ -221,15 +222,12 @@ export class AnalyticsBuffer {
     this.#closing ??= (async () => {
       this.#closed = true
       clearInterval(this.#timer)
-      let timer: NodeJS.Timeout | undefined
-      const outOfTime = new Promise<void>(resolve => { timer = setTimeout(resolve, this.#closeTimeoutMs) })
       const writeAll = (async () => {
         await this.flush()
         // a batch that failed once gets its one retry now, then whatever is still queued
         if (this.#retry !== null || this.#queue.length > 0) await this.flush()
       })()
-      await Promise.race([writeAll, outOfTime])
-      clearTimeout(timer)
+      await settledWithin(writeAll, this.#closeTimeoutMs)
       this.#abandoned = true
       const left = this.#heldEvents
       this.#setQueue([])

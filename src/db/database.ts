@@ -1,6 +1,7 @@
 import { closeSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import pg from 'pg'
+import { settledWithin } from '../timeout.ts'
 import type { PGlite } from '@electric-sql/pglite'
 
 /**
@@ -114,7 +115,6 @@ export async function openPostgres (url: string, opts: PostgresOptions = {}): Pr
   let closing: Promise<void> | undefined
   const close = (): Promise<void> => {
     closing ??= (async () => {
-      let timer: NodeJS.Timeout | undefined
       // pool.end() resolves once no client is checked out; each connection then says goodbye
       // to the server, which a frozen server never answers: wait for both, within a bound.
       const allGone = new Promise<void>(resolve => {
@@ -122,10 +122,8 @@ export async function openPostgres (url: string, opts: PostgresOptions = {}): Pr
         pool.on('remove', check)
         check()
       })
-      const ended = Promise.all([pool.end().catch(() => {}), allGone]).then(() => true)
-      const waited = new Promise<boolean>(resolve => { timer = setTimeout(() => resolve(false), PG_CLOSE_WAIT_MS) })
-      const clean = await Promise.race([ended, waited])
-      clearTimeout(timer)
+      const ended = Promise.all([pool.end().catch(() => {}), allGone])
+      const clean = await settledWithin(ended, PG_CLOSE_WAIT_MS)
       if (!clean) for (const client of clients) destroySocket(client)
       clients.clear()
     })()

@@ -4,8 +4,8 @@
 // model wrote reaches PostgreSQL, and it exits 0 within 10 s.
 //
 // The clients here close their connection after each answer (Connection:
-// close). With keep-alive clients the process does not exit yet: see the
-// reliability table in the README.
+// close). Keep-alive, silent, half-sent and streaming connections:
+// shutdown-keepalive.test.ts and shutdown-connections.test.ts.
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
