@@ -50,6 +50,18 @@ export const calls: { [Id in keyof operations]: () => Promise<unknown> } = {
     const saved: number | undefined = data?.estimatedCost.saved
     return saved
   },
+  getHistory: async () => {
+    const { data } = await client.GET('/api/narrative/history', { params: { query: { minutes: '60' } } })
+    const p95: number | null | undefined = data?.buckets[0]?.generationP95Ms
+    const refused: number | undefined = data?.buckets[0]?.refused
+    return [p95, refused]
+  },
+  getAuditLog: async () => {
+    const { data } = await client.GET('/api/narrative/audit', { params: { query: { limit: '50', before: '1000' } } })
+    const outcome: 'allowed' | 'denied' | undefined = data?.entries[0]?.outcome
+    const next: number | null | undefined = data?.next
+    return [outcome, next]
+  },
   deleteUserData: async () => {
     const { data } = await client.DELETE('/api/narrative/user/{userId}', { params: { path: { userId: 'u-1' } } })
     const rows: number | undefined = data?.deleted_analytics_rows

@@ -116,6 +116,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/narrative/history": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Requests per minute by status, refusals and model-call latency, from the analytics tables */
+        get: operations["getHistory"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/narrative/audit": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The admin audit log, newest first, a page at a time */
+        get: operations["getAuditLog"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/narrative/user/{userId}": {
         parameters: {
             query?: never;
@@ -859,6 +893,228 @@ export interface operations {
                 };
             };
             /** @description The period is not one of 1d, 7d, 30d */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No valid admin token (Authorization: Bearer <JWT with role admin>) */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The address is not on the admin allowlist, or the token lacks the admin role */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too many admin calls from this address: Retry-After says when to try again */
+            429: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An unexpected error; the request id is in the server's logs */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The rate-limit store (Redis) is unavailable: admin routes are closed until it is back; or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getHistory: {
+        parameters: {
+            query?: {
+                /** @description how many minutes back, the current one included: 1 to 1440 */
+                minutes?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One bucket per minute, oldest first */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description the first minute's start, ms since the epoch */
+                        from: number;
+                        /** @description the last minute's start (the current minute, still filling), ms since the epoch */
+                        to: number;
+                        /** @description one per minute, oldest first, empty minutes included */
+                        buckets: {
+                            /** @description the minute's start, ms since the epoch */
+                            at: number;
+                            /** @description answered from the cache store */
+                            hit: number;
+                            /** @description answered stale, refreshed in the background */
+                            stale: number;
+                            /** @description answered from the durable tier (PostgreSQL) */
+                            durable: number;
+                            /** @description built (or waited for) then answered */
+                            miss: number;
+                            /** @description answered by the template narrator */
+                            fallback: number;
+                            /** @description failed: 5xx, and 429s of the generation limit */
+                            error: number;
+                            /** @description refused before any work: 400s of the domain rules */
+                            refused: number;
+                            /** @description model calls started, refreshes included */
+                            generations: number;
+                            /** @description median duration of the model calls, ms; null without any */
+                            generationP50Ms: number | null;
+                            /** @description 95th percentile of the model calls' durations, ms; null without any */
+                            generationP95Ms: number | null;
+                        }[];
+                        /** @description what the figures are made of, and what they leave out */
+                        note: string;
+                    };
+                };
+            };
+            /** @description minutes is not an integer from 1 to 1440 */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No valid admin token (Authorization: Bearer <JWT with role admin>) */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The address is not on the admin allowlist, or the token lacks the admin role */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too many admin calls from this address: Retry-After says when to try again */
+            429: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An unexpected error; the request id is in the server's logs */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The rate-limit store (Redis) is unavailable: admin routes are closed until it is back; or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getAuditLog: {
+        parameters: {
+            query?: {
+                /** @description entries per page: 1 to 200 */
+                limit?: string;
+                /** @description an entry id: only older entries (the `next` of the previous page) */
+                before?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page of the audit log and the cursor of the next */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description newest first */
+                        entries: {
+                            id: number;
+                            /** @description ms since the epoch */
+                            at: number;
+                            /** @description the token's sub; null when no valid token was shown */
+                            actor: string | null;
+                            /** @description method and route, e.g. DELETE /api/narrative/cache */
+                            action: string;
+                            ip: string;
+                            outcome: "allowed" | "denied";
+                            /** @description the HTTP status answered */
+                            status: number;
+                            detail: string | null;
+                        }[];
+                        /** @description the `before` of the next (older) page; null when this is the last */
+                        next: number | null;
+                    };
+                };
+            };
+            /** @description limit is not from 1 to 200, or before is not a positive integer */
             400: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];

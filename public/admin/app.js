@@ -10,6 +10,8 @@
   const SVG = 'http://www.w3.org/2000/svg'
   const STORAGE_KEY = 'narrative-admin-token'
   const MAX_SAMPLES = 360
+  const AUDIT_PAGE = 20
+  const STATUSES = ['hit', 'stale', 'durable', 'miss', 'fallback', 'error', 'refused']
 
   const $ = (id) => document.getElementById(id)
   const params = new URLSearchParams(window.location.search)
@@ -20,6 +22,10 @@
   let generation = 0
   let samples = []
   let previous = null
+  // The audit page shown: null is the newest (refreshed with the rest); else the `before` cursor of an older one.
+  let auditBefore = null
+  let auditNext = null
+  let acting = false
 
   // ---- token ------------------------------------------------------------
 
@@ -52,9 +58,18 @@
     503: '503 Service Unavailable: the admin routes are closed while Redis cannot count requests.'
   }
 
-  async function api (path) {
+  async function api (path, options) {
+    const method = (options && options.method) || 'GET'
+    const headers = { authorization: 'Bearer ' + token, accept: 'application/json' }
+    let body
+    if (options && options.body !== undefined) {
+      headers['content-type'] = 'application/json'
+      body = JSON.stringify(options.body)
+    }
     const res = await fetch(path, {
-      headers: { authorization: 'Bearer ' + token, accept: 'application/json' },
+      method,
+      headers,
+      body,
       cache: 'no-store',
       credentials: 'omit',
       referrerPolicy: 'no-referrer'
@@ -97,6 +112,7 @@
   function signOut (message) {
     generation++
     clearTimeout(timer)
+    if ($('confirm').open) $('confirm').close('cancel')
     forgetToken()
     resetData()
     $('dashboard').hidden = true
@@ -146,17 +162,27 @@
   // Stats are required; analytics (PostgreSQL) may fail alone: the live figures still update.
   async function fetchAll () {
     const period = $('period').value
-    const [stats, analytics, ready] = await Promise.allSettled([
+    const minutes = $('history-minutes').value
+    const [stats, analytics, ready, history, audit] = await Promise.allSettled([
       api('/api/narrative/stats'),
       api('/api/narrative/analytics?period=' + encodeURIComponent(period)),
-      readyState()
+      readyState(),
+      api('/api/narrative/history?minutes=' + encodeURIComponent(minutes)),
+      auditBefore === null ? api('/api/narrative/audit?limit=' + AUDIT_PAGE) : Promise.resolve(null)
     ])
     if (stats.status === 'rejected') throw stats.reason
-    if (analytics.status === 'rejected' && analytics.reason instanceof ApiError && (analytics.reason.status === 401 || analytics.reason.status === 403)) throw analytics.reason
+    for (const r of [analytics, history, audit]) {
+      if (r.status === 'rejected' && r.reason instanceof ApiError && (r.reason.status === 401 || r.reason.status === 403)) throw r.reason
+    }
+    const failed = [[analytics, 'Analytics'], [history, 'History'], [audit, 'Audit log']]
+      .filter(([r]) => r.status === 'rejected')
+      .map(([r, what]) => what + ' unavailable: ' + (r.reason instanceof ApiError ? r.reason.message : 'no answer'))
     return {
       stats: stats.value,
       analytics: analytics.status === 'fulfilled' ? analytics.value : null,
-      analyticsError: analytics.status === 'rejected' ? 'Analytics unavailable: ' + (analytics.reason instanceof ApiError ? analytics.reason.message : 'no answer') : null,
+      history: history.status === 'fulfilled' ? history.value : null,
+      audit: audit.status === 'fulfilled' ? audit.value : null,
+      analyticsError: failed.length > 0 ? failed.join(' ') : null,
       ready: ready.status === 'fulfilled' ? ready.value : null,
       at: Date.now()
     }
@@ -175,7 +201,20 @@
   function resetData () {
     samples = []
     previous = null
+    auditBefore = null
+    auditNext = null
     $('poll-error').hidden = true
+    $('act-result').hidden = true
+    $('act-error').hidden = true
+    $('audit-error').hidden = true
+    clear($('audit-rows'))
+    $('history-note').textContent = ''
+    for (const id of ['history-chart', 'latency-chart']) {
+      const svg = $(id)
+      svg.dataset.buckets = '0'
+      svg.dataset.points = '0'
+      svg.dataset.total = ''
+    }
     for (const el of document.querySelectorAll('#dashboard [id]')) {
       if (el.tagName === 'svg') {
         clear(el)
@@ -183,8 +222,8 @@
         el.dataset.bars = '0'
         continue
       }
-      if (el.tagName === 'TD' || el.tagName === 'SPAN' || el.classList.contains('big')) {
-        if (el.id === 'refresh-seconds') continue
+      if (el.tagName === 'TD' || el.tagName === 'SPAN' || el.tagName === 'B' || el.classList.contains('big')) {
+        if (el.id === 'refresh-seconds' || el.id === 'audit-page') continue
         el.textContent = '–'
         if ('value' in el.dataset) el.dataset.value = ''
       }
@@ -224,8 +263,10 @@
     return Math.round(s / 3600) + ' h'
   }
 
-  function render ({ stats, analytics, analyticsError, ready, at }) {
+  function render ({ stats, analytics, history, audit, analyticsError, ready, at }) {
     renderReady(ready)
+    if (history !== null) renderHistory(history)
+    if (audit !== null && auditBefore === null) renderAudit(audit)
     renderFleet(stats.fleet)
     $('poll-error').hidden = analyticsError === null
     $('poll-error').textContent = analyticsError || ''
@@ -260,6 +301,220 @@
     if (samples.length > MAX_SAMPLES) samples.shift()
     drawHitRate($('hit-rate-chart'), samples)
     $('updated').textContent = new Date(at).toLocaleTimeString()
+  }
+
+  // ---- history (from the analytics tables: the same after a reload) ----------
+
+  function renderHistory (history) {
+    const totals = { generations: 0 }
+    for (const k of STATUSES) totals[k] = 0
+    for (const b of history.buckets) {
+      for (const k of STATUSES) totals[k] += b[k]
+      totals.generations += b.generations
+    }
+    for (const k of [...STATUSES, 'generations']) setFigure('hist-' + k, totals[k], integer(totals[k]))
+    $('history-note').textContent = history.note
+    drawHistory($('history-chart'), history.buckets)
+    drawLatency($('latency-chart'), history.buckets)
+  }
+
+  function drawHistory (svg, buckets) {
+    clear(svg)
+    const W = 600
+    const H = 220
+    const x0 = 44
+    const x1 = W - 12
+    const top = 12
+    const bottom = 28
+    const totalOf = (b) => STATUSES.reduce((n, k) => n + b[k], 0)
+    const max = Math.max(1, ...buckets.map(totalOf))
+    const y = (v) => top + (1 - v / max) * (H - top - bottom)
+    for (const level of [0, 0.5, 1]) {
+      const v = Math.round(max * level)
+      svg.appendChild(svgEl('line', { x1: x0, x2: x1, y1: y(v), y2: y(v), class: 'gridline' }))
+      svg.appendChild(svgEl('text', { x: x0 - 6, y: y(v) + 4, class: 'axis', 'text-anchor': 'end' }, integer(v)))
+    }
+    svg.dataset.buckets = String(buckets.length)
+    svg.dataset.total = String(buckets.reduce((n, b) => n + totalOf(b), 0))
+    if (buckets.length === 0) return
+    const step = (x1 - x0) / buckets.length
+    const width = Math.max(step - (step > 4 ? 1 : 0), 0.5)
+    buckets.forEach((b, i) => {
+      const total = totalOf(b)
+      if (total === 0) return
+      const g = svgEl('g', { class: 'minute', 'data-at': b.at, 'data-total': total })
+      g.appendChild(svgEl('title', {}, new Date(b.at).toLocaleTimeString() + ': ' + STATUSES.filter(k => b[k] > 0).map(k => b[k] + ' ' + k).join(', ')))
+      let base = 0
+      for (const k of STATUSES) {
+        if (b[k] === 0) continue
+        const yTop = y(base + b[k])
+        g.appendChild(svgEl('rect', { x: (x0 + i * step).toFixed(2), y: yTop.toFixed(2), width: width.toFixed(2), height: (y(base) - yTop).toFixed(2), class: 's-' + k, 'data-status': k, 'data-count': b[k] }))
+        base += b[k]
+      }
+      svg.appendChild(g)
+    })
+    svg.appendChild(svgEl('text', { x: x0, y: H - 8, class: 'axis' }, new Date(buckets[0].at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })))
+    svg.appendChild(svgEl('text', { x: x1, y: H - 8, class: 'axis', 'text-anchor': 'end' }, new Date(buckets[buckets.length - 1].at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })))
+  }
+
+  function drawLatency (svg, buckets) {
+    clear(svg)
+    const W = 600
+    const H = 220
+    const x0 = 56
+    const x1 = W - 12
+    const top = 12
+    const bottom = 28
+    const timed = buckets.map((b, i) => ({ i, p50: b.generationP50Ms, p95: b.generationP95Ms })).filter(p => p.p50 !== null)
+    svg.dataset.points = String(timed.length)
+    const max = Math.max(1, ...timed.map(p => p.p95))
+    const y = (v) => top + (1 - v / max) * (H - top - bottom)
+    const x = (i) => buckets.length <= 1 ? x1 : x0 + i / (buckets.length - 1) * (x1 - x0)
+    for (const level of [0, 0.5, 1]) {
+      const v = Math.round(max * level)
+      svg.appendChild(svgEl('line', { x1: x0, x2: x1, y1: y(v), y2: y(v), class: 'gridline' }))
+      svg.appendChild(svgEl('text', { x: x0 - 6, y: y(v) + 4, class: 'axis', 'text-anchor': 'end' }, integer(v) + ' ms'))
+    }
+    if (timed.length === 0) {
+      svg.appendChild(svgEl('text', { x: (x0 + x1) / 2, y: H / 2, class: 'axis', 'text-anchor': 'middle' }, 'No model calls in this window.'))
+      return
+    }
+    for (const k of ['p95', 'p50']) {
+      if (timed.length > 1) svg.appendChild(svgEl('polyline', { points: timed.map(p => x(p.i).toFixed(1) + ',' + y(p[k]).toFixed(1)).join(' '), class: 'line ' + k }))
+      for (const p of timed) svg.appendChild(svgEl('circle', { cx: x(p.i).toFixed(1), cy: y(p[k]).toFixed(1), r: 2.5, class: 'dot ' + k, 'data-ms': p[k] }))
+    }
+  }
+
+  // ---- audit log ------------------------------------------------------------
+
+  function renderAudit (page) {
+    const body = $('audit-rows')
+    clear(body)
+    for (const e of page.entries) {
+      const tr = document.createElement('tr')
+      tr.dataset.id = String(e.id)
+      tr.dataset.outcome = e.outcome
+      tr.className = e.outcome
+      const cells = [new Date(e.at).toLocaleString(), e.actor === null ? '–' : e.actor, e.action, e.status + ' ' + e.outcome, e.ip]
+      for (const c of cells) {
+        const td = document.createElement('td')
+        td.textContent = c
+        tr.appendChild(td)
+      }
+      body.appendChild(tr)
+    }
+    if (page.entries.length === 0) {
+      const tr = document.createElement('tr')
+      const td = document.createElement('td')
+      td.colSpan = 5
+      td.textContent = 'Nothing here.'
+      tr.appendChild(td)
+      body.appendChild(tr)
+    }
+    auditNext = page.next
+    $('audit-older').disabled = page.next === null
+    $('audit-newest').disabled = auditBefore === null
+    $('audit-page').textContent = auditBefore === null ? 'newest' : 'older than #' + auditBefore
+    $('audit-error').hidden = true
+  }
+
+  async function loadAudit (before) {
+    try {
+      const page = await api('/api/narrative/audit?limit=' + AUDIT_PAGE + (before === null ? '' : '&before=' + before))
+      auditBefore = before
+      renderAudit(page)
+    } catch (err) {
+      $('audit-error').hidden = false
+      $('audit-error').textContent = 'Audit log unavailable: ' + (err instanceof ApiError ? err.message : 'no answer')
+    }
+  }
+
+  // ---- actions, each confirmed first --------------------------------------
+
+  function confirmAction (title, text, request) {
+    const dialog = $('confirm')
+    $('confirm-title').textContent = title
+    $('confirm-text').textContent = text
+    $('confirm-request').textContent = request
+    dialog.returnValue = ''
+    return new Promise((resolve) => {
+      dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok'), { once: true })
+      dialog.showModal()
+      $('confirm-cancel').focus()
+    })
+  }
+
+  async function act (name, title, text, path, options, describe) {
+    if (acting || token === null) return
+    const result = $('act-result')
+    const error = $('act-error')
+    const method = (options && options.method) || 'GET'
+    const confirmed = await confirmAction(title, text, method + ' ' + path + (options && options.body ? ' ' + JSON.stringify(options.body) : ''))
+    if (!confirmed) {
+      result.hidden = false
+      error.hidden = true
+      result.dataset.action = name
+      result.dataset.outcome = 'cancelled'
+      result.textContent = title + ': cancelled, nothing was done.'
+      return
+    }
+    acting = true
+    for (const b of document.querySelectorAll('.action button')) b.disabled = true
+    result.hidden = false
+    result.dataset.action = name
+    result.dataset.outcome = 'running'
+    result.textContent = title + ': working…'
+    error.hidden = true
+    try {
+      const answer = await api(path, options)
+      result.dataset.outcome = 'done'
+      result.textContent = describe(answer)
+    } catch (err) {
+      result.hidden = true
+      error.hidden = false
+      error.dataset.action = name
+      error.textContent = title + ' failed: ' + (err instanceof ApiError ? err.message : 'the server did not answer.')
+      if (err instanceof ApiError && err.status === 401) { signOut(err.message); return }
+    } finally {
+      acting = false
+      for (const b of document.querySelectorAll('.action button')) b.disabled = false
+    }
+    if (auditBefore === null) loadAudit(null)
+  }
+
+  function wireActions () {
+    $('form-invalidate').addEventListener('submit', (event) => {
+      event.preventDefault()
+      const pattern = $('act-pattern').value.trim()
+      act('invalidate', 'Invalidate cached narratives',
+        'Every cached narrative whose key matches "' + pattern + '" inside this server\'s namespace (a pattern without the namespace is taken under it) will be deleted from Redis, from PostgreSQL (the durable tier) and from every instance\'s memory. ' +
+        'The next request for each will call the model again (a paid call). This cannot be undone.',
+        '/api/narrative/cache?pattern=' + encodeURIComponent(pattern), { method: 'DELETE' },
+        (r) => 'Invalidated ' + integer(r.deleted) + ' cached ' + (r.deleted === 1 ? 'entry' : 'entries') + ' and ' + integer(r.deletedDurable) + ' durable ' + (r.deletedDurable === 1 ? 'row' : 'rows') + ' matching ' + r.match + '.')
+    })
+    $('form-prewarm').addEventListener('submit', (event) => {
+      event.preventDefault()
+      const top = Number($('act-top').value)
+      const period = $('act-period').value
+      act('prewarm', 'Pre-warm', 'The ' + integer(top) + ' most requested profiles of the ' + periodName(period) + ' before now that are missing or stale will be generated now, 4 at a time: up to ' + integer(top) + ' model calls, each a paid call. Fresh ones are skipped. This may take a while.',
+        '/api/narrative/prewarm', { method: 'POST', body: { top, period } },
+        (r) => 'Pre-warm: ' + integer(r.warmed) + ' generated, ' + integer(r.skipped) + ' already fresh, ' + integer(r.failed) + ' failed, ' + integer(r.refused) + ' refused by today\'s rules.')
+    })
+    $('form-forget').addEventListener('submit', (event) => {
+      event.preventDefault()
+      const user = $('act-user').value.trim()
+      act('forget', 'Forget a user', 'Every analytics row of user "' + user + '" (those still buffered in memory too) and their index of requested keys will be deleted from PostgreSQL. ' +
+        'Cached narratives are shared by every user with the same profile and hold no user id: they stay. This cannot be undone.',
+      '/api/narrative/user/' + encodeURIComponent(user), { method: 'DELETE' },
+      (r) => 'Forgot "' + user + '": ' + integer(r.deleted_analytics_rows) + ' analytics ' + (r.deleted_analytics_rows === 1 ? 'row' : 'rows') + ' and ' + integer(r.deleted_index_entries) + ' index ' + (r.deleted_index_entries === 1 ? 'entry' : 'entries') + ' deleted. ' + r.rationale)
+    })
+    $('confirm-cancel').addEventListener('click', () => $('confirm').close('cancel'))
+    $('audit-older').addEventListener('click', () => { if (auditNext !== null) loadAudit(auditNext) })
+    $('audit-newest').addEventListener('click', () => loadAudit(null))
+    $('history-minutes').addEventListener('change', () => {
+      if (token === null) return
+      tick(generation)
+    })
   }
 
   function renderAnalytics (analytics) {
@@ -418,6 +673,7 @@
       signIn(value, $('remember').checked)
     })
     $('sign-out').addEventListener('click', () => signOut())
+    wireActions()
     $('period').addEventListener('change', () => {
       if (token === null) return
       tick(generation)

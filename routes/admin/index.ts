@@ -5,12 +5,18 @@ import { prewarmTop } from '../../src/admin/prewarm-top.ts'
 import { humanBytes, namespacedMatch, PERIOD_DAYS } from '../../src/admin/pattern.ts'
 import { ADMIN_RATE_LIMIT } from '../../plugins/rate-limit.ts'
 import { errorResponses } from '../../src/schemas/error.ts'
+import { refusedKey } from '../../src/domain/cache-key.ts'
 import {
-  AnalyticsSchema, DeleteCacheSchema, DeleteUserSchema, PatternQuerySchema, PeriodQuerySchema,
+  AnalyticsSchema, AuditPageSchema, AuditQuerySchema, DeleteCacheSchema, HistoryQuerySchema, HistorySchema, DeleteUserSchema, PatternQuerySchema, PeriodQuerySchema,
   PrewarmBodySchema, PrewarmSchema, StatsSchema, UserParamsSchema
 } from '../../src/schemas/admin.ts'
 
 const DAY_MS = 86_400_000
+const MINUTE_MS = 60_000
+const HISTORY_NOTE = 'Requests per minute by how they were answered, from the analytics tables (every instance writes there; rows are written in batches, about a second late). ' +
+  'Latency: the analytics record the duration of model calls only, so the percentiles are those of model calls (generationP50Ms, generationP95Ms); ' +
+  'the latency of every answer is in Prometheus (narrative_http_request_duration_seconds). ' +
+  'refused: 400s of the domain rules; error: failures and 429s of the generation limit. Bodies refused by the schema and 429s of the public rate limit are not in the analytics.'
 /** What every admin route may refuse with: no token, not allowed, too many calls, the rate-limit store down; and 500. */
 const denied = errorResponses([401, 403, 429, 500, 503], {
   429: 'Too many admin calls from this address: Retry-After says when to try again',
@@ -96,6 +102,28 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       estimatedCost: estimateCost({ byModel: summary.byModel, totalRequests: summary.totalRequests, repaidGenerations: summary.repaidGenerations, periodDays: days, redisMonthlyUsd: config.redisMonthlyUsd, redisInUse: store.kind !== 'memory', prices: config.modelPrices }),
       period
     }
+  })
+
+  fastify.get('/api/narrative/history', {
+    ...common,
+    schema: { tags: ['admin'], operationId: 'getHistory', security, summary: 'Requests per minute by status, refusals and model-call latency, from the analytics tables', querystring: HistoryQuerySchema, response: { 200: { ...HistorySchema, description: 'One bucket per minute, oldest first' }, ...errorResponses([400], { 400: 'minutes is not an integer from 1 to 1440' }), ...denied } }
+  }, async (request) => {
+    const minutes = Number(request.query.minutes ?? 60)
+    const now = Date.now()
+    const buckets = await db.analytics.history(now - (minutes - 1) * MINUTE_MS, now, refusedKey(config.cachePrefix))
+    return { from: buckets[0].at, to: buckets[buckets.length - 1].at, buckets, note: HISTORY_NOTE }
+  })
+
+  fastify.get('/api/narrative/audit', {
+    ...common,
+    schema: { tags: ['admin'], operationId: 'getAuditLog', security, summary: 'The admin audit log, newest first, a page at a time', querystring: AuditQuerySchema, response: { 200: { ...AuditPageSchema, description: 'One page of the audit log and the cursor of the next' }, ...errorResponses([400], { 400: 'limit is not from 1 to 200, or before is not a positive integer' }), ...denied } }
+  }, async (request) => {
+    const limit = Number(request.query.limit ?? 50)
+    const before = request.query.before === undefined ? undefined : Number(request.query.before)
+    // One more than asked: whether an older page exists, without a count.
+    const rows = await db.audit.page(limit + 1, before)
+    const entries = rows.slice(0, limit)
+    return { entries, next: rows.length > limit ? entries[entries.length - 1].id : null }
   })
 
   fastify.delete('/api/narrative/user/:userId', {

@@ -23,6 +23,26 @@ export interface AnalyticsSummary {
   byModel: Array<{ model: string, promptTokens: number, completionTokens: number, generations: number }>
 }
 
+/** Requests of one minute, by how they were answered, and the model calls started in it. */
+export interface MinuteBucket {
+  /** The minute's start, ms since the epoch. */
+  at: number
+  hit: number
+  stale: number
+  durable: number
+  miss: number
+  fallback: number
+  /** Requests that failed ('error' events other than refusals): 5xx, and 429s of the generation limit. */
+  error: number
+  /** Requests refused before any work ('error' events under the refused key): 400s of the domain rules. */
+  refused: number
+  /** Model calls ('generation' events). */
+  generations: number
+  /** Percentiles of the model calls' durations (ms), null when there was none. */
+  generationP50Ms: number | null
+  generationP95Ms: number | null
+}
+
 export interface SystemCount { system: string, count: number }
 export interface KeyCount { key: string, count: number, profile: object, locale: string }
 
@@ -30,6 +50,7 @@ export interface KeyCount { key: string, count: number, profile: object, locale:
 const MAX_KEY = 512
 const MAX_USER = 256
 const MAX_SYSTEMS = 32
+const MINUTE_MS = 60_000
 
 /** One event as a JSON record for jsonb_to_recordset (absent values omitted, so they are SQL NULL). */
 function toRecord (e: AnalyticsEvent): Record<string, unknown> {
@@ -205,6 +226,50 @@ export class AnalyticsRepository {
             k AS (DELETE FROM user_keys WHERE user_id = $1 RETURNING 1)
        SELECT (SELECT count(*) FROM a) AS analytics_rows, (SELECT count(*) FROM k) AS index_rows`, [id])
     return { analyticsRows: Number(row?.analytics_rows ?? 0), indexRows: Number(row?.index_rows ?? 0) }
+  }
+
+  /**
+   * Minute by minute, from the minute holding `sinceMs` to the one holding
+   * `untilMs` (every minute present, empty ones with zeros): requests by
+   * status, refusals apart (the events under `refusedKey`), and the model
+   * calls with their duration percentiles. Each row counts for its `count`.
+   */
+  async history (sinceMs: number, untilMs: number, refusedKey: string): Promise<MinuteBucket[]> {
+    const from = Math.floor(sinceMs / MINUTE_MS) * MINUTE_MS
+    const to = Math.floor(untilMs / MINUTE_MS) * MINUTE_MS
+    const [counts, durations] = await Promise.all([
+      this.#db.query<{ minute: number | string, event: string, refused: boolean, n: number | string }>(
+        `SELECT (at / ${MINUTE_MS}) * ${MINUTE_MS} AS minute, event, key = $3 AS refused, sum(count) AS n
+         FROM analytics_events WHERE at >= $1 AND at < $2
+         GROUP BY 1, 2, 3`, [from, to + MINUTE_MS, refusedKey]),
+      this.#db.query<{ minute: number | string, p50: number | string | null, p95: number | string | null }>(
+        `SELECT (at / ${MINUTE_MS}) * ${MINUTE_MS} AS minute,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) AS p50,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms) AS p95
+         FROM analytics_events WHERE at >= $1 AND at < $2 AND event = 'generation' AND duration_ms IS NOT NULL
+         GROUP BY 1`, [from, to + MINUTE_MS])
+    ])
+    const buckets = new Map<number, MinuteBucket>()
+    for (let at = from; at <= to; at += MINUTE_MS) {
+      buckets.set(at, { at, hit: 0, stale: 0, durable: 0, miss: 0, fallback: 0, error: 0, refused: 0, generations: 0, generationP50Ms: null, generationP95Ms: null })
+    }
+    for (const r of counts) {
+      const b = buckets.get(Number(r.minute))
+      if (b === undefined) continue
+      const n = Number(r.n)
+      if (r.event === 'error') {
+        if (r.refused) b.refused += n
+        else b.error += n
+      } else if (r.event === 'generation') b.generations += n
+      else if (r.event === 'hit' || r.event === 'stale' || r.event === 'durable' || r.event === 'miss' || r.event === 'fallback') b[r.event] += n
+    }
+    for (const r of durations) {
+      const b = buckets.get(Number(r.minute))
+      if (b === undefined) continue
+      b.generationP50Ms = r.p50 === null ? null : Math.round(Number(r.p50))
+      b.generationP95Ms = r.p95 === null ? null : Math.round(Number(r.p95))
+    }
+    return [...buckets.values()]
   }
 
   /** The keys this user requested, sorted. */

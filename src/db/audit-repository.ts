@@ -58,15 +58,32 @@ export class AuditRepository {
   async recent (limit = 100): Promise<AuditEntry[]> {
     const rows = await this.#db.query<Record<string, unknown>>(
       'SELECT id, at, actor, action, ip, outcome, status, detail FROM audit_log ORDER BY at DESC, id DESC LIMIT $1', [clampLimit(limit)])
-    return rows.map(r => ({
-      id: Number(r.id),
-      at: Number(r.at),
-      actor: (r.actor as string | null) ?? null,
-      action: r.action as string,
-      ip: r.ip as string,
-      outcome: r.outcome as 'allowed' | 'denied',
-      status: Number(r.status),
-      detail: (r.detail as string | null) ?? null
-    }))
+    return rows.map(toEntry)
+  }
+
+  /**
+   * One page of the log, newest first by id (the order entries were
+   * written): at most `limit` entries (1 to 1000) with an id below `before`
+   * when given. The next page is the one before the last id returned.
+   */
+  async page (limit = 50, before?: number): Promise<AuditEntry[]> {
+    const cursor = before === undefined || !Number.isSafeInteger(before) ? null : before
+    const rows = await this.#db.query<Record<string, unknown>>(
+      `SELECT id, at, actor, action, ip, outcome, status, detail FROM audit_log
+       WHERE $2::bigint IS NULL OR id < $2::bigint ORDER BY id DESC LIMIT $1`, [clampLimit(limit), cursor])
+    return rows.map(toEntry)
+  }
+}
+
+function toEntry (r: Record<string, unknown>): AuditEntry {
+  return {
+    id: Number(r.id),
+    at: Number(r.at),
+    actor: (r.actor as string | null) ?? null,
+    action: r.action as string,
+    ip: r.ip as string,
+    outcome: r.outcome as 'allowed' | 'denied',
+    status: Number(r.status),
+    detail: (r.detail as string | null) ?? null
   }
 }

@@ -112,3 +112,48 @@ export const PrewarmSchema = Type.Object({
   failed: Type.Integer(),
   refused: Type.Integer({ description: 'stored profiles that today\'s rules, SYSTEMS or LOCALES refuse: never sent to the model' })
 })
+
+export const HistoryQuerySchema = Type.Object({
+  // Query strings are not coerced (src/app.ts): the ranges are written as patterns.
+  minutes: Type.Optional(Type.String({ pattern: '^([1-9][0-9]{0,2}|1[0-3][0-9]{2}|14[0-3][0-9]|1440)$', default: '60', description: 'how many minutes back, the current one included: 1 to 1440' }))
+}, { additionalProperties: false })
+
+const count = (description: string) => Type.Integer({ minimum: 0, description })
+
+export const HistorySchema = Type.Object({
+  from: Type.Integer({ description: 'the first minute\'s start, ms since the epoch' }),
+  to: Type.Integer({ description: 'the last minute\'s start (the current minute, still filling), ms since the epoch' }),
+  buckets: Type.Array(Type.Object({
+    at: Type.Integer({ description: 'the minute\'s start, ms since the epoch' }),
+    hit: count('answered from the cache store'),
+    stale: count('answered stale, refreshed in the background'),
+    durable: count('answered from the durable tier (PostgreSQL)'),
+    miss: count('built (or waited for) then answered'),
+    fallback: count('answered by the template narrator'),
+    error: count('failed: 5xx, and 429s of the generation limit'),
+    refused: count('refused before any work: 400s of the domain rules'),
+    generations: count('model calls started, refreshes included'),
+    generationP50Ms: Type.Union([Type.Number(), Type.Null()], { description: 'median duration of the model calls, ms; null without any' }),
+    generationP95Ms: Type.Union([Type.Number(), Type.Null()], { description: '95th percentile of the model calls\' durations, ms; null without any' })
+  }), { description: 'one per minute, oldest first, empty minutes included' }),
+  note: Type.String({ description: 'what the figures are made of, and what they leave out' })
+}, { description: 'Requests per minute from the analytics tables (the whole fleet: every instance writes there)' })
+
+export const AuditQuerySchema = Type.Object({
+  limit: Type.Optional(Type.String({ pattern: '^([1-9][0-9]?|1[0-9]{2}|200)$', default: '50', description: 'entries per page: 1 to 200' })),
+  before: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,14}$', description: 'an entry id: only older entries (the `next` of the previous page)' }))
+}, { additionalProperties: false })
+
+export const AuditPageSchema = Type.Object({
+  entries: Type.Array(Type.Object({
+    id: Type.Integer(),
+    at: Type.Integer({ description: 'ms since the epoch' }),
+    actor: Type.Union([Type.String(), Type.Null()], { description: 'the token\'s sub; null when no valid token was shown' }),
+    action: Type.String({ description: 'method and route, e.g. DELETE /api/narrative/cache' }),
+    ip: Type.String(),
+    outcome: Type.Union([Type.Literal('allowed'), Type.Literal('denied')]),
+    status: Type.Integer({ description: 'the HTTP status answered' }),
+    detail: Type.Union([Type.String(), Type.Null()])
+  }), { description: 'newest first' }),
+  next: Type.Union([Type.Integer(), Type.Null()], { description: 'the `before` of the next (older) page; null when this is the last' })
+})
