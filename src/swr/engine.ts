@@ -170,6 +170,17 @@ export class SwrEngine<V> {
   }
 
   /**
+   * The entry a key holds (in-process tier, an entry built here on its way to
+   * the store, then the store), read without building, refreshing or
+   * counting: null when there is none, undefined when the store cannot say.
+   */
+  async peek (key: string): Promise<Entry<V> | null | undefined> {
+    const held = this.deps.local?.get(key) ?? this.landing.get(key)
+    if (held !== undefined) return held
+    return await this.tiers.read(key)
+  }
+
+  /**
    * The value for `key`: from a tier when one holds it (a stale one is
    * answered and refreshed), else built once (spec.build) for every
    * concurrent caller on every instance. Concurrent calls in this process
