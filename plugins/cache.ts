@@ -210,8 +210,8 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
     }
     return [...jobs.values()].sort((a, b) => b.count - a.count)
   }
-  const rollout = new Rollout({ engine, builds, selection: prompts, bucket, store: rolloutStore(store, config.cachePrefix), hotJobs, logger: fastify.log, options: opts.rollout })
   const gradual = promptConfig.rollout === 'gradual'
+  const rollout = new Rollout({ engine, builds, selection: prompts, bucket, store: rolloutStore(store, config.cachePrefix), hotJobs, logger: fastify.log, options: { ...opts.rollout, mode: promptConfig.rollout } })
   const service = new NarrativeService({ engine, builds, canonical, limiter, recorder, prefix: config.cachePrefix, clock: opts.clock, prompts, rollout: gradual ? rollout : undefined })
   fastify.decorate('narratives', service)
   fastify.decorate('prompts', prompts)

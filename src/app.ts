@@ -17,6 +17,8 @@ import dashboardRoutes from '../routes/dashboard/index.ts'
 import narrativeRoutes, { type NarrativeRoutesOptions } from '../routes/narrative/index.ts'
 import adminRoutes from '../routes/admin/index.ts'
 import healthRoutes from '../routes/health/index.ts'
+import rolloutRoutes from '../routes/rollout/index.ts'
+import prewarmSchedulePlugin, { type PrewarmSchedulePluginOptions } from '../plugins/prewarm-schedule.ts'
 import type { Config } from './config.ts'
 import type { Narrator } from './narrator/narrator.ts'
 import { BodyTooLargeError, MethodNotAllowedError, NotFoundError, UnsupportedMediaTypeError } from './errors.ts'
@@ -33,6 +35,7 @@ export interface AppOptions {
   narrator?: Narrator
   breaker?: BreakerPluginOptions
   cache?: CachePluginOptions
+  prewarmSchedule?: PrewarmSchedulePluginOptions
   db?: DbPluginOptions
   routes?: NarrativeRoutesOptions
 }
@@ -154,6 +157,8 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
   await instance.register(healthRoutes)
   await instance.register(narrativeRoutes, opts.routes ?? {})
   await instance.register(adminRoutes)
+  await instance.register(prewarmSchedulePlugin, opts.prewarmSchedule ?? {})
+  await instance.register(rolloutRoutes)
   // The HTML pages, in a scope of their own with the security headers.
   await instance.register(async pages => {
     await pages.register(helmetPlugin)

@@ -38,10 +38,10 @@ t.test('a prompt change over three instances: answered at once from v1, v2 writt
 
   // A steady mix of requests while the rollout runs, until it reports done.
   const answers: Array<{ status: string, version: string, ms: number }> = []
-  let stop = false
+  const traffic_ = { stop: false }
   const traffic = Promise.all([0, 1, 2].map(async lane => {
     let n = lane
-    while (!stop) {
+    while (!traffic_.stop) {
       // Most requests on a few hot keys, the rest spread (Zipf-like).
       const i = n % 4 === 0 ? (n * 7) % N : (n * 13) % 20
       answers.push(await post(v2[n % 3], i))
@@ -55,7 +55,7 @@ t.test('a prompt change over three instances: answered at once from v1, v2 writt
     await new Promise(resolve => setTimeout(resolve, 500))
     status = await v2[0].rollout.status()
   }
-  stop = true
+  traffic_.stop = true
   await traffic
   await Promise.all(v2.map(async app => { await app.engine.idle() }))
   const tookS = (Date.now() - switchedAt) / 1000

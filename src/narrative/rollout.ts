@@ -43,9 +43,11 @@ export interface RolloutOptions {
   claimTtlMs: number
   /** How often the fleet-wide pause flag is read again. */
   pauseCheckMs: number
+  /** ROLLOUT, as reported: with `immediate` the service does not use the rollout and its workers are not started. */
+  mode: 'gradual' | 'immediate'
 }
 
-const DEFAULTS: RolloutOptions = { concurrency: 4, seedIntervalMs: 30_000, hotKeys: 1000, claimTtlMs: 60_000, pauseCheckMs: 1000 }
+const DEFAULTS: RolloutOptions = { mode: 'gradual', concurrency: 4, seedIntervalMs: 30_000, hotKeys: 1000, claimTtlMs: 60_000, pauseCheckMs: 1000 }
 
 export interface RolloutCounters {
   /** Requests answered from an earlier version's entry. */
@@ -60,7 +62,7 @@ export interface RolloutCounters {
 }
 
 export interface RolloutStatus {
-  mode: 'gradual'
+  mode: 'gradual' | 'immediate'
   active: string
   canary: { version: string, percent: number } | null
   previous: string[]
@@ -223,7 +225,7 @@ export class Rollout {
     }
     const canary = selection.canary
     return {
-      mode: 'gradual',
+      mode: this.options.mode,
       active: selection.active.version,
       canary: canary === undefined ? null : { version: canary.prompt.version, percent: canary.percent },
       previous: selection.others(selection.active).map(p => p.version),
