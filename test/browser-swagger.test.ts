@@ -23,12 +23,15 @@ t.test('Swagger UI at /documentation lists every route, and "Try it out" runs th
     'DELETE /api/narrative/cache',
     'DELETE /api/narrative/user/{userId}',
     'GET /api/narrative/analytics',
+    'GET /api/narrative/rollout',
     'GET /api/narrative/stats',
     'GET /health',
     'GET /metrics',
     'GET /ready',
     'POST /api/narrative',
-    'POST /api/narrative/prewarm'
+    'POST /api/narrative/prewarm',
+    'POST /api/narrative/rollout/pause',
+    'POST /api/narrative/rollout/resume'
   ], 'the OpenAPI document has the narrative POST, the admin routes, health, metrics and ready')
 
   const { page, console: messages, screenshot } = await openBrowser(t, { viewport: { width: 1280, height: 1000 } })
