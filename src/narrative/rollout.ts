@@ -43,11 +43,13 @@ export interface RolloutOptions {
   claimTtlMs: number
   /** How often the fleet-wide pause flag is read again. */
   pauseCheckMs: number
+  /** The longest a request spends looking for an earlier version's entry before it takes the usual path. */
+  peekBudgetMs: number
   /** ROLLOUT, as reported: with `immediate` the service does not use the rollout and its workers are not started. */
   mode: 'gradual' | 'immediate'
 }
 
-const DEFAULTS: RolloutOptions = { mode: 'gradual', concurrency: 4, seedIntervalMs: 30_000, hotKeys: 1000, claimTtlMs: 60_000, pauseCheckMs: 1000 }
+const DEFAULTS: RolloutOptions = { peekBudgetMs: 300, mode: 'gradual', concurrency: 4, seedIntervalMs: 30_000, hotKeys: 1000, claimTtlMs: 60_000, pauseCheckMs: 1000 }
 
 export interface RolloutCounters {
   /** Requests answered from an earlier version's entry. */
@@ -129,6 +131,18 @@ export class Rollout {
    * undefined when the request should take the usual path.
    */
   async earlierAnswer (job: NarrativeJob): Promise<Resolution<NarrativeValue> | undefined> {
+    // A store that is slow to say (frozen, failing) must not make a request wait twice (here, then on the usual
+    // path): past this budget the request takes the usual path, as without a rollout.
+    let timer: NodeJS.Timeout | undefined
+    const budget = new Promise<undefined>(resolve => { timer = setTimeout(() => { resolve(undefined) }, this.options.peekBudgetMs) })
+    try {
+      return await Promise.race([this.findEarlier(job), budget])
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  private async findEarlier (job: NarrativeJob): Promise<Resolution<NarrativeValue> | undefined> {
     const { engine, selection } = this.deps
     // Present, or the store cannot say: the usual path (a hit, or the way it handles a store that fails).
     if ((await engine.peek(job.key)) !== null) return undefined
