@@ -51,9 +51,11 @@ export interface CachePluginOptions {
 }
 
 /** The rollout's claims and pause flag, in the cache store: shared by the fleet on Redis. */
-function rolloutStore (store: CacheStore, prefix: string): RolloutStore {
+function rolloutStore (store: CacheStore, prefix: string, ttlMs: number): RolloutStore {
   const pausedKey = `${prefix}:rollout:paused`
   return {
+    markWriting: async version => { await store.set(`${prefix}:rollout:writing:${version}`, '1', ttlMs) },
+    hasWritten: async version => (await store.get(`${prefix}:rollout:writing:${version}`)) !== null,
     claim: async (key, token, ttlMs) => await store.acquireLock(`rollout:${key}`, token, ttlMs).catch(() => false),
     unclaim: async (key, token) => { await store.releaseLock(`rollout:${key}`, token) },
     paused: async () => (await store.get(pausedKey)) !== null,
@@ -211,11 +213,13 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
     return [...jobs.values()].sort((a, b) => b.count - a.count)
   }
   const gradual = promptConfig.rollout === 'gradual'
-  const rollout = new Rollout({ engine, builds, selection: prompts, bucket, store: rolloutStore(store, config.cachePrefix), hotJobs, logger: fastify.log, options: { ...opts.rollout, mode: promptConfig.rollout } })
+  const rollout = new Rollout({ engine, builds, selection: prompts, bucket, store: rolloutStore(store, config.cachePrefix, config.ttlSeconds * 1000), hotJobs, logger: fastify.log, options: { ...opts.rollout, mode: promptConfig.rollout } })
   const service = new NarrativeService({ engine, builds, canonical, limiter, recorder, prefix: config.cachePrefix, clock: opts.clock, prompts, rollout: gradual ? rollout : undefined })
   fastify.decorate('narratives', service)
   fastify.decorate('prompts', prompts)
   fastify.decorate('rollout', rollout)
+  // Which earlier versions have entries here is known before the first request: none, and requests read nothing more.
+  await rollout.refreshVersions().catch(err => { fastify.log.warn({ err: (err as Error).message }, 'rollout: could not read which versions have written') })
   if (gradual) fastify.addHook('onReady', async () => { rollout.start() })
   fastify.addHook('onClose', async () => {
     await rollout.close()

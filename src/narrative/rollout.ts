@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import { LRUCache } from 'lru-cache'
 import type { SwrEngine } from '../swr/engine.ts'
 import type { Logger } from '../swr/logger.ts'
 import type { Resolution } from '../swr/types.ts'
@@ -14,6 +15,10 @@ export interface RolloutStore {
   unclaim: (key: string, token: string) => Promise<void>
   paused: () => Promise<boolean>
   setPaused: (paused: boolean) => Promise<void>
+  /** Marks a version as one that writes entries in this namespace (for as long as its entries live). */
+  markWriting: (version: string) => Promise<void>
+  /** Whether a version has written entries here (within their lifetime). */
+  hasWritten: (version: string) => Promise<boolean>
 }
 
 /** A most-requested key (analytics), as today's job. */
@@ -105,15 +110,33 @@ export class Rollout {
   private workers: Array<Promise<void>> = []
   private seeder: NodeJS.Timeout | undefined
   private readonly token = randomUUID()
+  /**
+   * The other versions that have written entries here: only their keys are
+   * looked at. None (a namespace only today's version ever wrote): requests
+   * take the usual path with no extra read, exactly as with ROLLOUT=immediate.
+   */
+  private earlier: string[] = []
+  /** Keys just seen holding an entry of their own version: their requests skip the look for an earlier one. */
+  private readonly present = new LRUCache<string, true>({ max: 50_000, ttl: 60_000 })
 
   constructor (deps: RolloutDeps) {
     this.deps = deps
     this.options = { ...DEFAULTS, ...deps.options }
   }
 
+  /** Marks the versions this instance writes, and reads which others have written (again at every seeding). */
+  async refreshVersions (): Promise<void> {
+    const { selection, store } = this.deps
+    const writing = [selection.active, ...(selection.canary === undefined ? [] : [selection.canary.prompt])]
+    await Promise.all(writing.map(async p => { await store.markWriting(p.version) }))
+    const others = selection.others(selection.active)
+    const written = await Promise.all(others.map(async p => await store.hasWritten(p.version)))
+    this.earlier = others.filter((_, i) => written[i]).map(p => p.version)
+  }
+
   start (): void {
     for (let i = 0; i < this.options.concurrency; i++) this.workers.push(this.work())
-    const seed = (): void => { this.seed().catch(err => this.deps.logger.warn({ err: (err as Error).message }, 'rollout: seeding from analytics failed')) }
+    const seed = (): void => { this.refreshVersions().then(async () => await this.seed()).catch(err => this.deps.logger.warn({ err: (err as Error).message }, 'rollout: seeding from analytics failed')) }
     setImmediate(seed)
     this.seeder = setInterval(seed, this.options.seedIntervalMs).unref()
   }
@@ -131,6 +154,7 @@ export class Rollout {
    * undefined when the request should take the usual path.
    */
   async earlierAnswer (job: NarrativeJob): Promise<Resolution<NarrativeValue> | undefined> {
+    if (this.earlier.length === 0 && this.deps.selection.canary === undefined) return undefined
     // A store that is slow to say (frozen, failing) must not make a request wait twice (here, then on the usual
     // path): past this budget the request takes the usual path, as without a rollout.
     let timer: NodeJS.Timeout | undefined
@@ -144,9 +168,16 @@ export class Rollout {
 
   private async findEarlier (job: NarrativeJob): Promise<Resolution<NarrativeValue> | undefined> {
     const { engine, selection } = this.deps
+    const own = job.prompt ?? selection.active
+    const candidates = selection.others(own).filter(p => this.earlier.includes(p.version) || (p.version === selection.active.version && own !== selection.active))
+    if (candidates.length === 0 || this.present.has(job.key)) return undefined
     // Present, or the store cannot say: the usual path (a hit, or the way it handles a store that fails).
-    if ((await engine.peek(job.key)) !== null) return undefined
-    for (const other of selection.others(job.prompt ?? selection.active)) {
+    const current = await engine.peek(job.key)
+    if (current !== null) {
+      if (current !== undefined) this.present.set(job.key, true)
+      return undefined
+    }
+    for (const other of candidates) {
       const key = selection.keyFor(job.profile, job.locale, other)
       const entry = await engine.peek(key)
       if (entry === undefined) return undefined
