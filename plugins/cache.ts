@@ -52,10 +52,11 @@ export interface CachePluginOptions {
 
 /** The rollout's claims and pause flag, in the cache store: shared by the fleet on Redis. */
 function rolloutStore (store: CacheStore, prefix: string, ttlMs: number): RolloutStore {
-  const pausedKey = `${prefix}:rollout:paused`
+  // Beside the namespace, as locks are: a pattern delete of narratives never touches them.
+  const pausedKey = `rollout:${prefix}:paused`
   return {
-    markWriting: async version => { await store.set(`${prefix}:rollout:writing:${version}`, '1', ttlMs) },
-    hasWritten: async version => (await store.get(`${prefix}:rollout:writing:${version}`)) !== null,
+    markWriting: async version => { await store.set(`rollout:${prefix}:written:${version}`, '1', ttlMs) },
+    hasWritten: async version => (await store.get(`rollout:${prefix}:written:${version}`)) !== null,
     claim: async (key, token, ttlMs) => await store.acquireLock(`rollout:${key}`, token, ttlMs).catch(() => false),
     unclaim: async (key, token) => { await store.releaseLock(`rollout:${key}`, token) },
     paused: async () => (await store.get(pausedKey)) !== null,
@@ -101,6 +102,8 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
   let spentUsd = 0
   let paidCalls = 0
   function onGeneration (job: NarrativeJob, generation: Generation, durationMs: number, reason: string): void {
+    // The version has written here: requests of the versions after it will look for its entries.
+    if (generation.engine !== 'template') rollout.noteWritten(job.prompt?.version ?? prompts.active.version)
     metrics.modelCalls.inc({ engine: generation.engine, reason })
     metrics.generationSeconds.observe({ engine: generation.engine }, durationMs / 1000)
     const usage = generation.usage
@@ -197,7 +200,7 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
     canary: promptConfig.canary === undefined ? undefined : { prompt: known(promptConfig.canary.version), percent: promptConfig.canary.percent }
   })
   const bucket = store instanceof RedisStore
-    ? new RedisTokenBucket(store.redis, `${config.cachePrefix}:rollout:bucket`, promptConfig.rolloutRate)
+    ? new RedisTokenBucket(store.redis, `rollout:${config.cachePrefix}:bucket`, promptConfig.rolloutRate)
     : new MemoryTokenBucket(promptConfig.rolloutRate)
   const hotJobs = async (limit: number): Promise<HotJob[]> => {
     const rows = await db.analytics.topKeys(Date.now() - 7 * 86_400_000, limit)

@@ -84,7 +84,8 @@ export default fp<PrewarmSchedulePluginOptions>(async (fastify, opts) => {
     schedule: prewarmSchedule,
     leases: store instanceof RedisStore ? new RedisLeaseStore(store.redis) : new MemoryLeaseStore(),
     run,
-    prefix: config.cachePrefix,
+    // Beside the namespace, as locks are.
+    prefix: `prewarm:${config.cachePrefix}`,
     logger: fastify.log,
     leaseTtlMs: opts.leaseTtlMs,
     onRun: (event, r) => {

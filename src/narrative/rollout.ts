@@ -116,6 +116,7 @@ export class Rollout {
    * take the usual path with no extra read, exactly as with ROLLOUT=immediate.
    */
   private earlier: string[] = []
+  private readonly marked = new Map<string, number>()
   /** Keys just seen holding an entry of their own version: their requests skip the look for an earlier one. */
   private readonly present = new LRUCache<string, true>({ max: 50_000, ttl: 60_000 })
 
@@ -124,11 +125,17 @@ export class Rollout {
     this.options = { ...DEFAULTS, ...deps.options }
   }
 
-  /** Marks the versions this instance writes, and reads which others have written (again at every seeding). */
+  /** Marks a version as one that has written an entry here (once per process, again after a day). */
+  noteWritten (version: string): void {
+    const at = this.marked.get(version)
+    if (at !== undefined && Date.now() - at < 86_400_000) return
+    this.marked.set(version, Date.now())
+    this.deps.store.markWriting(version).catch(() => { this.marked.delete(version) })
+  }
+
+  /** Reads which other versions have written here (again at every seeding). */
   async refreshVersions (): Promise<void> {
     const { selection, store } = this.deps
-    const writing = [selection.active, ...(selection.canary === undefined ? [] : [selection.canary.prompt])]
-    await Promise.all(writing.map(async p => { await store.markWriting(p.version) }))
     const others = selection.others(selection.active)
     const written = await Promise.all(others.map(async p => await store.hasWritten(p.version)))
     this.earlier = others.filter((_, i) => written[i]).map(p => p.version)

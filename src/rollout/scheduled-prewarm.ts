@@ -11,7 +11,7 @@ export interface ScheduledPrewarmDeps {
   leases: LeaseStore
   /** The pre-warm itself; `signal` aborts when this instance stops (or dies, in tests). */
   run: (signal: AbortSignal) => Promise<PrewarmRunResult>
-  /** Namespace of the leases (`{prefix}:prewarm:{firing}`). */
+  /** Namespace of the leases (`{prefix}:{firing}`). */
   prefix: string
   logger: Logger
   /** A lease lives this long unless renewed (every third of it) by its holder. */
@@ -107,7 +107,7 @@ export class ScheduledPrewarm {
   /** One firing: take its lease and run it, or watch it until it is done (and take it over if its holder dies). */
   async fire (firing: number): Promise<void> {
     const { leases, prefix } = this.deps
-    const key = `${prefix}:prewarm:${firing}`
+    const key = `${prefix}:${firing}`
     const token = randomUUID()
     const signal = this.stopping.signal
     let watched = false
