@@ -22,6 +22,8 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
+# The prompt files, where dist/src/domain/prompt.js reads them (../../prompts).
+COPY prompts ./dist/prompts
 COPY scripts/cli.mjs ./scripts/cli.mjs
 COPY openapi ./openapi
 COPY public ./public

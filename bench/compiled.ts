@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process'
+import { cpSync } from 'node:fs'
 
 /**
  * The bench runs the app and the floors compiled, as `npm start` runs the app
@@ -10,4 +11,6 @@ export const FLOOR_SCRIPT = 'dist-bench/bench/floor-server.js'
 
 export function compileForBench (): void {
   execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.bench.json'], { stdio: 'inherit' })
+  // The prompt files, where dist-bench/src/domain/prompt.js reads them (as the image's dist/prompts).
+  cpSync('prompts', 'dist-bench/prompts', { recursive: true })
 }

@@ -1,3 +1,4 @@
+import { mintAdminToken } from '../src/admin/token.ts'
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { writeFile, readFile } from 'node:fs/promises'
@@ -28,7 +29,9 @@ const onlyPayOnce = values.only === 'pay-once'
 // --only fleet: just the fleet scenario (three instances behind nginx against one behind the same
 // nginx); its section of bench/RESULTS.md is rewritten, the rest of the file is kept.
 const onlyFleet = values.only === 'fleet'
-if (values.only !== undefined && !onlyPayOnce && !onlyFleet) throw new Error(`--only takes pay-once or fleet, not ${values.only}`)
+// --only rollout: just the prompt-change scenario (7); its figures replace the rollout block of bench/RESULTS.md.
+const onlyRollout = values.only === 'rollout'
+if (values.only !== undefined && !onlyPayOnce && !onlyFleet && !onlyRollout) throw new Error(`--only takes pay-once, fleet or rollout, not ${values.only}`)
 // --node PATH (repeatable): run every scenario with the app and the floors on each of these
 // Node.js binaries in turn, in one run, and report them side by side. Default: this Node.
 const nodes = values.node ?? [process.execPath]
@@ -81,9 +84,9 @@ async function spawnServer (args: string[], env: Record<string, string>, port: n
  * `n` app instances on one database; `workers` worker processes each (WORKERS).
  * `viaDatabase` rewrites the database URL the apps get (a fault proxy in front of PostgreSQL).
  */
-async function startApps (n: number, prefix: string, workers = 1, viaDatabase = (url: string) => url): Promise<Array<{ port: number, url: string, child: ChildProcess }>> {
-  const dbName = `bench_${prefix}_node${nodeIndex}`
-  execFileSync('psql', [pg.url, '-qc', `CREATE DATABASE ${dbName}`])
+async function startApps (n: number, prefix: string, workers = 1, viaDatabase = (url: string) => url, extraEnv: Record<string, string> = {}, database?: string): Promise<Array<{ port: number, url: string, child: ChildProcess }>> {
+  const dbName = database ?? `bench_${prefix}_node${nodeIndex}`
+  if (database === undefined) execFileSync('psql', [pg.url, '-qc', `CREATE DATABASE ${dbName}`])
   const databaseUrl = viaDatabase(pg.url.replace(/\/[^/]*$/, `/${dbName}`))
   const apps = []
   for (let i = 0; i < n; i++) {
@@ -99,7 +102,8 @@ async function startApps (n: number, prefix: string, workers = 1, viaDatabase = 
       LOG_LEVEL: 'warn',
       NODE_ENV: 'production',
       JWT_SECRET: 'bench-secret-bench-secret-bench-secret-0',
-      WORKERS: String(workers)
+      WORKERS: String(workers),
+      ...extraEnv
     }, port)
     apps.push({ port, url: `http://127.0.0.1:${port}/api/narrative`, child })
   }
@@ -429,8 +433,98 @@ async function payOnceScenarios (): Promise<void> {
   }
 }
 
+/**
+ * 7. A prompt change (v1 to v2) under the Zipf workload, over 3 instances: latency
+ * before, during and after the switch, and the rollout's model calls a minute
+ * against ROLLOUT_RATE.
+ */
+async function rolloutScenario (): Promise<void> {
+  const section = '7. prompt rollout'
+  const profiles = quick ? 300 : 1000
+  const rate = quick ? 600 : 1200
+  const concurrency = 48
+  const phaseSecs = quick ? 5 : 15
+  const first = 80_000
+  const dbName = `bench_rollout_node${nodeIndex}`
+  execFileSync('psql', [pg.url, '-qc', `CREATE DATABASE ${dbName}`])
+  const sample = zipfSampler(profiles, 1.1, 7)
+  const token = mintAdminToken('bench-secret-bench-secret-bench-secret-0', 'bench', 3600)
+  /** Zipf traffic for `secs` (or until `until` says stop): latencies and statuses. */
+  const traffic = async (apps: Array<{ url: string }>, secs: number, until?: () => boolean): Promise<{ ms: number[], statuses: Record<string, number>, versions: Record<string, number> }> => {
+    const end = Date.now() + secs * 1000
+    const out = { ms: [] as number[], statuses: {} as Record<string, number>, versions: {} as Record<string, number> }
+    await Promise.all(Array.from({ length: concurrency }, async (_, w) => {
+      for (let n = w; Date.now() < end && !(until?.() ?? false); n += concurrency) {
+        const t0 = performance.now()
+        const r = await post(apps[n % 3].url, body(first + sample())).catch(() => ({ status: 0, json: { cache: { status: 'failed' }, version: '?' } }))
+        out.ms.push(performance.now() - t0)
+        out.statuses[r.json.cache.status] = (out.statuses[r.json.cache.status] ?? 0) + 1
+        const version = (r.json as { version?: string }).version ?? '?'
+        out.versions[version] = (out.versions[version] ?? 0) + 1
+      }
+    }))
+    return out
+  }
+  const pct = (xs: number[], p: number): number => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))] ?? 0
+  const summary = (r: { ms: number[], statuses: Record<string, number>, versions: Record<string, number> }): string =>
+    `${r.ms.length} requests, p50 ${ms(pct(r.ms, 0.5))}, p95 ${ms(pct(r.ms, 0.95))}, p99 ${ms(pct(r.ms, 0.99))}, max ${ms(Math.max(...r.ms))}; ${Object.entries(r.statuses).map(([k, v]) => `${k} ${v}`).join(', ')}; versions ${Object.entries(r.versions).map(([k, v]) => `${k} ${v}`).join(', ')}`
+
+  // Before: v1 written for every profile, then the workload.
+  const v1 = await startApps(3, 'rollout', 1, undefined, { PROMPT_VERSION: 'v1' }, dbName)
+  openai.reset()
+  openai.setLatency(modelMs)
+  let next = 0
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < profiles) { const i = next++; await post(v1[i % 3].url, body(first + i)) }
+  }))
+  const before = await traffic(v1, phaseSecs)
+  record(section, `before the switch (v1, ${profiles} profiles written, Zipf s=1.1, ${concurrency} in flight, ${phaseSecs} s)`, summary(before))
+  // Analytics are written once a second: let the last batch land before the switch.
+  await new Promise(resolve => setTimeout(resolve, 1500))
+  await stopAll(v1)
+
+  // The switch: three instances on v2 (the newest) with ROLLOUT=gradual at `rate` a minute.
+  const v2 = await startApps(3, 'rollout', 1, undefined, { ROLLOUT_RATE: String(rate) }, dbName)
+  openai.reset()
+  openai.setLatency(modelMs)
+  const switched = Date.now()
+  let done = false
+  let lastStatus: { remaining: number, hotKeys: { sampled: number, onVersion: Record<string, number> }, expectedSecondsToFinish: number } | undefined
+  const poll = (async () => {
+    while (!done) {
+      await new Promise(resolve => setTimeout(resolve, 1000))
+      const res = await fetch(`http://127.0.0.1:${v2[0].port}/api/narrative/rollout`, { headers: { authorization: `Bearer ${token}` } }).catch(() => undefined)
+      if (res?.ok !== true) continue
+      lastStatus = await res.json() as typeof lastStatus
+      if (lastStatus !== undefined && lastStatus.remaining === 0 && lastStatus.hotKeys.sampled > 0) done = true
+      if (Date.now() - switched > 600_000) done = true
+    }
+  })()
+  const during = await traffic(v2, 3600, () => done)
+  await poll
+  const tookS = (Date.now() - switched) / 1000
+  record(section, `during the rollout (v2, ROLLOUT_RATE=${rate}/min, until it reported done)`, summary(during))
+  const at = openai.requests.map(r => r.at).sort((a, b) => a - b)
+  let worstMinute = 0
+  let worst10s = 0
+  for (let i = 0, j = 0, k = 0; i < at.length; i++) {
+    while (at[j] < at[i] - 60_000) j++
+    while (at[k] < at[i] - 10_000) k++
+    worstMinute = Math.max(worstMinute, i - j + 1)
+    worst10s = Math.max(worst10s, i - k + 1)
+  }
+  record(section, 'model calls during the rollout, against the bound', `${openai.calls} calls for ${lastStatus?.hotKeys.sampled ?? '?'} hot keys in ${tookS.toFixed(0)} s: ${(openai.calls / tookS * 60).toFixed(0)}/min on average, at most ${worstMinute} in any 60 s and ${worst10s * 6}/min in any 10 s, against ROLLOUT_RATE=${rate}/min (${lastStatus?.hotKeys.onVersion.v2 ?? '?'} hot keys on v2 at the end)`)
+  const after = await traffic(v2, phaseSecs)
+  record(section, `after the rollout (v2, ${phaseSecs} s)`, summary(after))
+  await stopAll(v2)
+}
+
 try {
-  for (const [i, bin] of nodes.entries()) {
+  if (onlyRollout) {
+    await redisClient.flushall()
+    await rolloutScenario()
+  }
+  for (const [i, bin] of onlyRollout ? [] : nodes.entries()) {
     nodeIndex = i
     nodeBin = bin
     if (nodes.length > 1) log(`all scenarios on Node ${nodeVersions[i]} (${bin})`)
@@ -442,6 +536,7 @@ try {
     if (!onlyPayOnce) await speedScenarios()
     await payOnceScenarios()
     if (!onlyPayOnce) await fleetScenario()
+    if (!onlyPayOnce) await rolloutScenario()
   }
 } finally {
   await cleanup()
@@ -482,6 +577,16 @@ if (onlyFleet) {
   else next = previous + '\n' + section
   await writeFile(new URL('./RESULTS.md', import.meta.url), next)
   process.stdout.write(`\n${table}\n\nwrote the fleet section of bench/RESULTS.md\n`)
+  process.exit(0)
+}
+if (onlyRollout) {
+  // Its own block, replaced by the next --only rollout run; the rest of the file is left as it is.
+  const OPEN = '<!-- rollout: npm run bench -- --only rollout -->'
+  const CLOSE = '<!-- /rollout -->'
+  const block = `${OPEN}\n## Prompt rollout (\`npm run bench -- --only rollout${quick ? ' --quick' : ''}\`, ${new Date().toISOString()}, model ${modelMs} ms)\n\n| scenario | measure | figure |\n| --- | --- | --- |\n${table}\n${CLOSE}`
+  const kept = previous.includes(OPEN) ? previous.slice(0, previous.indexOf(OPEN)) + block + previous.slice(previous.indexOf(CLOSE) + CLOSE.length) : `${previous.trimEnd()}\n\n${block}\n`
+  await writeFile(new URL('./RESULTS.md', import.meta.url), kept)
+  process.stdout.write(`\n${table}\n\nwrote the rollout block of bench/RESULTS.md\n`)
   process.exit(0)
 }
 // What follows this marker (hand-written notes, earlier runs) is kept when the figures are rewritten.

@@ -109,5 +109,21 @@ export const calls: { [Id in keyof operations]: () => Promise<unknown> } = {
   listModels: async () => {
     const { data } = await client.GET('/v1/models')
     return data
+  },
+  getRollout: async () => {
+    const { data } = await client.GET('/api/narrative/rollout')
+    const remaining: number | undefined = data?.remaining
+    const active: string | undefined = data?.active
+    return [remaining, active]
+  },
+  pauseRollout: async () => {
+    const { data } = await client.POST('/api/narrative/rollout/pause')
+    const paused: boolean | undefined = data?.paused
+    return paused
+  },
+  resumeRollout: async () => {
+    const { data } = await client.POST('/api/narrative/rollout/resume')
+    const paused: boolean | undefined = data?.paused
+    return paused
   }
 }

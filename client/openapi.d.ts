@@ -307,6 +307,57 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/narrative/rollout": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The prompt rollout: active and previous versions, hot keys on each, rate, time to finish; the scheduled pre-warm */
+        get: operations["getRollout"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/narrative/rollout/pause": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Pause the rollout's background writes on every instance (earlier versions keep answering) */
+        post: operations["pauseRollout"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/narrative/rollout/resume": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Resume the rollout's background writes on every instance */
+        post: operations["resumeRollout"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -612,7 +663,7 @@ export interface operations {
                         };
                         /** @description the model that wrote the narrative, or "template" */
                         engine: string;
-                        /** @description the engine version in the key */
+                        /** @description the prompt version that wrote the narrative (v1, v2…: prompts/), which during a rollout may be an earlier one than the active version */
                         version: string;
                     };
                 };
@@ -2165,6 +2216,308 @@ export interface operations {
                 };
             };
             /** @description A dependency this answer needs is unavailable, or the server is starting or closing; or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getRollout: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Where the rollout stands (hot keys: the most requested of the last 7 days) */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description ROLLOUT */
+                        mode: "gradual" | "immediate";
+                        /** @description PROMPT_VERSION: the version that writes every key (but the canary's) */
+                        active: string;
+                        /** @description PROMPT_CANARY */
+                        canary: {
+                            version: string;
+                            percent: number;
+                        } | null;
+                        /** @description the other versions, newest first: where an earlier answer is looked for */
+                        previous: string[];
+                        /** @description background writes paused, fleet-wide */
+                        paused: boolean;
+                        /** @description ROLLOUT_RATE: background model calls per minute, fleet-wide */
+                        ratePerMinute: number;
+                        hotKeys: {
+                            /** @description how many of the most requested keys (7 days) were looked at */
+                            sampled: number;
+                            /** @description how many of them each version answers now */
+                            onVersion: {
+                                [key: string]: number;
+                            };
+                            /** @description how many no version has an entry for */
+                            none: number;
+                        };
+                        /** @description hot keys still answered by an earlier version than theirs */
+                        remaining: number;
+                        /** @description remaining at ROLLOUT_RATE */
+                        expectedSecondsToFinish: number;
+                        done: boolean;
+                        /** @description keys queued for a background write on this instance */
+                        queued: number;
+                        /** @description this instance's rollout since it started */
+                        counters: {
+                            earlierAnswers: number;
+                            written: number;
+                            skipped: number;
+                            failed: number;
+                            throttled: number;
+                        };
+                        /** @description the scheduled pre-warm, when PREWARM_SCHEDULE is set */
+                        prewarm: {
+                            /** @description PREWARM_SCHEDULE */
+                            schedule: string;
+                            /** @description PREWARM_MAX_CALLS */
+                            maxCalls: number;
+                            nextRunAt: string | null;
+                            running: {
+                                /** @description the firing's scheduled time, ms since the epoch (the same on every instance) */
+                                firing: number;
+                                startedAt: number;
+                                endedAt?: number;
+                                /** @description this instance took the firing over from a holder that stopped renewing its lease */
+                                takenOver: boolean;
+                                result?: {
+                                    warmed: number;
+                                    skipped: number;
+                                    failed: number;
+                                    refused: number;
+                                    budgetLeft: number;
+                                };
+                                error?: string;
+                            } | null;
+                            /** @description the last runs on this instance, newest first */
+                            runs: {
+                                /** @description the firing's scheduled time, ms since the epoch (the same on every instance) */
+                                firing: number;
+                                startedAt: number;
+                                endedAt?: number;
+                                /** @description this instance took the firing over from a holder that stopped renewing its lease */
+                                takenOver: boolean;
+                                result?: {
+                                    warmed: number;
+                                    skipped: number;
+                                    failed: number;
+                                    refused: number;
+                                    budgetLeft: number;
+                                };
+                                error?: string;
+                            }[];
+                        } | null;
+                    };
+                };
+            };
+            /** @description No valid admin token (Authorization: Bearer <JWT with role admin>) */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The address is not on the admin allowlist, or the token lacks the admin role */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too many admin calls from this address: Retry-After says when to try again */
+            429: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An unexpected error; the request id is in the server's logs */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The rate-limit store (Redis) is unavailable: admin routes are closed until it is back; or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    pauseRollout: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Paused */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        paused: boolean;
+                    };
+                };
+            };
+            /** @description No valid admin token (Authorization: Bearer <JWT with role admin>) */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The address is not on the admin allowlist, or the token lacks the admin role */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too many admin calls from this address: Retry-After says when to try again */
+            429: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An unexpected error; the request id is in the server's logs */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The rate-limit store (Redis) is unavailable: admin routes are closed until it is back; or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    resumeRollout: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Resumed */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        paused: boolean;
+                    };
+                };
+            };
+            /** @description No valid admin token (Authorization: Bearer <JWT with role admin>) */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The address is not on the admin allowlist, or the token lacks the admin role */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too many admin calls from this address: Retry-After says when to try again */
+            429: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An unexpected error; the request id is in the server's logs */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The rate-limit store (Redis) is unavailable: admin routes are closed until it is back; or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
             503: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];

@@ -4,7 +4,12 @@ import { BuildClaims } from '../src/swr/build-claims.ts'
 import { SwrEngine } from '../src/swr/engine.ts'
 import { LocalTier } from '../src/swr/local-tier.ts'
 import { BuildClaimsRepository } from '../src/db/build-claims-repository.ts'
-import { ENGINE_VERSION } from '../src/domain/prompt.ts'
+import { ENGINE_VERSION, promptVersion, type PromptVersion } from '../src/domain/prompt.ts'
+import { RedisStore } from '../src/swr/redis-store.ts'
+import type { CacheStore } from '../src/swr/store.ts'
+import { PromptSelection } from '../src/narrative/versions.ts'
+import { Rollout, type HotJob, type RolloutStore } from '../src/narrative/rollout.ts'
+import { MemoryTokenBucket, RedisTokenBucket } from '../src/rollout/token-bucket.ts'
 import { SystemCatalogue } from '../src/domain/systems.ts'
 import { GenerationLimiter } from '../src/generation-limiter.ts'
 import { NarrativeBuilds, type NarrativeJob } from '../src/narrative/adapter.ts'
@@ -28,6 +33,10 @@ declare module 'fastify' {
     localTier: LocalTier<NarrativeValue> | undefined
     /** Counts an answered request (or 'error') in the metrics. */
     countAnswer: (status: string) => void
+    /** Which prompt version writes each key (PROMPT_VERSION, PROMPT_CANARY). */
+    prompts: PromptSelection
+    /** The rollout of a new prompt version: its status, pause and resume (its background writes only with ROLLOUT=gradual). */
+    rollout: Rollout
   }
 }
 
@@ -37,6 +46,31 @@ export interface CachePluginOptions {
   pollMinMs?: number
   pollMaxMs?: number
   clock?: () => number
+  /** Overrides for tests: the rollout's workers and how often it seeds its queue from analytics. */
+  rollout?: { concurrency?: number, seedIntervalMs?: number, hotKeys?: number }
+}
+
+/** The rollout's claims and pause flag, in the cache store: shared by the fleet on Redis. */
+function rolloutStore (store: CacheStore, prefix: string, ttlMs: number): RolloutStore {
+  // Beside the namespace, as locks are: a pattern delete of narratives never touches them.
+  const pausedKey = `rollout:${prefix}:paused`
+  return {
+    markWriting: async version => { await store.set(`rollout:${prefix}:written:${version}`, '1', ttlMs) },
+    hasWritten: async version => (await store.get(`rollout:${prefix}:written:${version}`)) !== null,
+    claim: async (key, token, ttlMs) => await store.acquireLock(`rollout:${key}`, token, ttlMs).catch(() => false),
+    unclaim: async (key, token) => { await store.releaseLock(`rollout:${key}`, token) },
+    paused: async () => (await store.get(pausedKey)) !== null,
+    setPaused: async paused => {
+      if (paused) await store.set(pausedKey, '1', 365 * 86_400_000)
+      else await store.del(pausedKey)
+    }
+  }
+}
+
+function known (version: string): PromptVersion {
+  const prompt = promptVersion(version)
+  if (prompt === undefined) throw new Error(`unknown prompt version ${version}`)
+  return prompt
 }
 
 /**
@@ -68,6 +102,8 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
   let spentUsd = 0
   let paidCalls = 0
   function onGeneration (job: NarrativeJob, generation: Generation, durationMs: number, reason: string): void {
+    // The version has written here: requests of the versions after it will look for its entries.
+    if (generation.engine !== 'template') rollout.noteWritten(job.prompt?.version ?? prompts.active.version)
     metrics.modelCalls.inc({ engine: generation.engine, reason })
     metrics.generationSeconds.observe({ engine: generation.engine }, durationMs / 1000)
     const usage = generation.usage
@@ -156,8 +192,40 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
   fastify.decorate('durable', durable)
   fastify.decorate('buildClaims', buildClaims)
   fastify.decorate('localTier', local)
-  fastify.decorate('narratives', new NarrativeService({ engine, builds, canonical, limiter, recorder, prefix: config.cachePrefix, clock: opts.clock }))
+  const { prompts: promptConfig } = config
+  const prompts = new PromptSelection({
+    prefix: config.cachePrefix,
+    model: narrator.engine,
+    active: known(promptConfig.version),
+    canary: promptConfig.canary === undefined ? undefined : { prompt: known(promptConfig.canary.version), percent: promptConfig.canary.percent }
+  })
+  const bucket = store instanceof RedisStore
+    ? new RedisTokenBucket(store.redis, `rollout:${config.cachePrefix}:bucket`, promptConfig.rolloutRate)
+    : new MemoryTokenBucket(promptConfig.rolloutRate)
+  const hotJobs = async (limit: number): Promise<HotJob[]> => {
+    const rows = await db.analytics.topKeys(Date.now() - 7 * 86_400_000, limit)
+    const jobs = new Map<string, HotJob>()
+    for (const row of rows) {
+      const job = service.storedJob(row.profile, row.locale)
+      if ('refused' in job) continue
+      // Rows of several versions' keys name the same request: counted together.
+      const seen = jobs.get(job.key)
+      if (seen !== undefined) seen.count += row.count
+      else jobs.set(job.key, { job, count: row.count })
+    }
+    return [...jobs.values()].sort((a, b) => b.count - a.count)
+  }
+  const gradual = promptConfig.rollout === 'gradual'
+  const rollout = new Rollout({ engine, builds, selection: prompts, bucket, store: rolloutStore(store, config.cachePrefix, config.ttlSeconds * 1000), hotJobs, logger: fastify.log, options: { ...opts.rollout, mode: promptConfig.rollout } })
+  const service = new NarrativeService({ engine, builds, canonical, limiter, recorder, prefix: config.cachePrefix, clock: opts.clock, prompts, rollout: gradual ? rollout : undefined })
+  fastify.decorate('narratives', service)
+  fastify.decorate('prompts', prompts)
+  fastify.decorate('rollout', rollout)
+  // Which earlier versions have entries here is known before the first request: none, and requests read nothing more.
+  await rollout.refreshVersions().catch(err => { fastify.log.warn({ err: (err as Error).message }, 'rollout: could not read which versions have written') })
+  if (gradual) fastify.addHook('onReady', async () => { rollout.start() })
   fastify.addHook('onClose', async () => {
+    await rollout.close()
     await engine.close()
     await limiter.close()
   })

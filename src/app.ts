@@ -22,6 +22,8 @@ import adminRoutes from '../routes/admin/index.ts'
 import chatRoutes from '../routes/chat/index.ts'
 import keysRoutes from '../routes/keys/index.ts'
 import healthRoutes from '../routes/health/index.ts'
+import rolloutRoutes from '../routes/rollout/index.ts'
+import prewarmSchedulePlugin, { type PrewarmSchedulePluginOptions } from '../plugins/prewarm-schedule.ts'
 import type { Config } from './config.ts'
 import type { Narrator } from './narrator/narrator.ts'
 import { BodyTooLargeError, EmptyJsonBodyError, ForbiddenJsonKeyError, InvalidJsonError, MethodNotAllowedError, NotFoundError, UnsupportedMediaTypeError } from './errors.ts'
@@ -37,6 +39,7 @@ export interface AppOptions {
   narrator?: Narrator
   breaker?: BreakerPluginOptions
   cache?: CachePluginOptions
+  prewarmSchedule?: PrewarmSchedulePluginOptions
   db?: DbPluginOptions
   routes?: NarrativeRoutesOptions
   loadShedding?: LoadSheddingOptions
@@ -206,6 +209,8 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
   await instance.register(adminRoutes)
   await instance.register(chatRoutes)
   await instance.register(keysRoutes)
+  await instance.register(prewarmSchedulePlugin, opts.prewarmSchedule ?? {})
+  await instance.register(rolloutRoutes)
   // The HTML pages, in a scope of their own with the security headers.
   await instance.register(async pages => {
     await pages.register(helmetPlugin)

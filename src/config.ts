@@ -7,6 +7,8 @@ import { canonicalLocale } from './domain/locale.ts'
 import { canonicalName } from './domain/systems.ts'
 import { LOCALE_PATTERN, RESERVED_NAMES, SYSTEM_NAME_PATTERN } from './schemas/narrative.ts'
 import { DEFAULT_MODEL_PRICES, type ModelPrice } from './domain/cost.ts'
+import { NEWEST_PROMPT, PROMPT_VERSIONS } from './domain/prompt.ts'
+import { Cron } from 'croner'
 
 /**
  * Every environment variable of the contract, in one schema. The values are
@@ -57,6 +59,12 @@ export const EnvSchema = Type.Object({
   REDIS_MONTHLY_COST_USD: Type.Optional(Type.String({ pattern: '^[0-9]+(\\.[0-9]+)?$', description: 'a non-negative number of US dollars' })),
   SYSTEMS: Type.Optional(Type.String({ description: 'comma-separated system names, or the path of a file (a value with a / or a .) holding one name a line' })),
   LOCALES: Type.Optional(Type.String({ description: 'comma-separated BCP 47 language tags' })),
+  PROMPT_VERSION: Type.Optional(Type.String({ description: 'a prompt version of prompts/ (v1, v2…)' })),
+  ROLLOUT: Type.Optional(Type.Union([Type.Literal('gradual'), Type.Literal('immediate')], { description: 'gradual or immediate' })),
+  ROLLOUT_RATE: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'a whole number of model calls per minute across the fleet, 1 to 100000' })),
+  PROMPT_CANARY: Type.Optional(Type.String({ description: 'a prompt version and a percentage of keys, e.g. v2:10' })),
+  PREWARM_SCHEDULE: Type.Optional(Type.String({ description: 'a cron expression (5 fields, or 6 with seconds first), e.g. 0 3 * * *' })),
+  PREWARM_MAX_CALLS: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'a whole number of model calls per scheduled pre-warm, 1 to 100000' })),
   LOG_LEVEL: Type.Optional(Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map(l => Type.Literal(l)), { description: 'one of fatal, error, warn, info, debug, trace, silent' }))
 })
 export type Env = Static<typeof EnvSchema>
@@ -113,6 +121,23 @@ export interface Config {
   /** Analytics rows older than this are deleted (hourly); 0 keeps them for ever. */
   analyticsRetentionMs: number
   logLevel: string
+  prompts: PromptConfig
+}
+
+/** Which prompt versions serve, and how a change of version is rolled out (docs/rollout.md). */
+export interface PromptConfig {
+  /** PROMPT_VERSION: the active version (the newest by default). */
+  version: string
+  /** PROMPT_CANARY: a stable share of keys (by key hash) on another version. */
+  canary: { version: string, percent: number } | undefined
+  /** ROLLOUT: gradual (older entries answer at once, the new version is written in the background) or immediate. */
+  rollout: 'gradual' | 'immediate'
+  /** ROLLOUT_RATE: the background writes' model calls per minute, fleet-wide. */
+  rolloutRate: number
+  /** PREWARM_SCHEDULE: when the scheduled pre-warm runs (a cron expression), if at all. */
+  prewarmSchedule: string | undefined
+  /** PREWARM_MAX_CALLS: the most model calls one scheduled pre-warm may make. */
+  prewarmMaxCalls: number
 }
 
 /**
@@ -313,6 +338,39 @@ function parseLocales (raw: string | undefined): string[] | undefined {
   return [...tags]
 }
 
+function knownVersion (variable: string, value: string): string {
+  if (!PROMPT_VERSIONS.includes(value)) fail(variable, `a prompt version of prompts/: ${PROMPT_VERSIONS.join(', ')} (got "${value}")`)
+  return value
+}
+
+function parsePrompts (e: Env): PromptConfig {
+  const version = knownVersion('PROMPT_VERSION', (e.PROMPT_VERSION ?? NEWEST_PROMPT.version).trim())
+  let canary: PromptConfig['canary']
+  if (e.PROMPT_CANARY !== undefined) {
+    const m = /^\s*([^:\s]+)\s*:\s*([0-9]+(?:\.[0-9]+)?)\s*%?\s*$/.exec(e.PROMPT_CANARY)
+    const expected = `a prompt version and a percentage of keys, e.g. v2:10 (versions: ${PROMPT_VERSIONS.join(', ')})`
+    if (m === null) fail('PROMPT_CANARY', expected)
+    const percent = Number(m[2])
+    if (!PROMPT_VERSIONS.includes(m[1])) fail('PROMPT_CANARY', `${expected}; "${m[1]}" is not one`)
+    if (!(percent > 0 && percent <= 100)) fail('PROMPT_CANARY', `${expected}; the percentage is above 0 and at most 100 (got ${m[2]})`)
+    canary = m[1] === version ? undefined : { version: m[1], percent }
+  }
+  const rolloutRate = Number(e.ROLLOUT_RATE ?? 60)
+  if (rolloutRate < 1 || rolloutRate > 100_000) fail('ROLLOUT_RATE', 'a whole number of model calls per minute across the fleet, 1 to 100000')
+  const prewarmMaxCalls = Number(e.PREWARM_MAX_CALLS ?? 1000)
+  if (prewarmMaxCalls < 1 || prewarmMaxCalls > 100_000) fail('PREWARM_MAX_CALLS', 'a whole number of model calls per scheduled pre-warm, 1 to 100000')
+  let prewarmSchedule: string | undefined
+  if (e.PREWARM_SCHEDULE !== undefined) {
+    prewarmSchedule = e.PREWARM_SCHEDULE.trim()
+    try {
+      new Cron(prewarmSchedule, { paused: true }).stop()
+    } catch (err) {
+      fail('PREWARM_SCHEDULE', `a cron expression (5 fields, or 6 with seconds first), e.g. 0 3 * * * (${(err as Error).message})`)
+    }
+  }
+  return { version, canary, rollout: e.ROLLOUT ?? 'gradual', rolloutRate, prewarmSchedule, prewarmMaxCalls }
+}
+
 export function loadConfig (source: NodeJS.ProcessEnv = process.env): Config {
   // Only the variables we know: the rest of the environment is not ours to judge.
   const env: Record<string, string> = {}
@@ -400,6 +458,7 @@ export function loadConfig (source: NodeJS.ProcessEnv = process.env): Config {
     systems: parseSystems(e.SYSTEMS),
     locales: parseLocales(e.LOCALES),
     analyticsRetentionMs: Math.round(Number(e.ANALYTICS_RETENTION_DAYS ?? 90) * DAY * 1000),
-    logLevel: e.LOG_LEVEL ?? 'info'
+    logLevel: e.LOG_LEVEL ?? 'info',
+    prompts: parsePrompts(e)
   }
 }

@@ -2,7 +2,7 @@ import t from 'tap'
 import fc from 'fast-check'
 import { bucket, canonicalJson, normalizeProfile, profileHash, sha1Hex, type Profile } from '../src/domain/profile.ts'
 import { cacheKey } from '../src/domain/cache-key.ts'
-import { ENGINE_VERSION, PROMPT_HASH, buildMessages } from '../src/domain/prompt.ts'
+import { ENGINE_VERSION, NEWEST_PROMPT, PROMPT_HASH, PROMPTS, buildMessages, parsePromptFile, promptVersion } from '../src/domain/prompt.ts'
 import { canonicalLocale } from '../src/domain/locale.ts'
 
 const example: Profile = {
@@ -20,12 +20,15 @@ t.test('the contract example normalizes as documented', async t => {
   t.equal(bucket(0), 0)
 })
 
-t.test('key format: prefix, v1, engine version, 10-char prompt hash, sha1 of profile+locale', async t => {
+t.test('key format: prefix, v1, engine version, prompt version, model, 10-char prompt hash, sha1 of profile+locale', async t => {
   const profile = normalizeProfile(example)
   const key = cacheKey(profile, 'en', { prefix: 'narr' })
   t.match(PROMPT_HASH, /^[0-9a-f]{10}$/)
-  t.equal(key, `narr:v1:${ENGINE_VERSION}:${PROMPT_HASH}:${sha1Hex(canonicalJson(profile) + 'en')}`)
-  t.match(key, /^narr:v1:narrative@1\.0\.0:[0-9a-f]{10}:[0-9a-f]{40}$/)
+  t.equal(key, `narr:v1:${ENGINE_VERSION}:${NEWEST_PROMPT.version}:gpt-4o:${PROMPT_HASH}:${sha1Hex(canonicalJson(profile) + 'en')}`)
+  t.match(key, /^narr:v1:narrative@1\.0\.0:v2:gpt-4o:[0-9a-f]{10}:[0-9a-f]{40}$/)
+  t.not(cacheKey(profile, 'en', { prefix: 'narr', promptVersion: 'v1', promptHash: PROMPTS[0].hash }), key, 'the prompt version is part of the key')
+  t.not(cacheKey(profile, 'en', { prefix: 'narr', model: 'gpt-4o-mini' }), key, 'the model is part of the key')
+  t.match(cacheKey(profile, 'en', { prefix: 'narr', model: 'a:b*c?[d]' }), /:a_b_c__d_:/, 'a model name never adds a separator or a glob character')
   t.not(cacheKey(profile, 'fr', { prefix: 'narr' }), key, 'locale is part of the key')
   t.equal(cacheKey(profile, canonicalLocale('EN') as string, { prefix: 'narr' }), key, 'locale case does not split entries (the key is built from the canonical tag)')
   t.not(cacheKey(profile, 'en', { prefix: 'staging' }), key, 'prefix isolates namespaces')
@@ -43,6 +46,23 @@ t.test('the prompt carries the normalized profile and the locale', async t => {
   t.equal(messages.length, 2)
   t.match(messages[1].content, /"locale":"fr"/)
   t.match(messages[1].content, /"Arcturus":42\.0/)
+})
+
+t.test('prompts: v1 and v2 are shipped, v1 is the prompt as it was before versions, each file is checked', async t => {
+  t.same(PROMPTS.map(p => p.version), ['v1', 'v2'])
+  t.equal(NEWEST_PROMPT.version, 'v2')
+  t.equal(promptVersion('v1')?.hash, '7b88b74b1c', 'v1 is byte for byte the prompt before versions (same hash)')
+  t.not(promptVersion('v2')?.hash, promptVersion('v1')?.hash)
+  const v1 = buildMessages(normalizeProfile(example), 'fr', promptVersion('v1'))
+  t.match(v1[1].content, /^Write the narrative for the profile below\.\n<profile-data>\n\{"locale":"fr"/)
+  const good = '## system\nsee <profile-data> and </profile-data>\n## user\nGo.\n{{data}}'
+  t.equal(parsePromptFile('v3', good).version, 'v3')
+  t.throws(() => parsePromptFile('three', good), /file name/)
+  t.throws(() => parsePromptFile('v3', '## system\nhello\n## user\n{{data}}'), /delimiters/)
+  t.throws(() => parsePromptFile('v3', '## system\n<profile-data></profile-data>\n## user\nno slot'), /exactly once/)
+  t.throws(() => parsePromptFile('v3', '## system\n<profile-data></profile-data>\n## user\n{{data}} {{name}}'), /no placeholder/)
+  t.throws(() => parsePromptFile('v3', '## system\n<profile-data></profile-data>'), /user/)
+  t.throws(() => parsePromptFile('v3', good + '\n## notes\nx'), /unknown section/)
 })
 
 // Canonical names: no trailing or doubled spaces (those are trimmed, so "a" and "a " would be one name given twice).

@@ -39,7 +39,7 @@ t.test('the document is one that generators and linters accept', async t => {
     }
   }
   t.equal(new Set(ids).size, ids.length, 'operationIds are unique')
-  t.same(ids.sort(), ['createApiKey', 'createChatCompletion', 'deleteUserData', 'explainChatCache', 'getAnalytics', 'getAuditLog', 'getHistory', 'getNarrative', 'getStats', 'health', 'invalidateCache', 'listApiKeys', 'listModels', 'metrics', 'prewarm', 'ready', 'revokeApiKey', 'setTenantSharing'])
+  t.same(ids.sort(), ['createApiKey', 'createChatCompletion', 'deleteUserData', 'explainChatCache', 'getAnalytics', 'getAuditLog', 'getHistory', 'getNarrative', 'getRollout', 'getStats', 'health', 'invalidateCache', 'listApiKeys', 'listModels', 'metrics', 'pauseRollout', 'prewarm', 'ready', 'resumeRollout', 'revokeApiKey', 'setTenantSharing'])
   // One media type on the narrative's 200: a generated client types the answer as the JSON body, not as a string.
   t.same(Object.keys(doc.paths['/api/narrative'].post.responses['200'].content), ['application/json'])
   t.ok(doc.paths['/api/narrative'].post['x-event-stream'], 'the event stream is still documented, in an extension')

@@ -1,6 +1,6 @@
 import type { BuildReason, BuildSpec } from '../swr/types.ts'
 import type { NormalizedProfile } from '../domain/profile.ts'
-import { ENGINE_VERSION, PROMPT_HASH } from '../domain/prompt.ts'
+import { ENGINE_VERSION, NEWEST_PROMPT, type PromptVersion } from '../domain/prompt.ts'
 import { templateNarrative, TEMPLATE_ENGINE } from '../domain/template-narrator.ts'
 import { NarratorError, type Generation, type Narrator } from '../narrator/narrator.ts'
 import { withRetry, type RetryPolicy } from '../narrator/retry.ts'
@@ -12,6 +12,8 @@ export interface NarrativeJob {
   key: string
   profile: NormalizedProfile
   locale: string
+  /** The prompt version that writes it (its key names it); the newest when not given. */
+  prompt?: PromptVersion
   /**
    * Called just before each narrator call this request would make, retries
    * included; throwing refuses it (a rate limit): before the first call, the
@@ -69,7 +71,7 @@ export class NarrativeBuilds {
       generation = await withRetry(async attemptSignal => {
         // Every call a request makes is permitted, the first before the build began (the engine's admit).
         if (calls++ > 0 && share) await permitRetry(job, storeHealthy)
-        return await narrator.generate(job.profile, job.locale, attemptSignal, share ? text => this.progress.update(job.key, text) : undefined)
+        return await narrator.generate(job.profile, job.locale, attemptSignal, share ? text => this.progress.update(job.key, text) : undefined, job.prompt)
       }, share ? this.options.generation : this.options.refresh, signal)
     } finally {
       if (share) this.progress.end(job.key)
@@ -94,5 +96,6 @@ async function permitRetry (job: NarrativeJob, storeHealthy: boolean): Promise<v
 }
 
 function valueOf (job: NarrativeJob, generation: Pick<Generation, 'narrative' | 'engine'>): NarrativeValue {
-  return { version: ENGINE_VERSION, engine: generation.engine, prompt_hash: PROMPT_HASH, profile: job.profile, locale: job.locale, narrative: generation.narrative }
+  const prompt = job.prompt ?? NEWEST_PROMPT
+  return { version: ENGINE_VERSION, engine: generation.engine, prompt_hash: prompt.hash, prompt_version: prompt.version, profile: job.profile, locale: job.locale, narrative: generation.narrative }
 }

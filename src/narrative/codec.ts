@@ -8,6 +8,8 @@ export const CachedNarrativeSchema = Type.Object({
   version: Type.String(),
   engine: Type.String(),
   prompt_hash: Type.String(),
+  /** The prompt version that wrote it (entries written before versions were kept have none: v1 wrote them). */
+  prompt_version: Type.Optional(Type.String()),
   profile: Type.Object({
     classification: Type.String(),
     primary: Type.Optional(Type.String()),

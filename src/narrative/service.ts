@@ -6,10 +6,12 @@ import { GenerationLimitExceeded, type GenerationLimiter } from '../generation-l
 import type { AnalyticsEvent } from '../analytics/event.ts'
 import { LRUCache } from 'lru-cache'
 import { rateLimitKey } from '../client-key.ts'
-import { cacheKey, refusedKey } from '../domain/cache-key.ts'
+import { refusedKey } from '../domain/cache-key.ts'
 import { canonicalRequest, type CanonicalOptions } from '../domain/canonical.ts'
 import { RefusedInputError, systemsByWeight, type NormalizedProfile, type Profile } from '../domain/profile.ts'
-import { ENGINE_VERSION } from '../domain/prompt.ts'
+import type { PromptVersion } from '../domain/prompt.ts'
+import { PromptSelection } from './versions.ts'
+import type { Rollout } from './rollout.ts'
 import { GenerationGlobalLimitedError, GenerationRateLimitedError, InvalidLocaleError, InvalidProfileError } from '../errors.ts'
 import type { NarrativeRequest, NarrativeResponse } from '../schemas/narrative.ts'
 import { isStoredRequest } from '../schemas/stored-request.ts'
@@ -28,6 +30,8 @@ export interface NarrativeResolution {
   generated: boolean
   /** How long the narrator took (retries included), when it wrote for this call. */
   generationMs?: number
+  /** The prompt version that wrote the narrative answered with. */
+  promptVersion: string
 }
 
 export interface ServedNarrative {
@@ -50,6 +54,10 @@ export interface NarrativeServiceDeps {
   limiter?: GenerationLimiter
   recorder?: EventRecorder
   clock?: () => number
+  /** Which prompt version writes each key (PROMPT_VERSION, PROMPT_CANARY); the newest prompt for every key by default. */
+  prompts?: PromptSelection
+  /** ROLLOUT=gradual: a key its version has not written yet is answered from an earlier version's entry, and written in the background. */
+  rollout?: Rollout
 }
 
 export interface RequestContext {
@@ -80,6 +88,7 @@ interface Refusal { field: 'profile' | 'locale', reason: string }
  */
 type BodyFacts = {
   key: string
+  prompt: PromptVersion
   profile: NormalizedProfile
   locale: string
   systems: readonly string[]
@@ -112,17 +121,19 @@ export class NarrativeService {
   private readonly memo = new LRUCache<string, BodyFacts>({ max: MEMO_ENTRIES })
 
   private readonly deps: NarrativeServiceDeps
+  readonly prompts: PromptSelection
 
   constructor (deps: NarrativeServiceDeps) {
     this.deps = deps
     this.clock = deps.clock ?? Date.now
+    this.prompts = deps.prompts ?? new PromptSelection({ prefix: deps.prefix, model: 'gpt-4o' })
   }
 
   /** The job a request makes, or the 400 that refuses it (thrown). */
   keyOf (request: NarrativeRequest): NarrativeJob {
     const facts = this.factsOf(request)
     if (facts.refusal !== undefined) throw refusalError(facts.refusal)
-    return { key: facts.key, profile: facts.profile, locale: facts.locale }
+    return { key: facts.key, profile: facts.profile, locale: facts.locale, prompt: facts.prompt }
   }
 
   /**
@@ -137,7 +148,7 @@ export class NarrativeService {
     if (!isStoredRequest(request)) return { refused: 'the stored profile or locale does not match today\'s request schema' }
     const facts = this.factsOf(request)
     if (facts.refusal !== undefined) return { refused: facts.refusal.reason }
-    return { key: facts.key, profile: facts.profile, locale: facts.locale }
+    return { key: facts.key, profile: facts.profile, locale: facts.locale, prompt: facts.prompt }
   }
 
   private factsOf (request: NarrativeRequest): BodyFacts {
@@ -149,9 +160,11 @@ export class NarrativeService {
       return Object.freeze({ refusal: Object.freeze({ field: err.field, reason: err.message }), userId: request.userId })
     }
     const { profile, locale } = canonical
+    const prompt = this.prompts.promptFor(profile, locale)
     // Frozen: remembered facts are shared by every request with the same body.
     return Object.freeze({
-      key: cacheKey(profile, locale, { prefix: this.deps.prefix }),
+      key: this.prompts.keyFor(profile, locale, prompt),
+      prompt,
       profile: deepFreeze(profile),
       locale,
       systems: Object.freeze(systemsOf(profile)),
@@ -201,7 +214,7 @@ export class NarrativeService {
       this.recordRefusal()
       throw refusalError(facts.refusal)
     }
-    const job: PreparedJob = { key: facts.key, profile: facts.profile, locale: facts.locale, systems: facts.systems }
+    const job: PreparedJob = { key: facts.key, profile: facts.profile, locale: facts.locale, prompt: facts.prompt, systems: facts.systems }
     const limiter = this.deps.limiter
     // Counted by address; an IPv6 client by its /64, so rotating addresses does not multiply the budget.
     // The engine asks for a permit before each model call, retries included.
@@ -213,6 +226,13 @@ export class NarrativeService {
   async execute (job: PreparedJob, userId?: string): Promise<ServedNarrative> {
     let resolution: NarrativeResolution
     try {
+      // A key its version has not written yet, that an earlier version has: answered from that entry, written in the background.
+      const earlier = await this.deps.rollout?.earlierAnswer(job)
+      if (earlier !== undefined) {
+        resolution = narrativeResolution(earlier)
+        this.record(resolution.status, job, userId)
+        return { body: this.toBody(resolution), resolution }
+      }
       resolution = narrativeResolution(await this.deps.engine.getOrBuild(job.key, this.deps.builds.specFor(job)))
     } catch (err) {
       this.record('error', job, userId)
@@ -265,12 +285,12 @@ export class NarrativeService {
       narrative: r.narrative,
       cache: { status: r.status, key: r.key, ageSeconds: Math.max(0, Math.floor((this.clock() - r.writtenAt) / 1000)) },
       engine: r.engine,
-      version: ENGINE_VERSION
+      version: r.promptVersion
     }
   }
 }
 
-function narrativeResolution (r: Resolution<NarrativeValue>): NarrativeResolution {
+export function narrativeResolution (r: Resolution<NarrativeValue>): NarrativeResolution {
   return {
     status: r.status === 'coalesced' ? 'miss' : r.status,
     key: r.key,
@@ -278,7 +298,9 @@ function narrativeResolution (r: Resolution<NarrativeValue>): NarrativeResolutio
     engine: r.value.engine,
     writtenAt: r.writtenAt,
     generated: r.built,
-    generationMs: r.buildMs
+    generationMs: r.buildMs,
+    // Entries written before prompt versions were kept were all written by v1.
+    promptVersion: r.value.prompt_version ?? 'v1'
   }
 }
 

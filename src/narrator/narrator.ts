@@ -1,5 +1,6 @@
 import type { Narrative } from '../domain/narrative.ts'
 import type { NormalizedProfile } from '../domain/profile.ts'
+import type { PromptVersion } from '../domain/prompt.ts'
 import { templateNarrative, TEMPLATE_ENGINE } from '../domain/template-narrator.ts'
 import { narrativeText } from '../domain/narrative-text.ts'
 
@@ -31,7 +32,8 @@ export interface Narrator {
   readonly isModel: boolean
   /** What went wrong with the model's replies, for the metrics; a narrator without a model has none. */
   readonly counters?: NarratorCounters
-  generate (profile: NormalizedProfile, locale: string, signal: AbortSignal, onText?: OnText): Promise<Generation>
+  /** `prompt`: the version of the prompt to write with (the newest when not given). */
+  generate (profile: NormalizedProfile, locale: string, signal: AbortSignal, onText?: OnText, prompt?: PromptVersion): Promise<Generation>
 }
 
 /**

@@ -1,7 +1,7 @@
 import OpenAI from 'openai'
 import { NARRATIVE_LIMITS, parseNarrative, NarrativeFormatError } from '../domain/narrative.ts'
 import type { NormalizedProfile } from '../domain/profile.ts'
-import { buildMessages } from '../domain/prompt.ts'
+import { buildMessages, type PromptVersion } from '../domain/prompt.ts'
 import { NarratorError, type Generation, type Narrator, type NarratorCounters, type OnText, type TokenUsage } from './narrator.ts'
 import { NarrativeTextStream, narrativeText } from '../domain/narrative-text.ts'
 
@@ -81,7 +81,7 @@ export class OpenAINarrator implements Narrator {
    * fails as not retryable, counted in `counters.repliesCut`: asking again
    * would most likely pay for another one as long.
    */
-  async generate (profile: NormalizedProfile, locale: string, signal: AbortSignal, onText?: OnText): Promise<Generation> {
+  async generate (profile: NormalizedProfile, locale: string, signal: AbortSignal, onText?: OnText, prompt?: PromptVersion): Promise<Generation> {
     // Concatenated as it comes (V8 joins the pieces once, at the parse).
     let raw = ''
     let shown = ''
@@ -91,7 +91,7 @@ export class OpenAINarrator implements Narrator {
     try {
       const stream = await this.client.chat.completions.create({
         model: this.options.model,
-        messages: buildMessages(profile, locale),
+        messages: buildMessages(profile, locale, prompt),
         response_format: { type: 'json_object' },
         temperature: 0.7,
         max_tokens: NARRATIVE_LIMITS.replyTokens,

@@ -70,7 +70,7 @@ export const NarrativeResponseSchema = Type.Object({
     ageSeconds: Type.Integer({ minimum: 0 })
   }),
   engine: Type.String({ description: 'the model that wrote the narrative, or "template"' }),
-  version: Type.String({ description: 'the engine version in the key' })
+  version: Type.String({ description: 'the prompt version that wrote the narrative (v1, v2…: prompts/), which during a rollout may be an earlier one than the active version' })
 }, { $id: 'NarrativeResponse' })
 export type NarrativeResponse = Static<typeof NarrativeResponseSchema>
 

@@ -170,11 +170,14 @@ export class SwrEngine<V> {
   }
 
   /**
-   * What the tiers hold for `key` (in-process, then the store), without
-   * building or counting anything: undefined when the store failed.
+   * The entry a key holds (in-process tier, an entry built here on its way to
+   * the store, then the store), read without building, refreshing or
+   * counting: null when there is none, undefined when the store cannot say.
    */
   async peek (key: string): Promise<Entry<V> | null | undefined> {
-    return this.deps.local?.get(key) ?? await this.tiers.read(key)
+    const held = this.deps.local?.get(key) ?? this.landing.get(key)
+    if (held !== undefined) return held
+    return await this.tiers.read(key)
   }
 
   /**
