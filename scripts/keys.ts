@@ -1,8 +1,5 @@
 import { parseArgs } from 'node:util'
-import Fastify from 'fastify'
-import fp from 'fastify-plugin'
-import app, { serverOptions } from '../src/app.ts'
-import { loadConfig } from '../src/config.ts'
+import { withApp } from './with-app.ts'
 
 const USAGE = `npm run keys -- create --name NAME [--tenant T] [--rate-limit N] [--budget USD]
 npm run keys -- list
@@ -26,13 +23,7 @@ async function main (): Promise<void> {
   if (budget !== undefined && !(Number.isFinite(budget) && budget >= 0)) throw new Error('--budget must be a number of dollars a month')
   if (command === 'revoke' && values.id === undefined) throw new Error('--id is required')
 
-  const config = loadConfig()
-  const fastify = Fastify(serverOptions({ ...config, logLevel: process.env.LOG_LEVEL ?? 'warn' }))
-  await fastify.register(fp(app), { config })
-  await fastify.ready()
-  try {
-    await fastify.db.firstAttempt
-    if (!fastify.db.isOpen()) throw new Error('the database could not be opened (see the warning above)')
+  await withApp(async (fastify, config) => {
     const keys = fastify.chat.apiKeys
     let out: unknown
     if (command === 'create') {
@@ -45,9 +36,7 @@ async function main (): Promise<void> {
       out = { revoked: values.id }
     }
     process.stdout.write(JSON.stringify(out) + '\n')
-  } finally {
-    await fastify.close()
-  }
+  })
 }
 
 main().catch(err => {

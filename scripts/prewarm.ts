@@ -1,8 +1,5 @@
 import { parseArgs } from 'node:util'
-import Fastify from 'fastify'
-import fp from 'fastify-plugin'
-import app, { serverOptions } from '../src/app.ts'
-import { loadConfig } from '../src/config.ts'
+import { withApp } from './with-app.ts'
 import { prewarmTop } from '../src/admin/prewarm-top.ts'
 import { PERIOD_DAYS, type Period } from '../src/admin/pattern.ts'
 
@@ -19,22 +16,13 @@ async function main (): Promise<void> {
   if (!Number.isInteger(top) || top < 1 || top > 10_000) throw new Error('--top must be a whole number from 1 to 10000')
   if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 32) throw new Error('--concurrency must be a whole number from 1 to 32')
   if (!(values.period in PERIOD_DAYS)) throw new Error('--period must be 1d, 7d or 30d')
-  const config = loadConfig()
-  const fastify = Fastify(serverOptions({ ...config, logLevel: process.env.LOG_LEVEL ?? 'warn' }))
-  await fastify.register(fp(app), { config })
-  await fastify.ready()
-  try {
-    // The server starts without waiting for its database; this job needs it (the most requested profiles).
-    await fastify.db.firstAttempt
-    if (!fastify.db.isOpen()) throw new Error('the database could not be opened (see the warning above)')
+  await withApp(async fastify => {
     // The same checks as a request (schema, SYSTEMS, LOCALES, domain rules): a stored profile they refuse is counted, never built.
     const jobOf = fastify.narratives.storedJob.bind(fastify.narratives)
     const onRefused = (key: string, reason: string): void => { fastify.log.warn({ key, reason }, 'pre-warm refused a stored profile') }
     const result = await prewarmTop({ warmer: fastify.narratives, analytics: fastify.db.analytics, jobOf, onRefused }, { top, period: values.period as Period, concurrency })
     process.stdout.write(JSON.stringify(result) + '\n')
-  } finally {
-    await fastify.close()
-  }
+  })
 }
 
 main().catch(err => {

@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { adminDenied, adminScope, adminSecurity } from '../admin-scope.ts'
 import { ENGINE_VERSION, PROMPT_HASH } from '../../src/domain/prompt.ts'
 import { estimateCost } from '../../src/domain/cost.ts'
 import { prewarmTop } from '../../src/admin/prewarm-top.ts'
@@ -17,12 +18,8 @@ const HISTORY_NOTE = 'Requests per minute by how they were answered, from the an
   'Latency: the analytics record the duration of model calls only, so the percentiles are those of model calls (generationP50Ms, generationP95Ms); ' +
   'the latency of every answer is in Prometheus (narrative_http_request_duration_seconds). ' +
   'refused: 400s of the domain rules; error: failures and 429s of the generation limit. Bodies refused by the schema and 429s of the public rate limit are not in the analytics.'
-/** What every admin route may refuse with: no token, not allowed, too many calls, the rate-limit store down; and 500. */
-const denied = errorResponses([401, 403, 429, 500, 503], {
-  429: 'Too many admin calls from this address: Retry-After says when to try again',
-  503: 'The rate-limit store (Redis) is unavailable: admin routes are closed until it is back'
-})
-const security = [{ bearerAuth: [] }]
+const denied = adminDenied
+const security = adminSecurity
 
 /**
  * Admin routes: rate-limited per IP first (so unauthenticated floods are
@@ -33,18 +30,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   const { config, engine, store, breaker } = fastify
   const db = fastify.db
 
-  fastify.addHook('preValidation', fastify.requireAdmin)
-  fastify.addHook('onResponse', async (request, reply) => {
-    const status = reply.statusCode
-    const entry = {
-      actor: status < 400 || status === 403 ? (request.user?.sub ?? null) : null,
-      action: `${request.method} ${request.routeOptions.url ?? request.url.split('?')[0]}`,
-      ip: request.ip,
-      outcome: status < 400 ? 'allowed' as const : 'denied' as const,
-      status
-    }
-    db.audit.insert(entry).catch(err => request.log.warn({ err: (err as Error).message, audit: entry }, 'audit write failed'))
-  })
+  adminScope(fastify)
 
   const common = { tags: ['admin'], security, config: { rateLimit: ADMIN_RATE_LIMIT } }
 

@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { adminDenied, adminScope, adminSecurity } from '../admin-scope.ts'
 import { Type } from '@sinclair/typebox'
 import { ADMIN_RATE_LIMIT } from '../../plugins/rate-limit.ts'
 import { errorResponses } from '../../src/schemas/error.ts'
@@ -23,19 +24,13 @@ const NewKeySchema = Type.Object({
   monthlyBudgetUsd: Type.Optional(Type.Number({ minimum: 0, maximum: 1_000_000_000 }))
 }, { additionalProperties: false })
 
-const denied = errorResponses([401, 403, 429, 500, 503], {})
-const security = [{ bearerAuth: [] }]
+const denied = adminDenied
+const security = adminSecurity
 const iso = (ms: number | null): string | null => ms === null ? null : new Date(ms).toISOString()
 
 /** API keys for /v1/chat/completions, for admins: made (the secret shown once), listed, revoked. Audited. */
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
-  const { db } = fastify
-  fastify.addHook('preValidation', fastify.requireAdmin)
-  fastify.addHook('onResponse', async (request, reply) => {
-    const status = reply.statusCode
-    const entry = { actor: status < 400 || status === 403 ? (request.user?.sub ?? null) : null, action: `${request.method} ${request.routeOptions.url ?? request.url.split('?')[0]}`, ip: request.ip, outcome: status < 400 ? 'allowed' as const : 'denied' as const, status }
-    db.audit.insert(entry).catch(err => request.log.warn({ err: (err as Error).message, audit: entry }, 'audit write failed'))
-  })
+  adminScope(fastify)
   const config = { rateLimit: ADMIN_RATE_LIMIT }
   const view = (k: { id: string, name: string, tenant: string, sharing: boolean, rateLimit: number, monthlyBudgetUsd: number | null, createdAt: number, revokedAt: number | null }) => ({ ...k, createdAt: iso(k.createdAt) as string, revokedAt: iso(k.revokedAt) })
 

@@ -1,13 +1,10 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { adminDenied, adminScope, adminSecurity } from '../admin-scope.ts'
 import { ADMIN_RATE_LIMIT } from '../../plugins/rate-limit.ts'
-import { errorResponses } from '../../src/schemas/error.ts'
 import { RolloutPausedSchema, RolloutStatusSchema } from '../../src/schemas/rollout.ts'
 
-const denied = errorResponses([401, 403, 429, 500, 503], {
-  429: 'Too many admin calls from this address: Retry-After says when to try again',
-  503: 'The rate-limit store (Redis) is unavailable: admin routes are closed until it is back'
-})
-const security = [{ bearerAuth: [] }]
+const denied = adminDenied
+const security = adminSecurity
 
 /**
  * The rollout of a prompt version and the scheduled pre-warm (docs/rollout.md):
@@ -15,20 +12,8 @@ const security = [{ bearerAuth: [] }]
  */
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   const { rollout, config } = fastify
-  const db = fastify.db
 
-  fastify.addHook('preValidation', fastify.requireAdmin)
-  fastify.addHook('onResponse', async (request, reply) => {
-    const status = reply.statusCode
-    const entry = {
-      actor: status < 400 || status === 403 ? (request.user?.sub ?? null) : null,
-      action: `${request.method} ${request.routeOptions.url ?? request.url.split('?')[0]}`,
-      ip: request.ip,
-      outcome: status < 400 ? 'allowed' as const : 'denied' as const,
-      status
-    }
-    db.audit.insert(entry).catch(err => request.log.warn({ err: (err as Error).message, audit: entry }, 'audit write failed'))
-  })
+  adminScope(fastify)
 
   const common = { config: { rateLimit: ADMIN_RATE_LIMIT } }
 

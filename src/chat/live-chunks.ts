@@ -1,4 +1,4 @@
-type Listener = (data: string) => void
+import { Watchers } from '../watchers.ts'
 
 /**
  * Chunks written so far by the builds under way in this process, per key: a
@@ -8,7 +8,7 @@ type Listener = (data: string) => void
  */
 export class LiveChunks {
   private readonly written = new Map<string, string[]>()
-  private readonly watchers = new Map<string, Set<Listener>>()
+  private readonly watchers = new Watchers<string>()
 
   begin (key: string): void {
     this.written.set(key, [])
@@ -18,9 +18,7 @@ export class LiveChunks {
     const list = this.written.get(key)
     if (list === undefined) return
     list.push(data)
-    for (const listener of this.watchers.get(key) ?? []) {
-      try { listener(data) } catch {}
-    }
+    this.watchers.notify(key, data)
   }
 
   end (key: string): void {
@@ -32,17 +30,9 @@ export class LiveChunks {
   }
 
   /** Calls `listener` with what was written so far, then with each new chunk; returns the function that stops it. */
-  watch (key: string, listener: Listener): () => void {
-    let set = this.watchers.get(key)
-    if (set === undefined) {
-      set = new Set()
-      this.watchers.set(key, set)
-    }
-    set.add(listener)
+  watch (key: string, listener: (data: string) => void): () => void {
+    const stop = this.watchers.add(key, listener)
     for (const data of this.written.get(key) ?? []) listener(data)
-    return () => {
-      set.delete(listener)
-      if (set.size === 0 && this.watchers.get(key) === set) this.watchers.delete(key)
-    }
+    return stop
   }
 }

@@ -1,3 +1,5 @@
+import { Watchers } from '../watchers.ts'
+
 type Listener = (newText: string) => void
 
 /**
@@ -9,21 +11,13 @@ type Listener = (newText: string) => void
  */
 export class ProgressHub {
   private readonly texts = new Map<string, string>()
-  private readonly watchers = new Map<string, Set<Listener>>()
+  private readonly watchers = new Watchers<string>()
 
   watch (key: string, listener: Listener): () => void {
-    let set = this.watchers.get(key)
-    if (set === undefined) {
-      set = new Set()
-      this.watchers.set(key, set)
-    }
-    set.add(listener)
+    const stop = this.watchers.add(key, listener)
     const current = this.texts.get(key)
     if (current !== undefined && current !== '') listener(current)
-    return () => {
-      set.delete(listener)
-      if (set.size === 0 && this.watchers.get(key) === set) this.watchers.delete(key)
-    }
+    return stop
   }
 
   begin (key: string): void {
@@ -35,9 +29,7 @@ export class ProgressHub {
     const sofar = this.texts.get(key)
     if (sofar === undefined) return
     this.texts.set(key, sofar + newText)
-    for (const listener of this.watchers.get(key) ?? []) {
-      try { listener(newText) } catch {}
-    }
+    this.watchers.notify(key, newText)
   }
 
   end (key: string): void {
