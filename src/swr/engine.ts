@@ -291,7 +291,14 @@ export class SwrEngine<V> {
       await announce('ready')
       return fromDurable
     }
-    const claim = await this.claimBuild(key, spec, token, true, min, claiming)
+    let acquiring = claiming
+    if (claiming !== undefined && this.deps.durable?.silent === true) {
+      // The read beside it just gave up on a silent database: the claim would wait out
+      // a stall window of its own. Build without it, as when the database is down.
+      this.background.track(claiming.then(outcome => { if (outcome === 'won') this.releaseClaim(key, owner) }))
+      acquiring = Promise.resolve('unavailable')
+    }
+    const claim = await this.claimBuild(key, spec, token, true, min, acquiring)
     if (claim.answer !== undefined) {
       await announce(claim.answer.status === 'fallback' ? 'released' : 'ready')
       return claim.answer

@@ -9,27 +9,36 @@ export interface MemoryStoreOptions {
   clock?: () => number
 }
 
+interface Slot { value: Buffer, expiresAt: number }
+
 /**
  * The in-process stand-in for Redis when REDIS_URL is unset: the same
- * interface and TTL semantics, bounded in bytes with LRU eviction (lru-cache,
- * each entry sized as its key plus its value).
+ * interface and TTL semantics (a key expires when its TTL is reached, to the
+ * millisecond), bounded in bytes with LRU eviction (lru-cache, each entry
+ * sized as its key plus its value).
  */
 export class MemoryStore implements CacheStore {
   readonly kind = 'memory' as const
-  private readonly slots: LRUCache<string, Buffer>
+  private readonly slots: LRUCache<string, Slot>
   private readonly bus = new EventEmitter()
+  private readonly clock: () => number
 
   constructor (options: MemoryStoreOptions) {
     if (!(options.maxBytes > 0)) throw new Error('memory store maxBytes must be positive')
-    const clock = options.clock ?? Date.now
-    this.slots = new LRUCache<string, Buffer>({
-      maxSize: options.maxBytes,
-      sizeCalculation: (value, key) => Math.max(1, key.length + value.length),
-      // Every read asks the clock (an injected one too); an expired entry is deleted when read.
-      ttlResolution: 0,
-      perf: { now: clock }
-    })
+    this.clock = options.clock ?? Date.now
+    this.slots = new LRUCache<string, Slot>({ maxSize: options.maxBytes, sizeCalculation: (slot, key) => Math.max(1, key.length + slot.value.length) })
     this.bus.setMaxListeners(0)
+  }
+
+  /** The live slot (read as recently used), or undefined; an expired one is deleted. */
+  private read (key: string): Slot | undefined {
+    const slot = this.slots.get(key)
+    if (slot === undefined) return undefined
+    if (slot.expiresAt <= this.clock()) {
+      this.slots.delete(key)
+      return undefined
+    }
+    return slot
   }
 
   private write (key: string, value: Buffer, ttlMs: number): void {
@@ -38,17 +47,16 @@ export class MemoryStore implements CacheStore {
       this.slots.delete(key)
       return
     }
-    // lru-cache holds an entry until its age is past its TTL, Redis until it reaches it: one ms less is Redis's expiry.
-    this.slots.set(key, value, { ttl: Math.max(1, ttlMs - 1) })
+    this.slots.set(key, { value, expiresAt: this.clock() + ttlMs })
   }
 
   async get (key: string): Promise<Buffer | null> {
-    return this.slots.get(key) ?? null
+    return this.read(key)?.value ?? null
   }
 
   async setIfNewer (key: string, value: Buffer, version: number, ttlMs: number): Promise<boolean> {
-    const current = this.slots.get(key)
-    if (current !== undefined && versionOf(current) >= version) return false
+    const current = this.read(key)
+    if (current !== undefined && versionOf(current.value) >= version) return false
     this.write(key, value, ttlMs)
     return true
   }
@@ -58,31 +66,31 @@ export class MemoryStore implements CacheStore {
   }
 
   async del (key: string): Promise<number> {
-    return this.slots.delete(key) ? 1 : 0
+    return this.read(key) !== undefined && this.slots.delete(key) ? 1 : 0
   }
 
   async acquireLock (key: string, token: string, ttlMs: number): Promise<boolean> {
-    if (this.slots.get(key) !== undefined) return false
+    if (this.read(key) !== undefined) return false
     this.write(key, Buffer.from(token), ttlMs)
     return true
   }
 
   async releaseLock (key: string, token: string): Promise<boolean> {
-    const value = this.slots.get(key)
-    if (value === undefined || value.toString() !== token) return false
+    const slot = this.read(key)
+    if (slot === undefined || slot.value.toString() !== token) return false
     return this.slots.delete(key)
   }
 
   async incrWindow (key: string, windowMs: number): Promise<{ count: number, ttlMs: number }> {
-    const value = this.slots.get(key)
-    if (value === undefined) {
+    const slot = this.read(key)
+    if (slot === undefined) {
       this.write(key, Buffer.from('1'), windowMs)
       return { count: 1, ttlMs: windowMs }
     }
-    const count = Number(value.toString()) + 1
+    const count = Number(slot.value.toString()) + 1
     // The window keeps its expiry.
-    this.slots.set(key, Buffer.from(String(count)), { noUpdateTTL: true })
-    return { count, ttlMs: Math.max(0, this.slots.getRemainingTTL(key) + 1) }
+    this.slots.set(key, { value: Buffer.from(String(count)), expiresAt: slot.expiresAt })
+    return { count, ttlMs: slot.expiresAt - this.clock() }
   }
 
   async scanDelete (match: string): Promise<number> {
@@ -107,13 +115,16 @@ export class MemoryStore implements CacheStore {
   async ping (): Promise<void> {}
 
   async info (): Promise<{ keys: number, memoryUsedBytes: number }> {
-    this.slots.purgeStale()
+    // Expired entries go first (without touching the others' recency).
+    const now = this.clock()
+    for (const [key, slot] of [...this.slots.entries()]) if (slot.expiresAt <= now) this.slots.delete(key)
     return { keys: this.slots.size, memoryUsedBytes: this.slots.calculatedSize }
   }
 
   /** Keys in the store, for pattern deletion; expired ones are skipped. */
   keys (): string[] {
-    return [...this.slots.keys()].filter(key => this.slots.has(key))
+    const now = this.clock()
+    return [...this.slots.entries()].filter(([, slot]) => slot.expiresAt > now).map(([key]) => key)
   }
 
   async close (): Promise<void> {
