@@ -163,18 +163,19 @@
   async function fetchAll () {
     const period = $('period').value
     const minutes = $('history-minutes').value
-    const [stats, analytics, ready, history, audit] = await Promise.allSettled([
+    const [stats, analytics, ready, history, audit, rollout] = await Promise.allSettled([
       api('/api/narrative/stats'),
       api('/api/narrative/analytics?period=' + encodeURIComponent(period)),
       readyState(),
       api('/api/narrative/history?minutes=' + encodeURIComponent(minutes)),
-      auditBefore === null ? api('/api/narrative/audit?limit=' + AUDIT_PAGE) : Promise.resolve(null)
+      auditBefore === null ? api('/api/narrative/audit?limit=' + AUDIT_PAGE) : Promise.resolve(null),
+      api('/api/narrative/rollout')
     ])
     if (stats.status === 'rejected') throw stats.reason
-    for (const r of [analytics, history, audit]) {
+    for (const r of [analytics, history, audit, rollout]) {
       if (r.status === 'rejected' && r.reason instanceof ApiError && (r.reason.status === 401 || r.reason.status === 403)) throw r.reason
     }
-    const failed = [[analytics, 'Analytics'], [history, 'History'], [audit, 'Audit log']]
+    const failed = [[analytics, 'Analytics'], [history, 'History'], [audit, 'Audit log'], [rollout, 'Rollout']]
       .filter(([r]) => r.status === 'rejected')
       .map(([r, what]) => what + ' unavailable: ' + (r.reason instanceof ApiError ? r.reason.message : 'no answer'))
     return {
@@ -182,6 +183,7 @@
       analytics: analytics.status === 'fulfilled' ? analytics.value : null,
       history: history.status === 'fulfilled' ? history.value : null,
       audit: audit.status === 'fulfilled' ? audit.value : null,
+      rollout: rollout.status === 'fulfilled' ? rollout.value : null,
       analyticsError: failed.length > 0 ? failed.join(' ') : null,
       ready: ready.status === 'fulfilled' ? ready.value : null,
       at: Date.now()
@@ -256,6 +258,27 @@
     $('fleet-summary').dataset.instances = String(t.instances)
   }
 
+  let rolloutPaused = null
+
+  function renderRollout (r) {
+    const hot = Object.entries(r.hotKeys.onVersion).map(([v, n]) => v + ' ' + integer(n)).join(' · ')
+    $('ro-versions').textContent = r.active + ' · ' + (r.canary ? r.canary.version + ' on ' + r.canary.percent + '% of keys' : 'no canary') + ' · ' + (r.previous.length > 0 ? r.previous.join(', ') : 'none')
+    $('ro-hot').textContent = (hot === '' ? 'none yet' : hot) + (r.hotKeys.none > 0 ? ' · ' + integer(r.hotKeys.none) + ' on none' : '') + ' (of ' + integer(r.hotKeys.sampled) + ')'
+    $('ro-remaining').textContent = integer(r.remaining) + ' · ' + (r.done ? 'done' : duration(r.expectedSecondsToFinish * 1000))
+    $('ro-state').textContent = integer(r.ratePerMinute) + '/min · ' + r.mode + (r.paused ? ' · paused' : '')
+    $('ro-state').dataset.paused = String(r.paused)
+    $('ro-counters').textContent = [r.counters.earlierAnswers, r.counters.written, r.counters.throttled].map(integer).join(' · ')
+    const p = r.prewarm
+    $('ro-prewarm').textContent = p === null
+      ? 'off (PREWARM_SCHEDULE unset)'
+      : p.schedule + ' · at most ' + integer(p.maxCalls) + ' calls · ' + (p.running ? 'running now' : 'next ' + (p.nextRunAt === null ? '–' : new Date(p.nextRunAt).toLocaleString()))
+    $('rollout-summary').textContent = r.done ? r.active + ' everywhere' : integer(r.remaining) + ' keys to go'
+    rolloutPaused = r.paused
+    const toggle = $('ro-toggle')
+    toggle.textContent = r.paused ? 'Resume the rollout' : 'Pause the rollout'
+    if (!acting) toggle.disabled = false
+  }
+
   function duration (ms) {
     const s = Math.max(0, Math.round(ms / 1000))
     if (s < 120) return s + ' s'
@@ -263,8 +286,9 @@
     return Math.round(s / 3600) + ' h'
   }
 
-  function render ({ stats, analytics, history, audit, analyticsError, ready, at }) {
+  function render ({ stats, analytics, history, audit, rollout, analyticsError, ready, at }) {
     renderReady(ready)
+    if (rollout !== null) renderRollout(rollout)
     if (history !== null) renderHistory(history)
     if (audit !== null && auditBefore === null) renderAudit(audit)
     renderFleet(stats.fleet)
@@ -507,6 +531,17 @@
         'Cached narratives are shared by every user with the same profile and hold no user id: they stay. This cannot be undone.',
       '/api/narrative/user/' + encodeURIComponent(user), { method: 'DELETE' },
       (r) => 'Forgot "' + user + '": ' + integer(r.deleted_analytics_rows) + ' analytics ' + (r.deleted_analytics_rows === 1 ? 'row' : 'rows') + ' and ' + integer(r.deleted_index_entries) + ' index ' + (r.deleted_index_entries === 1 ? 'entry' : 'entries') + ' deleted. ' + r.rationale)
+    })
+    $('ro-toggle').addEventListener('click', () => {
+      if (rolloutPaused === null) return
+      const resume = rolloutPaused
+      act(resume ? 'rollout-resume' : 'rollout-pause', resume ? 'Resume the rollout' : 'Pause the rollout',
+        resume
+          ? 'Background writes of the active prompt version start again on every instance, at most ROLLOUT_RATE model calls a minute (paid calls). Requests are answered as before.'
+          : 'Background writes of the active prompt version stop on every instance: no more model calls for the rollout until it is resumed. Keys stay answered by the earlier version meanwhile.',
+        '/api/narrative/rollout/' + (resume ? 'resume' : 'pause'), { method: 'POST' },
+        (r) => 'The rollout is ' + (r.paused ? 'paused' : 'running') + ' on every instance.')
+        .then(() => { if (token !== null) tick(generation) })
     })
     $('confirm-cancel').addEventListener('click', () => $('confirm').close('cancel'))
     $('audit-older').addEventListener('click', () => { if (auditNext !== null) loadAudit(auditNext) })
