@@ -1908,7 +1908,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Too many requests: Retry-After says when to try again */
+            /** @description Too many admin calls from this address: Retry-After says when to try again */
             429: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -1928,7 +1928,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description A dependency this answer needs is unavailable, or the server is starting or closing; or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
+            /** @description The rate-limit store (Redis) is unavailable: admin routes are closed until it is back; or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
             503: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -2020,7 +2020,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Too many requests: Retry-After says when to try again */
+            /** @description Too many admin calls from this address: Retry-After says when to try again */
             429: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -2040,7 +2040,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description A dependency this answer needs is unavailable, or the server is starting or closing; or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
+            /** @description The rate-limit store (Redis) is unavailable: admin routes are closed until it is back; or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
             503: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -2102,7 +2102,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Too many requests: Retry-After says when to try again */
+            /** @description Too many admin calls from this address: Retry-After says when to try again */
             429: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -2122,7 +2122,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description A dependency this answer needs is unavailable, or the server is starting or closing; or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
+            /** @description The rate-limit store (Redis) is unavailable: admin routes are closed until it is back; or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
             503: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -2195,7 +2195,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Too many requests: Retry-After says when to try again */
+            /** @description Too many admin calls from this address: Retry-After says when to try again */
             429: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -2215,7 +2215,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description A dependency this answer needs is unavailable, or the server is starting or closing; or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
+            /** @description The rate-limit store (Redis) is unavailable: admin routes are closed until it is back; or the server is overloaded (load shedding: past a threshold of event-loop delay or memory): Retry-After says when to try again */
             503: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
