@@ -113,8 +113,10 @@ t.test('pause and resume: the flag is fleet-wide and stops background writes', a
   const a = await build(t, { env: { ...s.env, DATABASE_URL, PROMPT_VERSION: 'v1' } })
   for (let i = 0; i < 5; i++) await post(a, i)
   await a.engine.idle()
+  // Paused before the new version's instances start: their rollout would otherwise begin
+  // at once (seeded from the analytics) and could write a key before the pause lands.
+  await a.rollout.pause()
   const [b, c] = await Promise.all([0, 1].map(async () => await build(t, { env: { ...s.env, DATABASE_URL } })))
-  await b.rollout.pause()
   await new Promise(resolve => setTimeout(resolve, 1100))
   const calls = s.openai.calls
   for (let i = 0; i < 5; i++) t.match(await post(c, i), { status: 'stale', version: 'v1' })
