@@ -2058,6 +2058,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description a key id, as POST /api/keys gave it */
                 id: string;
             };
             cookie?: never;

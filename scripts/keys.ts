@@ -15,7 +15,7 @@ async function main (): Promise<void> {
   const [command, ...rest] = process.argv.slice(2)
   const { values } = parseArgs({ args: rest, options: { name: { type: 'string' }, tenant: { type: 'string' }, 'rate-limit': { type: 'string' }, budget: { type: 'string' }, id: { type: 'string' } } })
   if (command !== 'create' && command !== 'list' && command !== 'revoke') throw new Error(`the command is create, list or revoke:\n${USAGE}`)
-  if (command === 'create' && (values.name === undefined || values.name.trim() === '' || values.name.length > 100)) throw new Error('--name is required (1 to 100 characters)')
+  if (command === 'create' && (values.name === undefined || values.name.trim() === '' || values.name.length > 100 || [...values.name].some(c => c.charCodeAt(0) < 32 || c.charCodeAt(0) === 127))) throw new Error('--name is required (1 to 100 characters, no control characters)')
   if (values.tenant !== undefined && !/^[A-Za-z0-9_.-]{1,100}$/.test(values.tenant)) throw new Error('--tenant must be 1 to 100 letters, digits, _ . or -')
   const rateLimit = values['rate-limit'] === undefined ? undefined : Number(values['rate-limit'])
   if (rateLimit !== undefined && !(Number.isInteger(rateLimit) && rateLimit >= 0)) throw new Error('--rate-limit must be a whole number of calls a minute (0: only the server\'s limits)')

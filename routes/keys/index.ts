@@ -18,7 +18,8 @@ const ApiKeySchema = Type.Object({
   revokedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()])
 })
 const NewKeySchema = Type.Object({
-  name: Type.String({ minLength: 1, maxLength: 100 }),
+  // No control characters: a name is shown in lists and logs (and PostgreSQL refuses NUL in text).
+  name: Type.String({ minLength: 1, maxLength: 100, pattern: '^[^\\u0000-\\u001f\\u007f]+$' }),
   tenant: Type.Optional(Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9_.-]+$' })),
   rateLimit: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000 })),
   monthlyBudgetUsd: Type.Optional(Type.Number({ minimum: 0, maximum: 1_000_000_000 }))
@@ -59,7 +60,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.delete('/api/keys/:id', {
     config,
-    schema: { tags: ['admin'], operationId: 'revokeApiKey', security, summary: 'Revoke an API key (within 30 s on every instance)', params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 100 }) }), response: { 204: { type: 'null', description: 'Revoked' }, ...errorResponses([404], { 404: 'No live key has this id' }), ...denied } }
+    schema: { tags: ['admin'], operationId: 'revokeApiKey', security, summary: 'Revoke an API key (within 30 s on every instance)', params: Type.Object({ id: Type.String({ pattern: '^key_[A-Za-z0-9_-]{1,64}$', description: 'a key id, as POST /api/keys gave it' }) }), response: { 204: { type: 'null', description: 'Revoked' }, ...errorResponses([404], { 404: 'No live key has this id' }), ...denied } }
   }, async (request, reply) => {
     if (!await fastify.chat.apiKeys.revoke(request.params.id)) throw new ApiKeyNotFoundError(request.params.id)
     fastify.chat.forgetKeys()
