@@ -2250,6 +2250,8 @@ export interface operations {
                         mode: "gradual" | "immediate";
                         /** @description PROMPT_VERSION: the version that writes every key (but the canary's) */
                         active: string;
+                        /** @description OPENAI_MODEL: the model that writes every key (part of the key), or "template" without one */
+                        model: string;
                         /** @description PROMPT_CANARY */
                         canary: {
                             version: string;
@@ -2257,6 +2259,8 @@ export interface operations {
                         } | null;
                         /** @description the other versions, newest first: where an earlier answer is looked for */
                         previous: string[];
+                        /** @description the other models that have written entries here, most recent first: their entries answer (stale) while today's model writes its own */
+                        previousModels: string[];
                         /** @description background writes paused, fleet-wide */
                         paused: boolean;
                         /** @description ROLLOUT_RATE: background model calls per minute, fleet-wide */
@@ -2264,14 +2268,18 @@ export interface operations {
                         hotKeys: {
                             /** @description how many of the most requested keys (7 days) were looked at */
                             sampled: number;
-                            /** @description how many of them each version answers now */
+                            /** @description how many of them each version answers now (whatever the model) */
                             onVersion: {
+                                [key: string]: number;
+                            };
+                            /** @description how many of them each model's entries answer now (whatever the version) */
+                            onModel: {
                                 [key: string]: number;
                             };
                             /** @description how many no version has an entry for */
                             none: number;
                         };
-                        /** @description hot keys still answered by an earlier version than theirs */
+                        /** @description hot keys still answered by an earlier writer than theirs: another version, another model, or both */
                         remaining: number;
                         /** @description remaining at ROLLOUT_RATE */
                         expectedSecondsToFinish: number;

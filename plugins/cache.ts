@@ -7,7 +7,8 @@ import { BuildClaimsRepository } from '../src/db/build-claims-repository.ts'
 import { ENGINE_VERSION, promptVersion, type PromptVersion } from '../src/domain/prompt.ts'
 import { RedisStore } from '../src/swr/redis-store.ts'
 import type { CacheStore } from '../src/swr/store.ts'
-import { PromptSelection } from '../src/narrative/versions.ts'
+import { parseWriterName, PromptSelection, writerName } from '../src/narrative/versions.ts'
+import { SharedNames } from '../src/rollout/shared-names.ts'
 import { Rollout, type HotJob, type RolloutStore } from '../src/narrative/rollout.ts'
 import { MemoryTokenBucket, RedisTokenBucket } from '../src/rollout/token-bucket.ts'
 import { SystemCatalogue } from '../src/domain/systems.ts'
@@ -46,17 +47,18 @@ export interface CachePluginOptions {
   pollMinMs?: number
   pollMaxMs?: number
   clock?: () => number
-  /** Overrides for tests: the rollout's workers and how often it seeds its queue from analytics. */
-  rollout?: { concurrency?: number, seedIntervalMs?: number, hotKeys?: number }
+  /** Overrides for tests: the rollout's workers, how often it seeds its queue from analytics, how long a request looks for an earlier entry. */
+  rollout?: { concurrency?: number, seedIntervalMs?: number, hotKeys?: number, peekBudgetMs?: number }
 }
 
-/** The rollout's claims and pause flag, in the cache store: shared by the fleet on Redis. */
+/** The rollout's claims, pause flag and the writers that have written, in the cache store: shared by the fleet on Redis. */
 function rolloutStore (store: CacheStore, prefix: string, ttlMs: number): RolloutStore {
   // Beside the namespace, as locks are: a pattern delete of narratives never touches them.
   const pausedKey = `rollout:${prefix}:paused`
+  const writers = new SharedNames(store, `rollout:${prefix}:writers`)
   return {
-    markWriting: async version => { await store.set(`rollout:${prefix}:written:${version}`, '1', ttlMs) },
-    hasWritten: async version => (await store.get(`rollout:${prefix}:written:${version}`)) !== null,
+    markWriting: async writer => { await writers.add(writerName(writer), ttlMs) },
+    writers: async () => (await writers.list()).map(n => parseWriterName(n.name)).filter(w => w !== undefined),
     claim: async (key, token, ttlMs) => await store.acquireLock(`rollout:${key}`, token, ttlMs).catch(() => false),
     unclaim: async (key, token) => { await store.releaseLock(`rollout:${key}`, token) },
     paused: async () => (await store.get(pausedKey)) !== null,
@@ -102,8 +104,8 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
   let spentUsd = 0
   let paidCalls = 0
   function onGeneration (job: NarrativeJob, generation: Generation, durationMs: number, reason: string): void {
-    // The version has written here: requests of the versions after it will look for its entries.
-    if (generation.engine !== 'template') rollout.noteWritten(job.prompt?.version ?? prompts.active.version)
+    // This version and model have written here: requests of the writers after them will look for their entries.
+    if (generation.engine !== 'template') rollout.noteWritten({ version: job.prompt?.version ?? prompts.active.version, model: generation.engine })
     metrics.modelCalls.inc({ engine: generation.engine, reason })
     metrics.generationSeconds.observe({ engine: generation.engine }, durationMs / 1000)
     const usage = generation.usage
@@ -221,8 +223,8 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
   fastify.decorate('narratives', service)
   fastify.decorate('prompts', prompts)
   fastify.decorate('rollout', rollout)
-  // Which earlier versions have entries here is known before the first request: none, and requests read nothing more.
-  await rollout.refreshVersions().catch(err => { fastify.log.warn({ err: (err as Error).message }, 'rollout: could not read which versions have written') })
+  // Which earlier versions and models have entries here is known before the first request: none, and requests read nothing more.
+  await rollout.refreshWriters().catch(err => { fastify.log.warn({ err: (err as Error).message }, 'rollout: could not read which versions and models have written') })
   if (gradual) fastify.addHook('onReady', async () => { rollout.start() })
   fastify.addHook('onClose', async () => {
     await rollout.close()

@@ -264,6 +264,8 @@
     const hot = Object.entries(r.hotKeys.onVersion).map(([v, n]) => v + ' ' + integer(n)).join(' · ')
     $('ro-versions').textContent = r.active + ' · ' + (r.canary ? r.canary.version + ' on ' + r.canary.percent + '% of keys' : 'no canary') + ' · ' + (r.previous.length > 0 ? r.previous.join(', ') : 'none')
     $('ro-hot').textContent = (hot === '' ? 'none yet' : hot) + (r.hotKeys.none > 0 ? ' · ' + integer(r.hotKeys.none) + ' on none' : '') + ' (of ' + integer(r.hotKeys.sampled) + ')'
+    $('ro-models').textContent = r.model + ' · ' + (r.previousModels.length > 0 ? r.previousModels.join(', ') : 'none')
+    $('ro-hot-models').textContent = Object.entries(r.hotKeys.onModel).map(([m, n]) => m + ' ' + integer(n)).join(' · ') || 'none yet'
     $('ro-remaining').textContent = integer(r.remaining) + ' · ' + (r.done ? 'done' : duration(r.expectedSecondsToFinish * 1000))
     $('ro-state').textContent = integer(r.ratePerMinute) + '/min · ' + r.mode + (r.paused ? ' · paused' : '')
     $('ro-state').dataset.paused = String(r.paused)
@@ -272,7 +274,7 @@
     $('ro-prewarm').textContent = p === null
       ? 'off (PREWARM_SCHEDULE unset)'
       : p.schedule + ' · at most ' + integer(p.maxCalls) + ' calls · ' + (p.running ? 'running now' : 'next ' + (p.nextRunAt === null ? '–' : new Date(p.nextRunAt).toLocaleString()))
-    $('rollout-summary').textContent = r.done ? r.active + ' everywhere' : integer(r.remaining) + ' keys to go'
+    $('rollout-summary').textContent = r.done ? r.active + ' on ' + r.model + ' everywhere' : integer(r.remaining) + ' keys to go'
     rolloutPaused = r.paused
     const toggle = $('ro-toggle')
     toggle.textContent = r.paused ? 'Resume the rollout' : 'Pause the rollout'

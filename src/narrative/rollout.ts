@@ -6,7 +6,7 @@ import type { Resolution } from '../swr/types.ts'
 import type { TokenBucket } from '../rollout/token-bucket.ts'
 import type { NarrativeBuilds, NarrativeJob } from './adapter.ts'
 import type { NarrativeValue } from './codec.ts'
-import type { PromptSelection } from './versions.ts'
+import { writerName, type EarlierWriter, type PromptSelection, type Writer } from './versions.ts'
 
 /** Fleet-wide flags and claims of the rollout: the cache store (Redis, or this process's memory). */
 export interface RolloutStore {
@@ -15,10 +15,10 @@ export interface RolloutStore {
   unclaim: (key: string, token: string) => Promise<void>
   paused: () => Promise<boolean>
   setPaused: (paused: boolean) => Promise<void>
-  /** Marks a version as one that writes entries in this namespace (for as long as its entries live). */
-  markWriting: (version: string) => Promise<void>
-  /** Whether a version has written entries here (within their lifetime). */
-  hasWritten: (version: string) => Promise<boolean>
+  /** Marks a writer (a prompt version and a model) as one that writes entries in this namespace (for as long as its entries live). */
+  markWriting: (writer: Writer) => Promise<void>
+  /** The writers that have written entries here (within their lifetime), the most recently marked first. */
+  writers: () => Promise<Writer[]>
 }
 
 /** A most-requested key (analytics), as today's job. */
@@ -48,7 +48,7 @@ export interface RolloutOptions {
   claimTtlMs: number
   /** How often the fleet-wide pause flag is read again. */
   pauseCheckMs: number
-  /** The longest a request spends looking for an earlier version's entry before it takes the usual path. */
+  /** The longest a request spends looking for an earlier writer's entry before it takes the usual path. */
   peekBudgetMs: number
   /** ROLLOUT, as reported: with `immediate` the service does not use the rollout and its workers are not started. */
   mode: 'gradual' | 'immediate'
@@ -57,7 +57,7 @@ export interface RolloutOptions {
 const DEFAULTS: RolloutOptions = { peekBudgetMs: 300, mode: 'gradual', concurrency: 4, seedIntervalMs: 30_000, hotKeys: 1000, claimTtlMs: 60_000, pauseCheckMs: 1000 }
 
 export interface RolloutCounters {
-  /** Requests answered from an earlier version's entry. */
+  /** Requests answered from an earlier writer's entry (another prompt version or model). */
   earlierAnswers: number
   /** Background writes that made an entry of today's version. */
   written: number
@@ -71,13 +71,17 @@ export interface RolloutCounters {
 export interface RolloutStatus {
   mode: 'gradual' | 'immediate'
   active: string
+  /** The model that writes today. */
+  model: string
   canary: { version: string, percent: number } | null
   previous: string[]
+  /** The other models that have written entries here: their entries answer too, while today's model writes. */
+  previousModels: string[]
   paused: boolean
   ratePerMinute: number
-  /** Of the most requested keys: how many are answered by each version, and by none. */
-  hotKeys: { sampled: number, onVersion: Record<string, number>, none: number }
-  /** Hot keys still answered by an earlier version: the rollout's work left. */
+  /** Of the most requested keys: how many are answered by each version, by each model, and by none. */
+  hotKeys: { sampled: number, onVersion: Record<string, number>, onModel: Record<string, number>, none: number }
+  /** Hot keys still answered by an earlier writer (another version or model than theirs): the rollout's work left. */
   remaining: number
   expectedSecondsToFinish: number
   done: boolean
@@ -89,10 +93,11 @@ export interface RolloutStatus {
 const sleep = async (ms: number): Promise<void> => await new Promise(resolve => setTimeout(resolve, ms).unref())
 
 /**
- * A gradual rollout of a new prompt version (ROLLOUT=gradual). A request for
- * a key today's version has not written yet, whose request an earlier version
- * has answered, is answered at once from that entry (stale, naming the
- * version that wrote it), and the key is queued. Workers write the queue in
+ * A gradual rollout of a new prompt version or model (ROLLOUT=gradual). A
+ * request for a key today's writer (version and model) has not written yet,
+ * whose request an earlier writer has answered, is answered at once from that
+ * entry (stale, naming the version and model that wrote it), and the key is
+ * queued. Workers write the queue in
  * the background, most requested first, under a fleet-wide token bucket
  * (ROLLOUT_RATE model calls a minute across every instance), each key
  * claimed by one instance and built through the engine (one build per key
@@ -109,15 +114,19 @@ export class Rollout {
   private readonly waiters = new Set<() => void>()
   private workers: Array<Promise<void>> = []
   private seeder: NodeJS.Timeout | undefined
-  private readonly token = randomUUID()
+  /** This process's part of every claim token. */
+  private readonly claimPrefix = randomUUID()
+  /** The workers' turn at the bucket: one asks at a time (token()). */
+  private tokenTurn: Promise<boolean> = Promise.resolve(true)
   /**
-   * The other versions that have written entries here: only their keys are
-   * looked at. None (a namespace only today's version ever wrote): requests
-   * take the usual path with no extra read, exactly as with ROLLOUT=immediate.
+   * The other writers (versions, models) that have written entries here:
+   * only their keys are looked at. None (a namespace only today's writer ever
+   * wrote): requests take the usual path with no extra read, exactly as with
+   * ROLLOUT=immediate.
    */
-  private earlier: string[] = []
+  private earlier: Writer[] = []
   private readonly marked = new Map<string, number>()
-  /** Keys just seen holding an entry of their own version: their requests skip the look for an earlier one. */
+  /** Keys just seen holding an entry of their own writer: their requests skip the look for an earlier one. */
   private readonly present = new LRUCache<string, true>({ max: 50_000, ttl: 60_000 })
 
   constructor (deps: RolloutDeps) {
@@ -125,25 +134,37 @@ export class Rollout {
     this.options = { ...DEFAULTS, ...deps.options }
   }
 
-  /** Marks a version as one that has written an entry here (once per process, again after a day). */
-  noteWritten (version: string): void {
-    const at = this.marked.get(version)
+  /** Marks a writer as one that has written an entry here (once per process, again after a day; again on the next write if marking failed). */
+  noteWritten (writer: Writer): void {
+    const name = writerName(writer)
+    const at = this.marked.get(name)
     if (at !== undefined && Date.now() - at < 86_400_000) return
-    this.marked.set(version, Date.now())
-    this.deps.store.markWriting(version).catch(() => { this.marked.delete(version) })
+    this.marked.set(name, Date.now())
+    this.deps.store.markWriting(writer).catch(() => { this.marked.delete(name) })
   }
 
-  /** Reads which other versions have written here (again at every seeding). */
-  async refreshVersions (): Promise<void> {
+  /** Reads which other writers have written here (again at every seeding). */
+  async refreshWriters (): Promise<void> {
     const { selection, store } = this.deps
-    const others = selection.others(selection.active)
-    const written = await Promise.all(others.map(async p => await store.hasWritten(p.version)))
-    this.earlier = others.filter((_, i) => written[i]).map(p => p.version)
+    this.earlier = (await store.writers()).filter(w => !selection.isCurrent(w, selection.active))
+  }
+
+  /**
+   * Where a job's request may have an earlier answer, in the order to look:
+   * the writers known to have written (for requests), or those and every
+   * other prompt version with today's model (for the status and the seeding,
+   * which also count entries written before writers were marked).
+   */
+  private earlierFor (job: NarrativeJob, everyVersion: boolean): EarlierWriter[] {
+    const { selection } = this.deps
+    const own = job.prompt ?? selection.active
+    const written = everyVersion ? [...this.earlier, ...selection.others(own).map(p => ({ version: p.version, model: selection.model }))] : this.earlier
+    return selection.earlierWriters(own, written)
   }
 
   start (): void {
     for (let i = 0; i < this.options.concurrency; i++) this.workers.push(this.work())
-    const seed = (): void => { this.refreshVersions().then(async () => await this.seed()).catch(err => this.deps.logger.warn({ err: (err as Error).message }, 'rollout: seeding from analytics failed')) }
+    const seed = (): void => { this.refreshWriters().then(async () => await this.seed()).catch(err => this.deps.logger.warn({ err: (err as Error).message }, 'rollout: seeding from analytics failed')) }
     setImmediate(seed)
     this.seeder = setInterval(seed, this.options.seedIntervalMs).unref()
   }
@@ -156,7 +177,7 @@ export class Rollout {
   }
 
   /**
-   * The answer from an earlier version's entry, when today's version has no
+   * The answer from an earlier writer's entry, when today's writer has no
    * entry for the job's key and an earlier one has (the key is then queued);
    * undefined when the request should take the usual path.
    */
@@ -175,8 +196,7 @@ export class Rollout {
 
   private async findEarlier (job: NarrativeJob): Promise<Resolution<NarrativeValue> | undefined> {
     const { engine, selection } = this.deps
-    const own = job.prompt ?? selection.active
-    const candidates = selection.others(own).filter(p => this.earlier.includes(p.version) || (p.version === selection.active.version && own !== selection.active))
+    const candidates = this.earlierFor(job, false)
     if (candidates.length === 0 || this.present.has(job.key)) return undefined
     // Present, or the store cannot say: the usual path (a hit, or the way it handles a store that fails).
     const current = await engine.peek(job.key)
@@ -185,7 +205,7 @@ export class Rollout {
       return undefined
     }
     for (const other of candidates) {
-      const key = selection.keyFor(job.profile, job.locale, other)
+      const key = selection.keyFor(job.profile, job.locale, other.prompt, other.model)
       const entry = await engine.peek(key)
       if (entry === undefined) return undefined
       if (entry === null) continue
@@ -227,14 +247,14 @@ export class Rollout {
     return value
   }
 
-  /** Queues the most requested keys that an earlier version answers and today's has not written. */
+  /** Queues the most requested keys that an earlier writer answers and today's has not written. */
   async seed (): Promise<number> {
     if (this.deps.hotJobs === undefined || this.closed) return 0
     let seeded = 0
     for (const { job, count } of await this.deps.hotJobs(this.options.hotKeys)) {
       if (this.closed) break
       const where = await this.answeredBy(job)
-      if (where !== undefined && where !== 'none' && where !== (job.prompt ?? this.deps.selection.active).version) {
+      if (where !== undefined && where !== 'none' && !this.deps.selection.isCurrent(where, job.prompt ?? this.deps.selection.active)) {
         this.enqueue(job, count)
         seeded++
       }
@@ -242,17 +262,17 @@ export class Rollout {
     return seeded
   }
 
-  /** Which version's entry answers a job now: its own, an earlier one, none; undefined when the store cannot say. */
-  private async answeredBy (job: NarrativeJob): Promise<string | undefined> {
+  /** Which writer's entry answers a job now: its own, an earlier one, none; undefined when the store cannot say. */
+  private async answeredBy (job: NarrativeJob): Promise<Writer | 'none' | undefined> {
     const { engine, selection } = this.deps
     const own = job.prompt ?? selection.active
     const entry = await engine.peek(job.key)
     if (entry === undefined) return undefined
-    if (entry !== null) return own.version
-    for (const other of selection.others(own)) {
-      const found = await engine.peek(selection.keyFor(job.profile, job.locale, other))
+    if (entry !== null) return { version: own.version, model: selection.model }
+    for (const other of this.earlierFor(job, true)) {
+      const found = await engine.peek(selection.keyFor(job.profile, job.locale, other.prompt, other.model))
       if (found === undefined) return undefined
-      if (found !== null) return other.version
+      if (found !== null) return { version: other.prompt.version, model: other.model }
     }
     return 'none'
   }
@@ -261,6 +281,8 @@ export class Rollout {
     const { selection, bucket } = this.deps
     const hot = this.deps.hotJobs === undefined ? [] : await this.deps.hotJobs(this.options.hotKeys)
     const onVersion: Record<string, number> = Object.fromEntries(selection.known.map(p => [p.version, 0]))
+    const previousModels = [...new Set(this.earlier.map(w => w.model).filter(m => m !== selection.model))]
+    const onModel: Record<string, number> = Object.fromEntries([selection.model, ...previousModels].map(m => [m, 0]))
     let none = 0
     let remaining = 0
     const BATCH = 50
@@ -271,19 +293,22 @@ export class Rollout {
           none++
           continue
         }
-        onVersion[where] = (onVersion[where] ?? 0) + 1
-        if (where !== (job.prompt ?? selection.active).version) remaining++
+        onVersion[where.version] = (onVersion[where.version] ?? 0) + 1
+        onModel[where.model] = (onModel[where.model] ?? 0) + 1
+        if (!selection.isCurrent(where, job.prompt ?? selection.active)) remaining++
       }
     }
     const canary = selection.canary
     return {
       mode: this.options.mode,
       active: selection.active.version,
+      model: selection.model,
       canary: canary === undefined ? null : { version: canary.prompt.version, percent: canary.percent },
       previous: selection.others(selection.active).map(p => p.version),
+      previousModels,
       paused: await this.paused(),
       ratePerMinute: bucket.perMinute,
-      hotKeys: { sampled: hot.length, onVersion, none },
+      hotKeys: { sampled: hot.length, onVersion, onModel, none },
       remaining,
       expectedSecondsToFinish: Math.ceil(remaining / bucket.perMinute * 60),
       done: remaining === 0,
@@ -336,6 +361,30 @@ export class Rollout {
     }
   }
 
+  /**
+   * A token from the fleet's bucket, waited for in turn: this process's
+   * workers queue here, and only the first asks the bucket, sleeping as long
+   * as it says. Without the turn every throttled worker would ask the bucket
+   * each time a token might be there (dozens of workers, one token, a Redis
+   * call each), a busy loop that costs the requests being answered meanwhile.
+   * False when the rollout is closed or paused while waiting.
+   */
+  private async token (): Promise<boolean> {
+    const turn = this.tokenTurn.then(async () => {
+      const { bucket } = this.deps
+      for (;;) {
+        if (this.closed) return false
+        const wait = await bucket.take()
+        if (wait === 0) return true
+        this.counters.throttled++
+        if (await this.paused()) return false
+        await sleep(Math.min(wait, 1000))
+      }
+    })
+    this.tokenTurn = turn.catch(() => false)
+    return await turn
+  }
+
   /** Writes one key: claimed fleet-wide, a token taken, then built through the engine. */
   private async write (item: { job: NarrativeJob, weight: number }): Promise<void> {
     const { engine, builds, bucket, store } = this.deps
@@ -351,22 +400,16 @@ export class Rollout {
       this.counters.skipped++
       return
     }
-    const claimToken = `${this.token}/${randomUUID()}`
+    const claimToken = `${this.claimPrefix}/${randomUUID()}`
     if (!(await store.claim(job.key, claimToken, this.options.claimTtlMs))) {
       this.counters.skipped++
       return
     }
     let wrote = false
     try {
-      for (;;) {
-        const wait = await bucket.take()
-        if (wait === 0) break
-        this.counters.throttled++
-        if (this.closed || await this.paused()) {
-          this.queue.set(job.key, item)
-          return
-        }
-        await sleep(Math.min(wait, 1000))
+      if (!(await this.token())) {
+        this.queue.set(job.key, item)
+        return
       }
       // The first model call was paid for with the token just taken; each retry takes another, or the write fails.
       let prepaid = true
