@@ -760,7 +760,17 @@ export interface operations {
                         misses: number;
                         fallbacks: number;
                         engineVersion: string;
+                        /** @description PROMPT_VERSION: the prompt version that writes every key (but the canary's) */
+                        promptVersion: string;
+                        /** @description the active prompt version's hash (part of its keys) */
                         promptHash: string;
+                        /** @description OPENAI_MODEL: the model that writes (part of every key), or "template" without one */
+                        model: string;
+                        /** @description PROMPT_CANARY: the version that writes a stable share of keys, or null */
+                        canary: {
+                            version: string;
+                            percent: number;
+                        } | null;
                         ttlDays: number;
                         staleDays: number;
                         /** @description memory, redis or cluster */

@@ -55,7 +55,7 @@ t.test('analytics figures match a known sequence of requests', async t => {
   t.match(bad.json().message, /period must be one of "1d", "7d", "30d"/)
 
   const stats = (await app.inject({ method: 'GET', url: '/api/narrative/stats', headers: auth })).json()
-  t.match(stats, { hits: 4, misses: 3, engineVersion: 'narrative@1.0.0', ttlDays: 30, store: 'redis', breaker: 'closed' })
+  t.match(stats, { hits: 4, misses: 3, engineVersion: 'narrative@1.0.0', promptVersion: 'v2', model: 'gpt-4o', canary: null, ttlDays: 30, store: 'redis', breaker: 'closed' })
   t.equal(stats.hitRate, Math.round(4 / 7 * 10_000) / 10_000)
   t.ok(stats.keys >= 3)
   t.match(stats.memoryUsed, /^[0-9.]+[BKMG]$/)

@@ -310,7 +310,9 @@
     $('stat-store').textContent = stats.store
     $('stat-breaker').textContent = stats.breaker
     $('eng-version').textContent = stats.engineVersion
-    $('eng-prompt').textContent = stats.promptHash
+    // The version that writes (and its hash, part of its keys), and the canary's share when one is on.
+    $('eng-prompt').textContent = stats.promptVersion + ' (' + stats.promptHash + ')' + ' · ' + (stats.canary ? stats.canary.version + ' on ' + stats.canary.percent + '% of keys' : 'no canary')
+    $('eng-model').textContent = stats.model
     $('eng-days').textContent = stats.staleDays + ' d / ' + stats.ttlDays + ' d'
     $('eng-refresh').textContent = [stats.refresh.started, stats.refresh.succeeded, stats.refresh.failed, stats.refresh.skippedLocked].map(integer).join(' / ')
     $('eng-analytics').textContent = [stats.analytics.recorded, stats.analytics.written, stats.analytics.dropped].map(integer).join(' / ')

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { adminDenied, adminScope, adminSecurity } from '../admin-scope.ts'
-import { ENGINE_VERSION, PROMPT_HASH } from '../../src/domain/prompt.ts'
+import { ENGINE_VERSION } from '../../src/domain/prompt.ts'
 import { estimateCost } from '../../src/domain/cost.ts'
 import { prewarmTop } from '../../src/admin/prewarm-top.ts'
 import { humanBytes, namespacedMatch, PERIOD_DAYS } from '../../src/admin/pattern.ts'
@@ -39,6 +39,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     schema: { tags: ['admin'], operationId: 'getStats', security, summary: 'Cache figures of this instance and of the whole fleet', response: { 200: { ...StatsSchema, description: 'The cache figures of this instance since it started (top level), and of every live instance with their sum (fleet)' }, ...denied } }
   }, async () => {
     const c = engine.counters
+    const prompts = fastify.prompts
     const [info, fleet] = await Promise.all([
       breaker.run(() => store.info()).catch(() => ({ keys: 0, memoryUsedBytes: 0 })),
       fastify.fleet.view()
@@ -54,7 +55,11 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       misses: c.misses,
       fallbacks: c.fallbacks,
       engineVersion: ENGINE_VERSION,
-      promptHash: PROMPT_HASH,
+      // What writes today (PROMPT_VERSION, OPENAI_MODEL, PROMPT_CANARY): not the newest prompt file, which may not be the active one.
+      promptVersion: prompts.active.version,
+      promptHash: prompts.active.hash,
+      model: prompts.model,
+      canary: prompts.canary === undefined ? null : { version: prompts.canary.prompt.version, percent: prompts.canary.percent },
       ttlDays: config.ttlSeconds / 86_400,
       staleDays: config.staleSeconds / 86_400,
       store: store.kind,
