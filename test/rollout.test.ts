@@ -74,8 +74,9 @@ t.test('a prompt change over three instances: answered at once from v1, v2 writt
   // 3 × 48 writers at 1.5 s a call (and a little more for the write) make about 70 calls a second: the rate (40 a second),
   // not the workers, is what bounds the rollout, so the window check below fails if the bucket does not hold.
   // The look for an earlier entry may take up to Redis's command timeout (1 s), not the default 300 ms: the budget is for a
-  // frozen Redis, and this process (three instances, their writers, the traffic) on a shared machine can stall past 300 ms
-  // with Redis's answer unread; the request would then take the usual path and wait for the model (seen at load 8).
+  // frozen Redis, and this test's Redis, on two cores shared with three instances, their writers, the traffic and other
+  // jobs, can be slow without being frozen; the request would then take the usual path and wait for the model (seen once
+  // at load 8, before a late budget timer restarted the budget: test/unit-rollout-peek.test.ts).
   const cache = { rollout: { seedIntervalMs: 2000, concurrency: 48, peekBudgetMs: 1000 } }
 
   // Before: three instances on v1, N keys written (the model answers at once), in batches asked of the three in parallel, then flushed to analytics.

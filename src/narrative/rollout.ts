@@ -184,9 +184,23 @@ export class Rollout {
   async earlierAnswer (job: NarrativeJob): Promise<Resolution<NarrativeValue> | undefined> {
     if (this.earlier.length === 0 && this.deps.selection.canary === undefined) return undefined
     // A store that is slow to say (frozen, failing) must not make a request wait twice (here, then on the usual
-    // path): past this budget the request takes the usual path, as without a rollout.
+    // path): past this budget the request takes the usual path, as without a rollout. The budget is the store's,
+    // not this process's: a timer that fires late by half the budget or more means the process itself was too
+    // busy to run it (and perhaps to read the store's answer, already there), and the budget starts again. Given
+    // up on a stall, the request would go on to wait for the model, the one thing the rollout is there to spare
+    // it. A store that never answers is bounded by its own command timeout, after which the look gives up.
+    const budgetMs = this.options.peekBudgetMs
     let timer: NodeJS.Timeout | undefined
-    const budget = new Promise<undefined>(resolve => { timer = setTimeout(() => { resolve(undefined) }, this.options.peekBudgetMs) })
+    const budget = new Promise<undefined>(resolve => {
+      const arm = (): void => {
+        const due = performance.now() + budgetMs
+        timer = setTimeout(() => {
+          if (performance.now() - due >= budgetMs / 2) arm()
+          else resolve(undefined)
+        }, budgetMs)
+      }
+      arm()
+    })
     try {
       return await Promise.race([this.findEarlier(job), budget])
     } finally {
