@@ -434,9 +434,9 @@ async function payOnceScenarios (): Promise<void> {
 }
 
 /**
- * 7. A prompt change (v1 to v2) under the Zipf workload, over 3 instances: latency
- * before, during and after the switch, and the rollout's model calls a minute
- * against ROLLOUT_RATE.
+ * 7. A prompt change (v1 to v2), then a model change (gpt-4o to gpt-4o-mini),
+ * under the Zipf workload, over 3 instances: latency before, during and after
+ * each switch, and the rollout's model calls a minute against ROLLOUT_RATE.
  */
 async function rolloutScenario (): Promise<void> {
   const section = '7. prompt rollout'
@@ -449,25 +449,72 @@ async function rolloutScenario (): Promise<void> {
   execFileSync('psql', [pg.url, '-qc', `CREATE DATABASE ${dbName}`])
   const sample = zipfSampler(profiles, 1.1, 7)
   const token = mintAdminToken('bench-secret-bench-secret-bench-secret-0', 'bench', 3600)
-  /** Zipf traffic for `secs` (or until `until` says stop): latencies and statuses. */
-  const traffic = async (apps: Array<{ url: string }>, secs: number, until?: () => boolean): Promise<{ ms: number[], statuses: Record<string, number>, versions: Record<string, number> }> => {
+  type Traffic = { ms: number[], statuses: Record<string, number>, versions: Record<string, number>, engines: Record<string, number> }
+  /** Zipf traffic for `secs` (or until `until` says stop): latencies, statuses, and the versions and models that wrote the answers. */
+  const traffic = async (apps: Array<{ url: string }>, secs: number, until?: () => boolean): Promise<Traffic> => {
     const end = Date.now() + secs * 1000
-    const out = { ms: [] as number[], statuses: {} as Record<string, number>, versions: {} as Record<string, number> }
+    const out: Traffic = { ms: [], statuses: {}, versions: {}, engines: {} }
     await Promise.all(Array.from({ length: concurrency }, async (_, w) => {
       for (let n = w; Date.now() < end && !(until?.() ?? false); n += concurrency) {
         const t0 = performance.now()
         const r = await post(apps[n % 3].url, body(first + sample())).catch(() => ({ status: 0, json: { cache: { status: 'failed' }, version: '?' } }))
         out.ms.push(performance.now() - t0)
         out.statuses[r.json.cache.status] = (out.statuses[r.json.cache.status] ?? 0) + 1
-        const version = (r.json as { version?: string }).version ?? '?'
+        const { version = '?', engine = '?' } = r.json as { version?: string, engine?: string }
         out.versions[version] = (out.versions[version] ?? 0) + 1
+        out.engines[engine] = (out.engines[engine] ?? 0) + 1
       }
     }))
     return out
   }
   const pct = (xs: number[], p: number): number => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))] ?? 0
-  const summary = (r: { ms: number[], statuses: Record<string, number>, versions: Record<string, number> }): string =>
-    `${r.ms.length} requests, p50 ${ms(pct(r.ms, 0.5))}, p95 ${ms(pct(r.ms, 0.95))}, p99 ${ms(pct(r.ms, 0.99))}, max ${ms(Math.max(...r.ms))}; ${Object.entries(r.statuses).map(([k, v]) => `${k} ${v}`).join(', ')}; versions ${Object.entries(r.versions).map(([k, v]) => `${k} ${v}`).join(', ')}`
+  const counts = (c: Record<string, number>): string => Object.entries(c).map(([k, v]) => `${k} ${v}`).join(', ')
+  const summary = (r: Traffic): string =>
+    `${r.ms.length} requests, p50 ${ms(pct(r.ms, 0.5))}, p95 ${ms(pct(r.ms, 0.95))}, p99 ${ms(pct(r.ms, 0.99))}, max ${ms(Math.max(...r.ms))}; ${counts(r.statuses)}; versions ${counts(r.versions)}; models ${counts(r.engines)}`
+
+  /**
+   * Stops `from`, starts three instances with `env` at ROLLOUT_RATE `rate`, and
+   * runs the workload until the rollout reports done, then for `phaseSecs`.
+   */
+  const switchTo = async (from: Awaited<ReturnType<typeof startApps>>, what: string, env: Record<string, string>): Promise<Awaited<ReturnType<typeof startApps>>> => {
+    // Analytics are written once a second: let the last batch land before the switch.
+    await new Promise(resolve => setTimeout(resolve, 1500))
+    await stopAll(from)
+    const apps = await startApps(3, 'rollout', 1, undefined, { ROLLOUT_RATE: String(rate), ...env }, dbName)
+    openai.reset()
+    openai.setLatency(modelMs)
+    const switched = Date.now()
+    let done = false
+    let lastStatus: { remaining: number, hotKeys: { sampled: number, onVersion: Record<string, number>, onModel: Record<string, number> }, expectedSecondsToFinish: number } | undefined
+    const poll = (async () => {
+      while (!done) {
+        await new Promise(resolve => setTimeout(resolve, 1000))
+        const res = await fetch(`http://127.0.0.1:${apps[0].port}/api/narrative/rollout`, { headers: { authorization: `Bearer ${token}` } }).catch(() => undefined)
+        if (res?.ok !== true) continue
+        lastStatus = await res.json() as typeof lastStatus
+        if (lastStatus !== undefined && lastStatus.remaining === 0 && lastStatus.hotKeys.sampled > 0) done = true
+        if (Date.now() - switched > 600_000) done = true
+      }
+    })()
+    const during = await traffic(apps, 3600, () => done)
+    await poll
+    const tookS = (Date.now() - switched) / 1000
+    record(section, `during the ${what} (ROLLOUT_RATE=${rate}/min, until it reported done)`, summary(during))
+    const at = openai.requests.map(r => r.at).sort((a, b) => a - b)
+    let worstMinute = 0
+    let worst10s = 0
+    for (let i = 0, j = 0, k = 0; i < at.length; i++) {
+      while (at[j] < at[i] - 60_000) j++
+      while (at[k] < at[i] - 10_000) k++
+      worstMinute = Math.max(worstMinute, i - j + 1)
+      worst10s = Math.max(worst10s, i - k + 1)
+    }
+    const hot = lastStatus?.hotKeys
+    record(section, `model calls during the ${what}, against the bound`, `${openai.calls} calls for ${hot?.sampled ?? '?'} hot keys in ${tookS.toFixed(0)} s: ${(openai.calls / tookS * 60).toFixed(0)}/min on average, at most ${worstMinute} in any 60 s and ${worst10s * 6}/min in any 10 s, against ROLLOUT_RATE=${rate}/min (hot keys at the end by version: ${hot === undefined ? '?' : counts(hot.onVersion)}; by model: ${hot === undefined ? '?' : counts(hot.onModel)})`)
+    const after = await traffic(apps, phaseSecs)
+    record(section, `after the ${what} (${phaseSecs} s)`, summary(after))
+    return apps
+  }
 
   // Before: v1 written for every profile, then the workload.
   const v1 = await startApps(3, 'rollout', 1, undefined, { PROMPT_VERSION: 'v1' }, dbName)
@@ -479,44 +526,10 @@ async function rolloutScenario (): Promise<void> {
   }))
   const before = await traffic(v1, phaseSecs)
   record(section, `before the switch (v1, ${profiles} profiles written, Zipf s=1.1, ${concurrency} in flight, ${phaseSecs} s)`, summary(before))
-  // Analytics are written once a second: let the last batch land before the switch.
-  await new Promise(resolve => setTimeout(resolve, 1500))
-  await stopAll(v1)
-
-  // The switch: three instances on v2 (the newest) with ROLLOUT=gradual at `rate` a minute.
-  const v2 = await startApps(3, 'rollout', 1, undefined, { ROLLOUT_RATE: String(rate) }, dbName)
-  openai.reset()
-  openai.setLatency(modelMs)
-  const switched = Date.now()
-  let done = false
-  let lastStatus: { remaining: number, hotKeys: { sampled: number, onVersion: Record<string, number> }, expectedSecondsToFinish: number } | undefined
-  const poll = (async () => {
-    while (!done) {
-      await new Promise(resolve => setTimeout(resolve, 1000))
-      const res = await fetch(`http://127.0.0.1:${v2[0].port}/api/narrative/rollout`, { headers: { authorization: `Bearer ${token}` } }).catch(() => undefined)
-      if (res?.ok !== true) continue
-      lastStatus = await res.json() as typeof lastStatus
-      if (lastStatus !== undefined && lastStatus.remaining === 0 && lastStatus.hotKeys.sampled > 0) done = true
-      if (Date.now() - switched > 600_000) done = true
-    }
-  })()
-  const during = await traffic(v2, 3600, () => done)
-  await poll
-  const tookS = (Date.now() - switched) / 1000
-  record(section, `during the rollout (v2, ROLLOUT_RATE=${rate}/min, until it reported done)`, summary(during))
-  const at = openai.requests.map(r => r.at).sort((a, b) => a - b)
-  let worstMinute = 0
-  let worst10s = 0
-  for (let i = 0, j = 0, k = 0; i < at.length; i++) {
-    while (at[j] < at[i] - 60_000) j++
-    while (at[k] < at[i] - 10_000) k++
-    worstMinute = Math.max(worstMinute, i - j + 1)
-    worst10s = Math.max(worst10s, i - k + 1)
-  }
-  record(section, 'model calls during the rollout, against the bound', `${openai.calls} calls for ${lastStatus?.hotKeys.sampled ?? '?'} hot keys in ${tookS.toFixed(0)} s: ${(openai.calls / tookS * 60).toFixed(0)}/min on average, at most ${worstMinute} in any 60 s and ${worst10s * 6}/min in any 10 s, against ROLLOUT_RATE=${rate}/min (${lastStatus?.hotKeys.onVersion.v2 ?? '?'} hot keys on v2 at the end)`)
-  const after = await traffic(v2, phaseSecs)
-  record(section, `after the rollout (v2, ${phaseSecs} s)`, summary(after))
-  await stopAll(v2)
+  // The prompt change: v2 (the newest); then the model change: the same prompt, another OPENAI_MODEL.
+  const v2 = await switchTo(v1, 'prompt rollout (v1 to v2)', {})
+  const mini = await switchTo(v2, 'model rollout (gpt-4o to gpt-4o-mini)', { OPENAI_MODEL: 'gpt-4o-mini' })
+  await stopAll(mini)
 }
 
 try {
