@@ -95,7 +95,7 @@ t.test('PREWARM_SCHEDULE in the app: one instance a firing, PREWARM_MAX_CALLS a 
   t.equal(res.statusCode, 200)
   const status = res.json()
   t.match(status, { mode: 'immediate', active: 'v2', previous: ['v1'], prewarm: { schedule: '*/2 * * * * *', maxCalls: 3 } })
-  t.same(status.hotKeys, { sampled: 6, onVersion: { v1: 0, v2: 6 }, none: 0 }, 'v2 answers the six hot keys')
+  t.same(status.hotKeys, { sampled: 6, onVersion: { v1: 0, v2: 6 }, onModel: { 'gpt-4o': 6 }, none: 0 }, 'v2 on gpt-4o answers the six hot keys')
   t.equal(status.done, true)
   const metrics = await apps[0].inject({ method: 'GET', url: '/metrics' })
   t.match(metrics.body, /narrative_prewarm_scheduled_runs_total/)
