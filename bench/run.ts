@@ -480,10 +480,11 @@ async function rolloutScenario (): Promise<void> {
     // Analytics are written once a second: let the last batch land before the switch.
     await new Promise(resolve => setTimeout(resolve, 1500))
     await stopAll(from)
-    const apps = await startApps(3, 'rollout', 1, undefined, { ROLLOUT_RATE: String(rate), ...env }, dbName)
+    // Counted from before the new instances start: their rollout begins as soon as they are up, before the first request.
     openai.reset()
     openai.setLatency(modelMs)
     const switched = Date.now()
+    const apps = await startApps(3, 'rollout', 1, undefined, { ROLLOUT_RATE: String(rate), ...env }, dbName)
     let done = false
     let lastStatus: { remaining: number, hotKeys: { sampled: number, onVersion: Record<string, number>, onModel: Record<string, number> }, expectedSecondsToFinish: number } | undefined
     const poll = (async () => {
