@@ -41,7 +41,7 @@ abstract class HotMetric<S> {
 
   /** The series of these label values: keep it, and call it on the hot path. */
   labels (...values: string[]): S {
-    const id = values.join('\u0000')
+    const id = values.length === 1 ? values[0] : values.join('\u0000')
     let entry = this.#series.get(id)
     if (entry === undefined) {
       entry = { labels: labelsOf(this.name, this.labelNames, values), series: this.newSeries() }
