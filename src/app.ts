@@ -30,6 +30,7 @@ import { BodyTooLargeError, EmptyJsonBodyError, ForbiddenJsonKeyError, InvalidJs
 import { lenientUserPath } from './admin/user-path.ts'
 import { formatValidationError } from './schemas/validation-message.ts'
 import { requestIdOf } from './request-id.ts'
+import { requestLogger } from './request-logger.ts'
 import sjson from 'secure-json-parse'
 import { fastifyTrustProxy } from './proxy-trust.ts'
 
@@ -83,6 +84,8 @@ export const BODY_LIMIT = 16 * 1024
 export function serverOptions (config: Pick<Config, 'logLevel' | 'trustProxy'>, logger: FastifyServerOptions['logger'] = { level: config.logLevel }): FastifyHttpOptions<Server> {
   return {
     logger,
+    // A request's logger is pino's child only once it writes a line (src/request-logger.ts).
+    childLoggerFactory: requestLogger,
     bodyLimit: BODY_LIMIT,
     trustProxy: fastifyTrustProxy(config.trustProxy),
     // An incoming X-Request-Id is kept when it is a short token, else a fresh id (src/request-id.ts);

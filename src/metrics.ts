@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { HotCounter, HotHistogram } from './hot-metrics.ts'
 import type { EngineCounters } from './swr/engine.ts'
 import type { BreakerState } from './swr/breaker.ts'
 import type { StoreFailureCounters } from './swr/guarded-store.ts'
@@ -43,23 +44,6 @@ function mirroredCounter (registry: Registry, name: string, help: string, read: 
 }
 
 /**
- * One labelled child per set of label values, made once: prom-client hashes
- * the labels on every inc() or observe() otherwise, which a hot path feels.
- */
-export function childrenBy<T> (make: (...values: string[]) => T): (...values: string[]) => T {
-  const children = new Map<string, T>()
-  return (...values) => {
-    const id = values.join('\u0000')
-    let child = children.get(id)
-    if (child === undefined) {
-      child = make(...values)
-      children.set(id, child)
-    }
-    return child
-  }
-}
-
-/**
  * Every metric the server exposes (names follow the original design's list),
  * in a registry of its own so several apps in one process never clash.
  */
@@ -81,8 +65,9 @@ export function createMetrics () {
     provide (more: MetricSources): void { Object.assign(sources, more) },
     /** Exposes a breaker's state under its name. */
     addBreaker (breaker: NamedBreaker): void { breakers.push(breaker) },
-    requests: new Counter({ name: 'narrative_requests_total', help: 'Narrative requests by cache status (hit, stale, durable, miss, fallback, error)', labelNames: ['status'] as const, registers: [registry] }),
-    latency: new Histogram({
+    // The three metrics every hit touches: src/hot-metrics.ts.
+    requests: new HotCounter({ name: 'narrative_requests_total', help: 'Narrative requests by cache status (hit, stale, durable, miss, fallback, error)', labelNames: ['status'] as const, registers: [registry] }),
+    latency: new HotHistogram({
       name: 'narrative_http_request_duration_seconds',
       help: 'Request latency by route and cache status',
       labelNames: ['route', 'status'] as const,
@@ -93,7 +78,7 @@ export function createMetrics () {
     generationSeconds: new Histogram({ name: 'narrative_generation_duration_seconds', help: 'How long a generation took, retries included', labelNames: ['engine'] as const, buckets: [0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60], registers: [registry] }),
     tokens: new Counter({ name: 'narrative_tokens_total', help: 'Model tokens, by model and kind (prompt, completion)', labelNames: ['model', 'kind'] as const, registers: [registry] }),
     cost: new Counter({ name: 'narrative_estimated_cost_usd_total', help: 'Estimated model cost in USD (tokens times MODEL_PRICES)', labelNames: ['model'] as const, registers: [registry] }),
-    saving: new Counter({ name: 'narrative_estimated_saving_usd_total', help: 'Estimated USD saved: each answer without a model call, at the average cost of a call so far', registers: [registry] }),
+    saving: new HotCounter({ name: 'narrative_estimated_saving_usd_total', help: 'Estimated USD saved: each answer without a model call, at the average cost of a call so far', registers: [registry] }),
     // Issue 17: a generation of a narrative the durable tier already held. Should stay at 0.
     repaidGenerations: new Counter({ name: 'narrative_repaid_generations_total', help: 'Generations of a narrative already paid for (the durable tier held it when the write landed): the model paid twice', registers: [registry] }),
     valueSize: new Histogram({ name: 'narrative_value_size_bytes', help: 'Encoded size of values written to the cache', buckets: [512, 1024, 2048, 4096, 8192, 16384, 65536, 131072], registers: [registry] })

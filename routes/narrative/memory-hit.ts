@@ -21,19 +21,34 @@ function readsWhole (headers: IncomingHttpHeaders, bodyLimit: number): boolean {
   const length = headers['content-length']
   const type = headers['content-type']
   return length !== undefined && type !== undefined && headers['transfer-encoding'] === undefined &&
-    Number(length) <= bodyLimit && JSON_TYPE.test(type)
+    Number(length) <= bodyLimit && (type === 'application/json' || JSON_TYPE.test(type))
 }
 
-/** Reads a (small) body whole, then calls back once: with its chunks, or with the stream's error. */
-function readWhole (stream: NodeJS.ReadableStream, then: (err: Error | undefined, chunks: Buffer[]) => void): void {
+/**
+ * Reads a (small) body whole, then calls back once: with its chunks, or with
+ * the stream's error. Done as soon as Content-Length bytes are in (the
+ * stream's own `end` comes a tick later, and nobody needs to wait for it).
+ */
+function readWhole (stream: NodeJS.ReadableStream, length: number, then: (err: Error | undefined, chunks: Buffer[]) => void): void {
   const chunks: Buffer[] = []
-  const onData = (chunk: Buffer | string): void => { chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk) }
-  const onEnd = (err?: Error): void => {
+  let received = 0
+  let finished = false
+  const finish = (err?: Error): void => {
+    if (finished) return
+    finished = true
     stream.removeListener('data', onData)
     stream.removeListener('end', onEnd)
-    stream.removeListener('error', onEnd)
+    // The error listener stays: a stream finished early (its `end` still to
+    // come) must never emit an error nobody listens to. finish() runs once.
     then(err, chunks)
   }
+  const onData = (chunk: Buffer | string): void => {
+    const buffer = typeof chunk === 'string' ? Buffer.from(chunk) : chunk
+    chunks.push(buffer)
+    received += buffer.length
+    if (received >= length) finish()
+  }
+  const onEnd = (err?: Error): void => { finish(err) }
   stream.on('data', onData)
   stream.on('end', onEnd)
   stream.on('error', onEnd)
@@ -104,7 +119,7 @@ export function memoryHitHook (fastify: FastifyInstance, texts: HitTexts, bodyLi
       done(null, payload)
       return
     }
-    readWhole(payload, (err, chunks) => {
+    readWhole(payload, Number(request.headers['content-length']), (err, chunks) => {
       if (err !== undefined) {
         done(Object.assign(err, { statusCode: 400 }))
         return

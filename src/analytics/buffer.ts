@@ -1,5 +1,6 @@
 import { silentLogger, type Logger } from '../swr/logger.ts'
 import { isAnalyticsEvent, type AnalyticsEvent } from './event.ts'
+import { RowGroups } from './row-groups.ts'
 import { settledWithin } from '../timeout.ts'
 
 /** Where batches go: AnalyticsRepository fits. */
@@ -55,17 +56,6 @@ const weightOf = (e: AnalyticsEvent): number => e.count ?? 1
 const sumOf = (rows: readonly AnalyticsEvent[]): number => rows.reduce((n, e) => n + weightOf(e), 0)
 
 /**
- * Identical requests (same answer, key and user) coalesce while queued: a hot
- * key answered 10,000 times a second is one row a second with count 10,000,
- * not 10,000 INSERTs competing with the hit path for CPU. Model calls
- * ('generation', with durations and tokens) are never coalesced.
- */
-function groupOf (e: AnalyticsEvent): string | undefined {
-  if (e.event === 'generation' || e.durationMs != null || e.promptTokens != null || e.completionTokens != null) return undefined
-  return `${e.event}\u0000${e.key}\u0000${e.userId ?? ''}`
-}
-
-/**
  * Collects analytics events in memory and writes them in batches, off the
  * request path. record() is synchronous, O(1), never throws and never waits:
  * when the database is slow or down the buffer fills up to maxBuffered rows
@@ -89,8 +79,13 @@ export class AnalyticsBuffer {
   #queue: AnalyticsEvent[] = []
   /** The events the queued rows stand for. */
   #queuedEvents = 0
-  /** Queued rows that identical events are added to, by groupOf(). */
-  #groups = new Map<string, AnalyticsEvent>()
+  /**
+   * Queued rows that identical events are added to. Identical requests (same
+   * answer, key and user) coalesce while queued: a hot key answered 10,000
+   * times a second is one row a second with count 10,000, not 10,000 INSERTs
+   * competing with the hit path for CPU. Model calls are never coalesced.
+   */
+  readonly #groups = new RowGroups()
   /** A batch whose first write failed: written first on the next tick, dropped if that fails too. */
   #retry: AnalyticsEvent[] | null = null
   #inFlightRows = 0
@@ -154,20 +149,20 @@ export class AnalyticsBuffer {
       this.#counters.recorded++
       if (this.#closed) return this.#drop(1, 'closed', 'analytics event recorded after close: dropped')
       if (!isAnalyticsEvent(event)) return this.#drop(1, 'invalid', 'malformed analytics event: dropped')
-      const group = groupOf(event)
-      const row = group === undefined ? undefined : this.#groups.get(group)
+      const grouped = RowGroups.groups(event)
+      const row = grouped ? this.#groups.get(event) : undefined
       if (row !== undefined) {
         row.count = weightOf(row) + 1
         this.#queuedEvents++
         return
       }
       if (this.bufferedRows >= this.#maxBuffered) return this.#drop(1, 'full', 'analytics buffer full (database slow or down): dropping events')
-      if (group === undefined) this.#queue.push(event)
+      if (!grouped) this.#queue.push(event)
       else {
         // A copy: the caller's object is never changed.
         const copy = { ...event, count: 1 }
         this.#queue.push(copy)
-        this.#groups.set(group, copy)
+        this.#groups.set(event, copy)
       }
       this.#queuedEvents++
       if (this.#queue.length >= this.#batchSize) this.#scheduleFlush()
@@ -275,10 +270,7 @@ export class AnalyticsBuffer {
   /** The next batch off the queue; identical events recorded from now on start new rows. */
   #takeBatch (size: number): AnalyticsEvent[] {
     const batch = this.#queue.splice(0, size)
-    for (const row of batch) {
-      const group = groupOf(row)
-      if (group !== undefined && this.#groups.get(group) === row) this.#groups.delete(group)
-    }
+    for (const row of batch) this.#groups.forget(row)
     this.#queuedEvents -= sumOf(batch)
     return batch
   }
@@ -286,11 +278,8 @@ export class AnalyticsBuffer {
   #setQueue (rows: AnalyticsEvent[]): void {
     this.#queue = rows
     this.#queuedEvents = sumOf(rows)
-    this.#groups = new Map()
-    for (const row of rows) {
-      const group = groupOf(row)
-      if (group !== undefined) this.#groups.set(group, row)
-    }
+    this.#groups.clear()
+    for (const row of rows) if (RowGroups.groups(row)) this.#groups.set(row, row)
   }
 
   /** Writes one batch; on failure keeps it for one retry (or drops it). Resolves whether it was written. */

@@ -30,20 +30,34 @@ export interface AuditEntry {
 export class AuditRepository {
   readonly #db: Database
   readonly #now: () => number
+  /** The write before the next one: entries are written one at a time, in order. */
+  #last: Promise<void> = Promise.resolve()
 
   constructor (db: Database, opts: { now?: () => number } = {}) {
     this.#db = db
     this.#now = opts.now ?? Date.now
   }
 
-  /** Appends one entry; resolves with its id. */
+  /**
+   * Appends one entry; resolves with its id. Entries are written one at a
+   * time, in the order insert() was called (the order the calls were
+   * answered): concurrent INSERTs on a pool's connections could land, and be
+   * numbered, out of order, and the log is read newest first by id.
+   */
   async insert (entry: AuditInput): Promise<number> {
     if (entry.outcome !== 'allowed' && entry.outcome !== 'denied') throw new TypeError(`outcome must be 'allowed' or 'denied', got ${String(entry.outcome)}`)
+    const at = Math.round(entry.at ?? this.#now())
+    const written = this.#last.then(async () => await this.#write(entry, at))
+    this.#last = written.then(() => {}, () => {})
+    return await written
+  }
+
+  async #write (entry: AuditInput, at: number): Promise<number> {
     const [row] = await this.#db.query<{ id: number | string }>(
       `INSERT INTO audit_log (at, actor, action, ip, outcome, status, detail)
        VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`,
       [
-        Math.round(entry.at ?? this.#now()),
+        at,
         optionalText(entry.actor, 256),
         cleanText(entry.action, 300),
         cleanText(entry.ip, 100),
