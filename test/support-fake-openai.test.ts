@@ -3,6 +3,7 @@
 import OpenAI from 'openai'
 import t from 'tap'
 import { defaultContent, startFakeOpenAI } from './support/fake-openai.ts'
+import { startFakeOpenAIProcess } from './support/fake-openai-process.ts'
 
 const messages = [
   { role: 'system' as const, content: 'Reply with JSON {summary, bullets}.' },
@@ -190,4 +191,18 @@ t.test('close() destroys hanging and stalled requests', async t => {
   t.ok(Date.now() - started < 1000, 'close() and the clients finished quickly')
   t.ok(e1 instanceof OpenAI.APIConnectionError, 'hanging request failed with a connection error')
   t.ok(e2 instanceof Error, 'stalled stream failed')
+})
+
+t.test('in a process of its own, it names each call\'s caller from the base URL and reports what it saw', async t => {
+  const fake = await startFakeOpenAIProcess()
+  t.teardown(() => fake.close())
+  for (const caller of ['i0', 'i1-restarted']) {
+    const client = new OpenAI({ apiKey: 'test', baseURL: `${fake.origin}/${caller}/v1`, maxRetries: 0, timeout: 2000 })
+    await client.chat.completions.create({ model: 'gpt-test', messages })
+  }
+  await new OpenAI({ apiKey: 'test', baseURL: `${fake.origin}/v1`, maxRetries: 0, timeout: 2000 }).chat.completions.create({ model: 'gpt-test', messages })
+  const report = await fake.report()
+  t.equal(report.calls, 3)
+  t.same(report.requests.map(r => r.caller), ['i0', 'i1-restarted', undefined])
+  t.ok(report.requests.every(r => r.prompt === messages[1].content && !r.abandoned))
 })

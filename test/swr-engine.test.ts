@@ -13,8 +13,12 @@ import { RedisStore } from '../src/swr/redis-store.ts'
 import { failedBuildKey, lockKey } from '../src/swr/keys.ts'
 import type { CacheStore } from '../src/swr/store.ts'
 import { BuildFailedError, BuildRefusedError, type BuildSpec, type Entry } from '../src/swr/types.ts'
-import { sharedRedisUrl, uniquePrefix, type Teardownable } from './support/env.ts'
-import { sleep } from './support/wait.ts'
+import { BuildClaims } from '../src/swr/build-claims.ts'
+import { BuildClaimsRepository } from '../src/db/build-claims-repository.ts'
+import { openPostgres } from '../src/db/database.ts'
+import { migrate } from '../src/db/migrations.ts'
+import { sharedRedisUrl, uniqueDatabaseUrl, uniquePrefix, type Teardownable } from './support/env.ts'
+import { sleep, waitUntil } from './support/wait.ts'
 
 /** The value these tests cache: nothing like a narrative. */
 interface Quote { symbol: string, cents: number }
@@ -175,6 +179,59 @@ t.test('a waiter whose poll takes the lock a failed builder just freed answers w
     t.equal((await waiter.getOrBuild(key, waiterQuotes.spec('FAIL'))).status, 'fallback')
     t.equal(waiterQuotes.counter.builds, 1, `${kind}: a later call builds again`)
   }
+})
+
+t.test('a waiter whose store fails while the build it waits for is under way, then fails, answers with the fallback: no second build (claims in PostgreSQL)', async t => {
+  // The fleet test's double payment (issue 20): instance A builds under the lock
+  // and its claim; B waits on the lock; Redis fails over, so B's reads fail
+  // and B waits on A's claim instead; A's model call runs past its deadline.
+  // A released its claim then, and B, taking it, paid the model a second time.
+  const db = await openPostgres(await uniqueDatabaseUrl(t))
+  t.teardown(() => db.close())
+  await migrate(db)
+  const shared = new MemoryStore({ maxBytes: 1 << 20 })
+  let bStoreDown = false
+  const bStore = new Proxy(shared, {
+    get (target, name, receiver) {
+      const real = Reflect.get(target, name, receiver)
+      if (typeof real !== 'function') return real
+      return (...args: unknown[]) => {
+        if (bStoreDown && name !== 'subscribe' && name !== 'close') return Promise.reject(new Error('connect ECONNREFUSED (failing over)'))
+        return real.apply(target, args)
+      }
+    }
+  }) as CacheStore
+  const engineOn = (store: CacheStore): { engine: SwrEngine<Quote>, claims: BuildClaims } => {
+    const claims = new BuildClaims(new BuildClaimsRepository(db), async op => await op(), silentLogger, { ttlMs: 30_000, pollMinMs: 20, pollMaxMs: 100, entryVersion: 'quote@1' })
+    const engine = new SwrEngine<Quote>({ store, breaker: new CircuitBreaker({ failureThreshold: 1000, cooldownMs: 1000 }), codec: quoteCodec, logger: silentLogger, claims, options: options('claims') })
+    t.teardown(() => engine.close())
+    return { engine, claims }
+  }
+  const a = engineOn(shared)
+  const b = engineOn(bStore)
+  let builds = 0
+  let endBuild = (): void => {}
+  const failing: BuildSpec<Quote> = {
+    build: async () => { builds++; await new Promise<void>(resolve => { endBuild = resolve }); throw new Error('no answer within the deadline') },
+    fallback: () => ({ symbol: 'ACME', cents: -1 })
+  }
+  const succeeding: BuildSpec<Quote> = { build: async () => { builds++; return { symbol: 'ACME', cents: 1 } }, fallback: () => ({ symbol: 'ACME', cents: -1 }) }
+  const key = 'q:CLAIMED'
+  const first = a.engine.getOrBuild(key, failing)
+  await waitUntil(() => builds === 1, { intervalMs: 5, what: 'the build started' })
+  const second = b.engine.getOrBuild(key, succeeding)
+  await sleep(60)
+  bStoreDown = true
+  await waitUntil(() => b.claims.counters.waited === 1, { intervalMs: 5, what: 'B waits on the claim' })
+  endBuild()
+  t.equal((await first).status, 'fallback', 'the builder answers with the fallback')
+  const waited = await second
+  t.equal(builds, 1, 'one build: the waiter did not pay for the key again')
+  t.equal(waited.status, 'fallback', 'the waiter answers as a waiter on the lock would')
+  t.equal(waited.value.cents, -1)
+  bStoreDown = false
+  t.equal((await b.engine.getOrBuild(key, succeeding)).status, 'miss', 'a new request after the failure still builds')
+  t.equal(builds, 2)
 })
 
 t.test('lock lost (a holder paused past its TTL): the later builder\'s value is never overwritten (real Redis)', async t => {

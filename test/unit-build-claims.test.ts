@@ -7,15 +7,20 @@ import { silentLogger } from '../src/swr/logger.ts'
 /** Claims in a Map, with the same rules as the SQL (live claim of another owner wins; `built` once a row is set). */
 function memoryClaims () {
   const claims = new Map<string, { owner: string, expiresAt: number }>()
+  const FAILED = '!failed'
   const rows = new Set<string>()
   const released: string[] = []
   const store: BuildClaimStore = {
-    async claim (key, owner, ttlMs) {
+    async claim (key, owner, ttlMs, _version, takeFailed) {
       const now = Date.now()
       const held = claims.get(key)
-      const won = held === undefined || held.expiresAt <= now || held.owner === owner
+      const failed = held !== undefined && held.owner === FAILED && held.expiresAt > now
+      const won = held === undefined || held.expiresAt <= now || held.owner === owner || (failed && takeFailed)
       if (won) claims.set(key, { owner, expiresAt: now + ttlMs })
-      return { won, built: rows.has(key) }
+      return { won, built: rows.has(key), failed }
+    },
+    async fail (key, owner, markerMs) {
+      if (claims.get(key)?.owner === owner) claims.set(key, { owner: FAILED, expiresAt: Date.now() + markerMs })
     },
     async release (key, owner) {
       if (claims.get(key)?.owner === owner) claims.delete(key)
@@ -66,4 +71,16 @@ t.test('the database cannot say (fails, or known silent): unavailable at once', 
   const silent = new BuildClaims(m.store, counting, silentLogger, { ...options, databaseSilent: () => true })
   t.equal(await silent.acquire('k', 'a', 1000), 'unavailable')
   t.equal(calls, 0, 'not even tried')
+})
+
+t.test('the build waited for fails: failed, never the claim; a new request (or one that never waited) takes it over', async t => {
+  const m = memoryClaims()
+  const claims = new BuildClaims(m.store, direct, silentLogger, options)
+  t.equal(await claims.acquire('k', 'a', 1000), 'won')
+  const waiting = claims.acquire('k', 'b', 5000)
+  setTimeout(() => { claims.fail('k', 'a').catch(() => {}) }, 100)
+  t.equal(await waiting, 'failed', 'the waiter answers without building')
+  t.equal(await claims.acquire('k', 'c', 1000, true), 'failed', 'so does a call that waited on a lock before it came here')
+  t.equal(await claims.acquire('k', 'd', 1000), 'won', 'a new request tries again')
+  t.equal(claims.counters.failed, 2)
 })

@@ -4,11 +4,15 @@ import type { Database } from './database.ts'
 /** Now on the database's clock, in ms: every instance measures claims on the same one. */
 const DB_NOW_MS = '(extract(epoch from clock_timestamp()) * 1000)::bigint'
 
+/** The owner of a failed build's marker: no real owner (instance/token UUIDs) looks like it. */
+const FAILED = '!failed'
+
 /**
  * Build claims in PostgreSQL (table build_claims, migration 3): one row per
  * key being built, with its owner and expiry. Taken with INSERT … ON
  * CONFLICT: a fresh key is inserted, an expired claim (its owner died) is
- * taken over, a live one is left alone.
+ * taken over, a live one is left alone. A failed build leaves a short-lived
+ * marker in its place (fail()): waiters see it, a new request takes it over.
  */
 export class BuildClaimsRepository implements BuildClaimStore {
   readonly #db: Database
@@ -17,31 +21,39 @@ export class BuildClaimsRepository implements BuildClaimStore {
     this.#db = db
   }
 
-  async claim (key: string, owner: string, ttlMs: number, entryVersion: string): Promise<{ won: boolean, built: boolean }> {
+  async claim (key: string, owner: string, ttlMs: number, entryVersion: string, takeFailed: boolean): Promise<{ won: boolean, built: boolean, failed: boolean }> {
     if (!(Number.isFinite(ttlMs) && ttlMs > 0)) throw new TypeError(`ttlMs must be a positive number of ms, got ${ttlMs}`)
-    // One round trip: the claim, and whether the narrative is already there
-    // (read in the statement's snapshot: a row that landed before it began),
-    // written by this engine version (an older one's row is rebuilt, not served).
-    const rows = await this.#db.query<{ won: boolean, built: boolean }>(
+    // One round trip: the claim, whether the narrative is already there and
+    // whether a failed build's marker was (both read in the statement's
+    // snapshot: as they were before it began), the narrative written by this
+    // engine version (an older one's row is rebuilt, not served).
+    const rows = await this.#db.query<{ won: boolean, built: boolean, failed: boolean }>(
       `WITH taken AS (
          INSERT INTO build_claims AS c (key, owner, claimed_at, expires_at)
          VALUES ($1, $2, ${DB_NOW_MS}, ${DB_NOW_MS} + $3)
          ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, claimed_at = excluded.claimed_at, expires_at = excluded.expires_at
-         WHERE c.expires_at <= excluded.claimed_at OR c.owner = excluded.owner
+         WHERE c.expires_at <= excluded.claimed_at OR c.owner = excluded.owner OR (c.owner = '${FAILED}' AND $5::boolean)
          RETURNING 1
        )
-       SELECT EXISTS (SELECT 1 FROM taken) AS won, EXISTS (SELECT 1 FROM narratives WHERE key = $1 AND entry->>'version' = $4) AS built`,
-      [key, owner, Math.ceil(ttlMs), entryVersion])
-    return { won: rows[0]?.won === true, built: rows[0]?.built === true }
+       SELECT EXISTS (SELECT 1 FROM taken) AS won,
+              EXISTS (SELECT 1 FROM narratives WHERE key = $1 AND entry->>'version' = $4) AS built,
+              EXISTS (SELECT 1 FROM build_claims WHERE key = $1 AND owner = '${FAILED}' AND expires_at > ${DB_NOW_MS}) AS failed`,
+      [key, owner, Math.ceil(ttlMs), entryVersion, takeFailed])
+    return { won: rows[0]?.won === true, built: rows[0]?.built === true, failed: rows[0]?.failed === true }
+  }
+
+  async fail (key: string, owner: string, markerMs: number): Promise<void> {
+    if (!(Number.isFinite(markerMs) && markerMs > 0)) throw new TypeError(`markerMs must be a positive number of ms, got ${markerMs}`)
+    await this.#db.query(`UPDATE build_claims SET owner = '${FAILED}', expires_at = ${DB_NOW_MS} + $3 WHERE key = $1 AND owner = $2`, [key, owner, Math.ceil(markerMs)])
   }
 
   async release (key: string, owner: string): Promise<void> {
     await this.#db.query('DELETE FROM build_claims WHERE key = $1 AND owner = $2', [key, owner])
   }
 
-  /** Claims whose owner has not released them and that have not expired (for the admin and tests). */
+  /** Claims whose owner has not released them and that have not expired, failed builds' markers aside (for the admin and tests). */
   async live (): Promise<number> {
-    const rows = await this.#db.query<{ n: number | string }>(`SELECT count(*) AS n FROM build_claims WHERE expires_at > ${DB_NOW_MS}`)
+    const rows = await this.#db.query<{ n: number | string }>(`SELECT count(*) AS n FROM build_claims WHERE expires_at > ${DB_NOW_MS} AND owner <> '${FAILED}'`)
     return Number(rows[0]?.n ?? 0)
   }
 }

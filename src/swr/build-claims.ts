@@ -15,22 +15,33 @@ export interface BuildClaimStore {
    * owner holds one that has not expired. In the same round trip, says whether
    * the durable tier holds a row for the key: a build that landed since the
    * caller read it (of `entryVersion`, the engine version it can serve).
+   *
+   * A live failed-build marker (see fail()) is taken over like a free key when
+   * `takeFailed` is true (a new request tries the model again), and left alone
+   * otherwise; `failed` says whether one was there when the statement began.
    */
-  claim (key: string, owner: string, ttlMs: number, entryVersion: string): Promise<{ won: boolean, built: boolean }>
+  claim (key: string, owner: string, ttlMs: number, entryVersion: string, takeFailed: boolean): Promise<{ won: boolean, built: boolean, failed: boolean }>
   /** Deletes the claim if `owner` still holds it. */
   release (key: string, owner: string): Promise<void>
+  /**
+   * Turns `owner`'s claim into a failed-build marker that lives `markerMs`:
+   * the build it covered failed (its model call may well have been paid).
+   */
+  fail (key: string, owner: string, markerMs: number): Promise<void>
 }
 
 /**
- * - won: nobody else is building the key: build it, then release().
+ * - won: nobody else is building the key: build it, then release() (or fail()).
  * - built: the durable tier has the key now: read it there, do not build.
+ * - failed: the build this call waited for failed: answer without building,
+ *   as a waiter on a Redis lock does when its builder announces a failure.
  * - unavailable: PostgreSQL cannot say (down, breaker open): build without a
  *   claim. With Redis lost at the same moment, two instances may then pay for
  *   one key; that is the guarantee's stated limit.
  * - timeout: another instance held the claim past `waitMs`: answer without
  *   building (as a waiter on a Redis lock does), never pay a second time.
  */
-export type ClaimOutcome = 'won' | 'built' | 'unavailable' | 'timeout'
+export type ClaimOutcome = 'won' | 'built' | 'failed' | 'unavailable' | 'timeout'
 
 export interface BuildClaimsOptions {
   /** How long a claim lives unless released: the longest build it covers, like a lock. */
@@ -38,6 +49,12 @@ export interface BuildClaimsOptions {
   /** Backoff between two looks at another instance's claim. */
   pollMinMs: number
   pollMaxMs: number
+  /**
+   * How long a failed build's marker lives (default pollMaxMs + 2000): one
+   * longest wait between two looks and their round trips, so every waiter
+   * sees it. It is not a negative cache: a new request still builds.
+   */
+  failedMarkerMs?: number
   /** The engine version of the rows that count as built (an older version's row is rebuilt). */
   entryVersion: string
   /** True while the database is known to say nothing (the durable tier's `silent`): no claim is tried then. */
@@ -55,7 +72,7 @@ export type DatabaseGuard = <T>(op: () => Promise<T>) => Promise<T>
  */
 export class BuildClaims {
   private readonly clock: () => number
-  readonly counters = { won: 0, waited: 0, built: 0, unavailable: 0, timeouts: 0 }
+  readonly counters = { won: 0, waited: 0, built: 0, failed: 0, unavailable: 0, timeouts: 0 }
 
   private readonly store: BuildClaimStore
   private readonly guard: DatabaseGuard
@@ -75,17 +92,21 @@ export class BuildClaims {
   /**
    * Claims `key` for `owner`, waiting up to `waitMs` while another owner holds
    * a live claim (it is building: its row lands, or its claim is released or
-   * expires, and then this one is taken).
+   * expires, and then this one is taken). A call that has waited for a build
+   * (here, or on a lock before it came here: `waiting`) and finds that build
+   * failed gets 'failed', never the claim: one failed build is one model call
+   * paid, not one per waiter.
    */
-  async acquire (key: string, owner: string, waitMs: number): Promise<ClaimOutcome> {
+  async acquire (key: string, owner: string, waitMs: number, waiting = false): Promise<ClaimOutcome> {
     const deadline = this.clock() + waitMs
     let delay = this.options.pollMinMs
     let waited = false
     for (;;) {
-      let answer: { won: boolean, built: boolean }
+      let answer: { won: boolean, built: boolean, failed: boolean }
+      const takeFailed = !(waiting || waited)
       try {
         if (this.options.databaseSilent?.() === true) throw new Error('the database is silent')
-        answer = await this.guard(() => this.store.claim(key, owner, this.options.ttlMs, this.options.entryVersion))
+        answer = await this.guard(() => this.store.claim(key, owner, this.options.ttlMs, this.options.entryVersion, takeFailed))
       } catch (err) {
         this.counters.unavailable++
         this.logger.debug({ key, err: (err as Error).message }, 'build claim unavailable: building without one')
@@ -100,6 +121,10 @@ export class BuildClaims {
       if (answer.won) {
         this.counters.won++
         return 'won'
+      }
+      if (answer.failed && !takeFailed) {
+        this.counters.failed++
+        return 'failed'
       }
       if (!waited) this.counters.waited++
       waited = true
@@ -119,6 +144,19 @@ export class BuildClaims {
       await this.guard(() => this.store.release(key, owner))
     } catch (err) {
       this.logger.debug({ key, err: (err as Error).message }, 'build claim not released: it expires')
+    }
+  }
+
+  /**
+   * Marks the claim `owner` took as a failed build (see acquire); never
+   * rejects (a claim that could not be marked stays until it expires: its
+   * waiters give up on it, or take it over then).
+   */
+  async fail (key: string, owner: string): Promise<void> {
+    try {
+      await this.guard(() => this.store.fail(key, owner, this.options.failedMarkerMs ?? this.options.pollMaxMs + 2000))
+    } catch (err) {
+      this.logger.debug({ key, err: (err as Error).message }, 'failed build not marked on its claim: it expires')
     }
   }
 

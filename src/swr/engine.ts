@@ -275,7 +275,8 @@ export class SwrEngine<V> {
     return await this.waitForBuilder(key, spec, min)
   }
 
-  private async buildAndStore (key: string, spec: BuildSpec<V>, token: string, min: number | undefined, durableRead?: ReturnType<DurableTier<V>['get']>): Promise<Resolution<V>> {
+  /** `waiting`: this call waited for another build before it took the lock (see BuildClaims.acquire). */
+  private async buildAndStore (key: string, spec: BuildSpec<V>, token: string, min: number | undefined, durableRead?: ReturnType<DurableTier<V>['get']>, waiting = false): Promise<Resolution<V>> {
     const lock = lockKey(key)
     const announce = async (outcome: 'ready' | 'failed' | 'released'): Promise<void> => {
       await this.coordinator.releaseAndAnnounce(key, lock, token, this.buildLockTtlMs, outcome)
@@ -284,7 +285,7 @@ export class SwrEngine<V> {
     // read already on its way, rather than after it: a database round trip
     // less before the build. When the read finds the value, the claim is given back.
     const owner = `${this.instanceId}/${token}`
-    const claiming = this.deps.claims?.acquire(key, owner, this.deps.options.maxWaitMs)
+    const claiming = this.deps.claims?.acquire(key, owner, this.deps.options.maxWaitMs, waiting)
     const fromDurable = await this.fromDurable(key, spec, true, min, durableRead)
     if (fromDurable !== null) {
       if (claiming !== undefined) this.background.track(claiming.then(outcome => { if (outcome === 'won') this.releaseClaim(key, owner) }))
@@ -317,7 +318,7 @@ export class SwrEngine<V> {
       built = await this.runBuild(spec, 'request', true)
     } catch (err) {
       this.deps.logger.warn({ key, err: describe(err) }, 'build failed; answering with the fallback')
-      this.releaseClaim(key, claim.owner)
+      this.failClaim(key, claim.owner)
       // Sent right before the release, with no await between, on the same connection (the
       // lock's slot in a Cluster): it lands before the lock is free, at no extra round trip.
       await Promise.all([this.coordinator.markFailed(key), announce('failed')])
@@ -406,7 +407,7 @@ export class SwrEngine<V> {
       if (outcome === 'failed') return this.fallback(key, spec, new Error('the build this call waited for failed'))
       if (outcome !== 'released') delay = Math.min(delay * 2, o.pollMaxMs)
       const entry = await this.tiers.read(key)
-      if (entry === undefined) return await this.buildWithoutStore(key, spec, min)
+      if (entry === undefined) return await this.buildWithoutStore(key, spec, min, true)
       if (entry !== null && !tooOld(entry, min)) {
         // Someone else paid for it: this call waited for that build.
         this.counters.coalesced++
@@ -423,7 +424,7 @@ export class SwrEngine<V> {
         await this.locks.release(lockKey(key), token, this.buildLockTtlMs)
         return this.fallback(key, spec, new Error('the build this call waited for failed'))
       }
-      return await this.buildAndStore(key, spec, token, min)
+      return await this.buildAndStore(key, spec, token, min, undefined, true)
     }
     this.deps.logger.warn({ key, waitedMs: o.maxWaitMs }, 'gave up waiting for another builder')
     return this.fallback(key, spec, new Error(`gave up waiting ${o.maxWaitMs} ms for another builder`))
@@ -434,11 +435,11 @@ export class SwrEngine<V> {
    * the store (still one build per key in this process). What was built is
    * kept in the durable tier: it is paid for.
    */
-  private async buildWithoutStore (key: string, spec: BuildSpec<V>, min: number | undefined): Promise<Resolution<V>> {
+  private async buildWithoutStore (key: string, spec: BuildSpec<V>, min: number | undefined, waiting = false): Promise<Resolution<V>> {
     const fromDurable = await this.fromDurable(key, spec, false, min)
     if (fromDurable !== null) return fromDurable
     // Without the store, the durable claim is the only thing between the instances.
-    const claim = await this.claimBuild(key, spec, randomUUID(), false, min)
+    const claim = await this.claimBuild(key, spec, randomUUID(), false, min, undefined, waiting)
     if (claim.answer !== undefined) return claim.answer
     try {
       await this.admit(spec, false)
@@ -455,7 +456,7 @@ export class SwrEngine<V> {
       this.afterDurableWrite(key, value, this.deps.durable?.put(key, entry, version), claim.owner)
       return { status: 'fallback', key, value, writtenAt: now, built: true, buildMs: ms }
     } catch (err) {
-      this.releaseClaim(key, claim.owner)
+      this.failClaim(key, claim.owner)
       this.deps.logger.warn({ key, err: describe(err) }, 'build failed without the store; answering with the fallback')
       return this.fallback(key, spec, err)
     }
@@ -469,16 +470,20 @@ export class SwrEngine<V> {
    * instance's build landed meanwhile, or it was waited for in vain and the
    * fallback stands in, as for a waiter on a lock). Otherwise build; `owner`
    * is the claim to release once the durable row is written. `acquiring`:
-   * the claim, when it was already asked for (with `token`).
+   * the claim, when it was already asked for (with `token`). `waiting`: this
+   * call already waited for another build (on its lock).
    */
-  private async claimBuild (key: string, spec: BuildSpec<V>, token: string, repopulate: boolean, min: number | undefined, acquiring?: Promise<ClaimOutcome>): Promise<{ answer?: Resolution<V>, owner?: string }> {
+  private async claimBuild (key: string, spec: BuildSpec<V>, token: string, repopulate: boolean, min: number | undefined, acquiring?: Promise<ClaimOutcome>, waiting = false): Promise<{ answer?: Resolution<V>, owner?: string }> {
     const claims = this.deps.claims
     if (claims === undefined) return {}
     const owner = `${this.instanceId}/${token}`
-    const outcome = await (acquiring ?? claims.acquire(key, owner, this.deps.options.maxWaitMs))
+    const outcome = await (acquiring ?? claims.acquire(key, owner, this.deps.options.maxWaitMs, waiting))
     if (outcome === 'won') return { owner }
     // The database cannot say: build, as before there were claims (the guarantee's limit).
     if (outcome === 'unavailable') return {}
+    // The build this call waited for failed: answered as a waiter on a lock is,
+    // never by a second model call (a new request still tries the model).
+    if (outcome === 'failed') return { answer: this.fallback(key, spec, new Error('the build this call waited for failed')) }
     if (outcome === 'timeout') {
       this.deps.logger.warn({ key, waitedMs: this.deps.options.maxWaitMs }, 'gave up waiting for another instance\'s claimed build')
       return { answer: this.fallback(key, spec, new Error('gave up waiting for another instance\'s claimed build')) }
@@ -486,6 +491,15 @@ export class SwrEngine<V> {
     const answer = await this.fromDurable(key, spec, repopulate, min)
     // Built, but the row could not be read now: build (its write counts it as re-paid).
     return answer === null ? {} : { answer }
+  }
+
+  /**
+   * Marks the claim of a build that failed (none when `owner` is undefined),
+   * in the background: the calls waiting on it answer without building.
+   */
+  private failClaim (key: string, owner: string | undefined): void {
+    if (owner === undefined || this.deps.claims === undefined) return
+    this.background.track(this.deps.claims.fail(key, owner))
   }
 
   /** Frees a claim this build took (none when `owner` is undefined), in the background. */

@@ -53,6 +53,11 @@ export interface RecordedRequest {
   /** parsed JSON body (undefined if it was not valid JSON) */
   body: ChatRequestBody | undefined
   at: number
+  /**
+   * Who called, when the base URL names it: `http://127.0.0.1:PORT/<caller>/v1`
+   * (letters, digits, `-`, `_`). Lets a test with several clients tell whose call each was.
+   */
+  caller: string | undefined
   /** True once the caller closed the connection before the answer was fully written (it died, or gave up). */
   readonly abandoned: boolean
 }
@@ -248,7 +253,11 @@ export async function startFakeOpenAI (opts: FakeOpenAIOptions = {}): Promise<Fa
   async function handle (req: IncomingMessage, res: ServerResponse): Promise<void> {
     // Writing to a response whose client already hung up must not crash the test process.
     res.on('error', () => {})
-    const path = (req.url ?? '/').split('?')[0]
+    const url = (req.url ?? '/').split('?')[0]
+    // An optional first segment names the caller; the rest is OpenAI's path.
+    const named = /^\/([\w-]{1,64})(\/v1\/.*)$/.exec(url)
+    const caller = named?.[1]
+    const path = named?.[2] ?? url
     const raw = await readBody(req)
 
     if (req.method !== 'POST' || path !== '/v1/chat/completions') {
@@ -277,6 +286,7 @@ export async function startFakeOpenAI (opts: FakeOpenAIOptions = {}): Promise<Fa
     requests.push({
       method: req.method,
       path,
+      caller,
       headers: req.headers,
       authorization: req.headers.authorization,
       body,

@@ -17,7 +17,8 @@ export interface Instance {
   readonly alive: boolean
   /** Last ~16 KB of stderr. */
   readonly output: string
-  start(): Promise<void>
+  /** Starts the process; `env` is added to its environment from now on (a restart keeps it). */
+  start(env?: Record<string, string>): Promise<void>
   /** SIGKILL: a crash, no goodbye. */
   kill(): Promise<void>
   /** SIGTERM and wait. */
@@ -42,7 +43,7 @@ class ServerInstance implements Instance {
   child: ChildProcess | undefined
   #output = ''
   readonly port: number
-  readonly env: Record<string, string>
+  env: Record<string, string>
   constructor (port: number, env: Record<string, string>) {
     this.port = port
     this.env = env
@@ -52,7 +53,8 @@ class ServerInstance implements Instance {
   get alive (): boolean { return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null }
   get output (): string { return this.#output }
 
-  async start (): Promise<void> {
+  async start (env: Record<string, string> = {}): Promise<void> {
+    this.env = { ...this.env, ...env }
     const child = spawn(process.execPath, ['src/server.ts'], {
       cwd: ROOT,
       env: { ...process.env, ...this.env, PORT: String(this.port), HOST: '127.0.0.1' },
@@ -164,10 +166,10 @@ export interface Fleet {
   stop(): Promise<void>
 }
 
-/** `count` server processes on one environment, behind nginx. */
-export async function startFleet (count: number, env: Record<string, string>): Promise<Fleet> {
+/** `count` server processes on one environment (and each its own `envOf(index)`), behind nginx. */
+export async function startFleet (count: number, env: Record<string, string>, envOf: (index: number) => Record<string, string> = () => ({})): Promise<Fleet> {
   const instances: ServerInstance[] = []
-  for (let i = 0; i < count; i++) instances.push(new ServerInstance(await freePort(), env))
+  for (let i = 0; i < count; i++) instances.push(new ServerInstance(await freePort(), { ...env, ...envOf(i) }))
   let balancer: Balancer | undefined
   const stop = async (): Promise<void> => {
     await balancer?.stop()
