@@ -7,6 +7,7 @@ import { ChatEntriesRepository } from '../src/db/chat-entries-repository.ts'
 import { durableChat } from '../src/chat/durable-chat.ts'
 import { ChatCompletions } from '../src/chat/completions.ts'
 import { chatCodec, type ChatValue } from '../src/chat/codec.ts'
+import { StreamRelay } from '../src/stream-relay.ts'
 import { ApiKeysRepository, monthOf, secretHash, type ApiKey } from '../src/db/api-keys-repository.ts'
 
 declare module 'fastify' {
@@ -32,6 +33,12 @@ declare module 'fastify' {
 /** How long a looked-up key is trusted: a revoked key stops working within this on every instance. */
 const KEY_MEMORY_MS = 30_000
 const OPENAI_URL = 'https://api.openai.com/v1'
+/**
+ * Chunks a relayed stream keeps (Redis trims beyond, approximately): a
+ * completion longer than this is joined live on other instances only by
+ * requests that came before it was trimmed; the others get the stored entry.
+ */
+const RELAY_MAX_CHUNKS = 10_000
 
 /**
  * The OpenAI-compatible caching endpoint's parts: an engine of its own (same
@@ -75,7 +82,18 @@ export default fp(async (fastify) => {
     }
   })
   await engine.start()
+  // Another instance's stream being written is joined live through Redis, when there is one.
+  const relay = store.kind === 'memory' || !fastify.hasDecorator('redis')
+    ? undefined
+    : new StreamRelay({
+      redis: fastify.redis as unknown as ConstructorParameters<typeof StreamRelay>[0]['redis'],
+      breaker,
+      maxLength: RELAY_MAX_CHUNKS,
+      ttlMs: deadlineMs + 5000,
+      onError: (err, what) => fastify.log.warn({ err: { message: err.message } }, `${what} failed`)
+    })
   const completions = new ChatCompletions({
+    relay,
     engine,
     prefix: config.cachePrefix,
     upstream: upstreamURL === undefined ? undefined : { baseURL: upstreamURL, apiKey: config.openai.apiKey, timeoutMs: config.openai.timeoutMs },
@@ -138,6 +156,7 @@ export default fp(async (fastify) => {
   fastify.addHook('onClose', async () => {
     clearInterval(flusher)
     await engine.close()
+    await relay?.close()
     await flushSavings()
   })
 }, { name: 'chat', dependencies: ['config', 'redis', 'breaker', 'locks', 'db', 'metrics'] })

@@ -84,6 +84,33 @@ t.test('200 concurrent identical streamed requests over two instances: one upstr
   t.ok([...labels].every(l => l === 'MISS' || l === 'COALESCED' || l === 'HIT'), `answered by the one call (${[...labels].join(', ')})`)
 })
 
+t.test('a stream being written on one instance is joined live on the other, from its first chunk', async t => {
+  s.openai.setStream({ chunks: 10, delayMs: 100 })
+  const body = { model: 'gpt-4o', messages: user('join me live elsewhere'), stream: true as const }
+  const arrivals = async (client: OpenAI): Promise<{ chunks: OpenAI.ChatCompletionChunk[], at: number[], xCache: string | null }> => {
+    const { data, response } = await client.chat.completions.create(body).withResponse()
+    const chunks: OpenAI.ChatCompletionChunk[] = []
+    const at: number[] = []
+    for await (const chunk of data) {
+      chunks.push(chunk)
+      at.push(Date.now())
+    }
+    return { chunks, at, xCache: response.headers.get('x-cache') }
+  }
+  const onA = arrivals(clientA)
+  await s.openai.waitForCalls(1)
+  await new Promise(resolve => setTimeout(resolve, 250)) // A's stream is under way
+  const [viaA, viaB] = await Promise.all([onA, arrivals(clientB)])
+  t.equal(s.openai.calls, 1, 'one upstream call')
+  t.same(viaB.chunks, viaA.chunks, 'the same chunks, from the first')
+  t.equal(viaB.xCache, 'COALESCED')
+  // A's last chunk arrives as the upstream's stream ends: B had most of it before then.
+  const upstreamEnd = viaA.at[viaA.at.length - 1]
+  const early = viaB.at.filter(at => at < upstreamEnd).length
+  t.ok(viaB.at[0] < upstreamEnd, `B's first chunk came ${upstreamEnd - viaB.at[0]} ms before the upstream's end`)
+  t.ok(early >= 5, `${early} of B's ${viaB.at.length} chunks came before the upstream's end`)
+})
+
 t.test('a tool-call stream is stored and replayed chunk for chunk, and assembled for a JSON request', async t => {
   const tools: OpenAI.ChatCompletionTool[] = [{ type: 'function', function: { name: 'lookup', parameters: { type: 'object', properties: { query: { type: 'string' } } } } }]
   const body = { model: 'gpt-4o', messages: user('call a tool'), tools, stream: true as const }

@@ -85,6 +85,20 @@ t.test('stampede: 40 concurrent calls on two instances (real Redis) build once; 
   t.equal(again.status, 'hit')
 })
 
+t.test('onWait: called once when a call starts waiting for a build whose lock is held elsewhere, never for the builder', async t => {
+  const { engines, prefix } = await redisEngines(t, 2)
+  const { counter, spec } = quotes({ ms: 200 })
+  const key = `${prefix}:quote:WAIT`
+  const waits = [0, 0]
+  const building = engines[0].getOrBuild(key, spec('WAIT', { onWait: () => { waits[0]++ } }))
+  await sleep(50)
+  const waiting = engines[1].getOrBuild(key, spec('WAIT', { onWait: () => { waits[1]++ } }))
+  const [a, b] = await Promise.all([building, waiting])
+  t.same([a.status, b.status], ['miss', 'coalesced'])
+  t.same(waits, [0, 1], 'the waiter was told, once; the builder never')
+  t.equal(counter.builds, 1)
+})
+
 t.test('stale-while-revalidate (fake clock, in-process store): a stale entry is answered at once and refreshed once', async t => {
   const clock = fakeClock()
   const store = new MemoryStore({ maxBytes: 1 << 20, clock: clock.now })

@@ -208,10 +208,15 @@ async function complete (fastify: FastifyInstance, facts: ChatRequestFacts, cont
   }
 }
 
-/** `stream: true`: a build under way in this process is joined live; anything else is replayed from the entry. */
+/** True when `sent` is where `chunks` starts: what a request got live is the stored completion's beginning. */
+function startsWith (chunks: string[], sent: string[]): boolean {
+  return sent.length <= chunks.length && sent.every((data, i) => chunks[i] === data)
+}
+
+/** `stream: true`: a build under way (here, or relayed from another instance) is joined live; anything else is replayed from the entry. */
 async function streamAnswer (fastify: FastifyInstance, request: FastifyRequest, reply: FastifyReply, facts: ChatRequestFacts, control: ReturnType<typeof parseCacheControl>, apiKey: ApiKey, includeUsage: boolean): Promise<FastifyReply> {
   let stream: PassThrough | undefined
-  let sent = 0
+  const sent: string[] = []
   const pace = /^original$/i.test(String(request.headers['x-replay-pace'] ?? ''))
   const joining = fastify.chat.completions.building(facts.key)
   const start = (xCache: string): void => {
@@ -221,11 +226,20 @@ async function streamAnswer (fastify: FastifyInstance, request: FastifyRequest, 
     reply.send(stream)
   }
   const send = (data: string): void => {
-    sent++
+    sent.push(data)
     if (!includeUsage && isUsageChunk(data)) return
     stream?.write(sseEvent(data))
   }
-  const unwatch = control.noStore ? () => {} : fastify.chat.completions.live.watch(facts.key, data => { start(joining ? 'COALESCED' : 'MISS'); send(data) })
+  // A request keeps to the first feed it hears from: a feed that replaces it is another build's chunks.
+  let feed: number | undefined
+  const unwatch = control.noStore
+    ? () => {}
+    : fastify.chat.completions.live.watch(facts.key, chunk => {
+      feed ??= chunk.feed
+      if (chunk.feed !== feed) return
+      start(joining || fastify.chat.completions.relayed(facts.key) ? 'COALESCED' : 'MISS')
+      send(chunk.data)
+    })
   try {
     let chunks: string[]
     let offsets: number[] | undefined
@@ -240,8 +254,13 @@ async function streamAnswer (fastify: FastifyInstance, request: FastifyRequest, 
       if (stream === undefined) reply.header('Age', String(Math.max(0, Math.floor((Date.now() - resolution.writtenAt) / 1000))))
       start(resolution.status.toUpperCase())
     }
+    if (!startsWith(chunks, sent)) {
+      // What this request got live is not how the stored completion begins (the build it
+      // joined died and another replaced it): it cannot be taken back, so the stream ends in an error.
+      throw new OpenAIError(502, 'the completion this stream joined broke off and was written again; ask again (it is cached now)', 'upstream_error', 'joined_stream_broken')
+    }
     const replayStart = Date.now()
-    const from = sent
+    const from = sent.length
     for (let i = from; i < chunks.length; i++) {
       // X-Replay-Pace: original: each chunk at the moment after the first it was written.
       const at = pace && offsets !== undefined ? offsets[i] - offsets[from] : 0
