@@ -3,7 +3,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { assembleCompletion, isUsageChunk, sseEvent, SSE_DONE } from '../../src/chat/chunks.ts'
-import { CacheControlError, parseCacheControl } from '../../src/chat/cache-control.ts'
+import { CacheControlError, oldestAccepted, parseCacheControl, usableOnError } from '../../src/cache-control.ts'
 import { streamCompletion, UpstreamError } from '../../src/chat/upstream.ts'
 import type { ChatRequestFacts } from '../../src/chat/completions.ts'
 import type { ChatValue } from '../../src/chat/codec.ts'
@@ -175,15 +175,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
 
 /** Through the engine, with the request's Cache-Control and the key's model-call limit as the admission. */
 async function complete (fastify: FastifyInstance, facts: ChatRequestFacts, control: ReturnType<typeof parseCacheControl>, apiKey: ApiKey): Promise<Resolution<ChatValue>> {
-  const started = Date.now()
-  const freshMs = fastify.config.staleSeconds * 1000
-  // The oldest entry this request takes: no-cache none, max-age N s old, max-stale N s past its freshness.
-  const bounds = [
-    control.noCache ? started : undefined,
-    control.maxAge !== undefined ? started - control.maxAge * 1000 : undefined,
-    control.maxStale !== undefined ? started - freshMs - control.maxStale * 1000 : undefined
-  ].filter((b): b is number => b !== undefined)
-  const minWrittenAt = bounds.length === 0 ? undefined : Math.max(...bounds)
+  const minWrittenAt = oldestAccepted(control, Date.now(), fastify.config.staleSeconds * 1000)
   // stale-if-error: what is there now, in case the upstream fails.
   const standby = control.staleIfError !== undefined && minWrittenAt !== undefined ? await fastify.chat.engine.peek(facts.key).catch(() => undefined) : undefined
   const admit = async ({ storeHealthy }: { storeHealthy: boolean }): Promise<void> => {
@@ -199,9 +191,9 @@ async function complete (fastify: FastifyInstance, facts: ChatRequestFacts, cont
     return resolution
   } catch (err) {
     const failure = asOpenAIError(err)
-    const usable = standby !== undefined && standby !== null && control.staleIfError !== undefined &&
+    const usable = standby !== undefined && standby !== null &&
       failure !== undefined && (failure.statusCode === 429 || failure.statusCode >= 500) &&
-      Date.now() - standby.staleAfter <= control.staleIfError * 1000
+      usableOnError(control, standby.staleAfter, Date.now())
     if (!usable) throw err
     // The upstream failed or rate-limited: the older entry, as the request allowed.
     return { status: 'stale', key: facts.key, value: standby.value, writtenAt: standby.refreshedAt, built: false }

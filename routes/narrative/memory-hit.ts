@@ -113,7 +113,8 @@ export function memoryHitHook (fastify: FastifyInstance, texts: HitTexts, bodyLi
       try {
         const text = textOf(chunks)
         request.jsonBodyText = text
-        if (text.length <= MEMO_MAX_BODY_CHARS && !acceptsEventStream(request.headers.accept)) {
+        // A request with Cache-Control takes the whole path: its directives may refuse this entry, or need a check of who asks.
+        if (text.length <= MEMO_MAX_BODY_CHARS && !acceptsEventStream(request.headers.accept) && request.headers['cache-control'] === undefined) {
           const served = fastify.narratives.fromMemory(text)
           if (served !== undefined) {
             noteAnswer(fastify, request, served.body.cache)
