@@ -594,7 +594,7 @@ async function chatScenario (): Promise<void> {
   if (sample.headers.get('x-cache') !== 'HIT') throw new Error(`expected a hit, got ${sample.headers.get('x-cache') ?? ''}`)
   const barePort = await freePort()
   const floor = await spawnServer([FLOOR_SCRIPT, String(barePort), 'bare', String(size)], {}, barePort)
-  const targets = [
+  const targets: Array<{ label: string, url: string, headers: Record<string, string> }> = [
     { label: 'floor: bare POST (same run, a body of the hit\'s size)', url: `http://127.0.0.1:${barePort}/api/narrative`, headers: {} },
     { label: 'chat completion hit (JSON), one process', url: chatUrl, headers: { authorization: `Bearer ${secret}` } }
   ]

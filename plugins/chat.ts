@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import { SwrEngine } from '../src/swr/engine.ts'
+import { LocalTier } from '../src/swr/local-tier.ts'
 import { DurableTier } from '../src/swr/durable-tier.ts'
 import { BuildClaims } from '../src/swr/build-claims.ts'
 import { BuildClaimsRepository } from '../src/db/build-claims-repository.ts'
@@ -39,6 +40,15 @@ const OPENAI_URL = 'https://api.openai.com/v1'
  * requests that came before it was trimmed; the others get the stored entry.
  */
 const RELAY_MAX_CHUNKS = 10_000
+/** What the in-process tier of chat entries holds at most. */
+const LOCAL_CHAT_BYTES = 64 * 1024 * 1024
+
+/** A chat entry's size in memory, near enough: its chunks' characters. */
+function chatBytes (value: ChatValue): number {
+  let n = 0
+  for (const chunk of value.chunks) n += chunk.length
+  return n
+}
 
 /**
  * The OpenAI-compatible caching endpoint's parts: an engine of its own (same
@@ -61,10 +71,16 @@ export default fp(async (fastify) => {
     entryVersion: 'chat',
     databaseSilent: () => durable.silent
   })
+  // As for narratives, an in-process first tier in front of Redis: a hit costs no round trip.
+  // Completions vary in size (up to 1 MiB), so it is bounded by bytes too.
+  const local = store.kind === 'memory' || config.localCache.maxEntries === 0
+    ? undefined
+    : new LocalTier<ChatValue>({ maxEntries: config.localCache.maxEntries, ttlMs: config.localCache.ttlMs, maxBytes: LOCAL_CHAT_BYTES, sizeOf: entry => chatBytes(entry.value as ChatValue) })
   const engine = new SwrEngine<ChatValue>({
     store,
     breaker,
     locks,
+    local,
     durable,
     claims,
     codec: chatCodec,
@@ -137,9 +153,12 @@ export default fp(async (fastify) => {
   }
   // Savings are summed in memory and written every 5 s: a hit costs no database write.
   const savings = new Map<string, number>()
+  // The month's name, worked out once a minute rather than on every hit.
+  let month = { name: monthOf(Date.now()), until: Date.now() + 60_000 }
   function noteSaving (keyId: string, usd: number): void {
     metrics.saving.inc(usd)
-    const id = `${keyId}\u0000${monthOf(Date.now())}`
+    if (Date.now() >= month.until) month = { name: monthOf(Date.now()), until: Date.now() + 60_000 }
+    const id = `${keyId}\u0000${month.name}`
     savings.set(id, (savings.get(id) ?? 0) + usd)
   }
   async function flushSavings (): Promise<void> {

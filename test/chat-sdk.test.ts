@@ -14,7 +14,8 @@ const admin = { authorization: `Bearer ${mintAdminToken(SECRET, 'alice', 3600)}`
 const user = (content: string): OpenAI.ChatCompletionMessageParam[] => [{ role: 'user', content }]
 
 const s = await stack(t)
-const env = { ...s.env, JWT_SECRET: SECRET, DATABASE_URL: await uniqueDatabaseUrl(t) }
+// The in-process tier on, as in production (build() turns it off by default).
+const env = { ...s.env, JWT_SECRET: SECRET, DATABASE_URL: await uniqueDatabaseUrl(t), LOCAL_CACHE_MAX_ENTRIES: '1000' }
 const a = await build(t, { env, listen: true })
 const b = await build(t, { env, listen: true })
 const made = await a.inject({ method: 'POST', url: '/api/keys', headers: admin, payload: { name: 'sdk app', rateLimit: 1000 } })

@@ -262,3 +262,16 @@ t.test('the in-process tier answers fresh entries with no store call, and an inv
   while (b.local.get(key) !== undefined && Date.now() < deadline) await sleep(10)
   t.equal(b.local.get(key), undefined, 'the announcement evicted it on b')
 })
+
+t.test('the in-process tier bounded by bytes: a large value makes room by evicting the least recently used', async t => {
+  const tier = new LocalTier<Quote>({ maxEntries: 100, ttlMs: 60_000, maxBytes: 100, sizeOf: entry => (entry.value as Quote).symbol.length })
+  const entry = (symbol: string): Entry<Quote> => ({ value: { symbol, cents: 1 }, createdAt: 0, refreshedAt: 0, staleAfter: 1 })
+  tier.set('a', entry('x'.repeat(40)))
+  tier.set('b', entry('y'.repeat(40)))
+  tier.get('a')
+  tier.set('c', entry('z'.repeat(40)))
+  t.ok(tier.get('a') !== undefined, 'recently used: kept')
+  t.equal(tier.get('b'), undefined, 'least recently used: evicted for the bytes')
+  t.equal(tier.size, 2)
+  t.throws(() => new LocalTier<Quote>({ maxEntries: 1, ttlMs: 1, maxBytes: 10 }), /maxBytes must be at least 1, with sizeOf/)
+})

@@ -34,6 +34,21 @@ export const CHAT_BODY_LIMIT = 1024 * 1024
 
 class OnlyIfCached extends Error {}
 
+/**
+ * The JSON answer of each stored completion, assembled and serialized once:
+ * a hit from the in-process tier holds the same value object every time, so
+ * it answers with this string rather than parsing every chunk again.
+ */
+const assembled = new WeakMap<ChatValue, string>()
+function completionJson (value: ChatValue): string {
+  let json = assembled.get(value)
+  if (json === undefined) {
+    json = JSON.stringify(assembleCompletion(value.chunks))
+    assembled.set(value, json)
+  }
+  return json
+}
+
 class BudgetSpent extends Error {
   readonly budget: number
   constructor (budget: number) {
@@ -124,16 +139,17 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     const includeUsage = (body.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true
     if (body.stream === true) return await streamAnswer(fastify, request, reply, facts, control, apiKey, includeUsage)
     let resolution: Resolution<ChatValue> | undefined
-    let chunks: string[]
+    let json: string
     if (control.noStore) {
       if (!completions.hasUpstream) throw noUpstream()
-      chunks = await streamCompletion(fastify.chat.completions.upstreamOptions(), facts.canonical, AbortSignal.timeout(fastify.config.openai.timeoutMs), () => {})
+      json = JSON.stringify(assembleCompletion(await streamCompletion(fastify.chat.completions.upstreamOptions(), facts.canonical, AbortSignal.timeout(fastify.config.openai.timeoutMs), () => {})))
     } else {
       resolution = await complete(fastify, facts, control, apiKey)
-      chunks = resolution.value.chunks
+      json = completionJson(resolution.value)
     }
     cacheHeaders(reply, resolution, facts.key)
-    return assembleCompletion(chunks)
+    // Already JSON: sent as it is, not serialized again.
+    return await reply.type('application/json; charset=utf-8').send(json)
   })
 
   fastify.post('/v1/cache/explain', {
