@@ -118,12 +118,16 @@ export class ChatCompletions {
     const upstream = this.options.upstream
     return {
       admit,
-      build: async ({ signal }) => {
+      build: async ({ signal, reason }) => {
         if (upstream === undefined) throw new Error('no upstream is configured')
+        // Only a request's build is joined live: a background refresh answers no one while it
+        // runs (requests get the entry there is), and its chunks must not reach a stream
+        // that is replaying that older entry.
+        const live = reason === 'request'
         // This process builds it after all (another's build died, say): a relayed feed gives way.
-        this.following.get(facts.key)?.stop()
-        const feed = this.live.begin(facts.key)
-        const relayed = this.options.relay?.writer(relayKey(facts.key))
+        if (live) this.following.get(facts.key)?.stop()
+        const feed = live ? this.live.begin(facts.key) : { push: () => {}, end: () => {} }
+        const relayed = live ? this.options.relay?.writer(relayKey(facts.key)) : undefined
         let outcome: 'done' | 'failed' = 'failed'
         try {
           const offsets: number[] = []
