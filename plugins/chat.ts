@@ -19,6 +19,8 @@ declare module 'fastify' {
       apiKeys: ApiKeysRepository
       /** The live key of a secret (remembered for 30 s), or null. */
       keyOf: (secret: string) => Promise<ApiKey | null>
+      /** The key of a secret keyOf looked up in the last 30 s (null: not a live key), or undefined: not known here now. Never waits. */
+      knownKey: (secret: string) => ApiKey | null | undefined
       /** Forgets what keyOf remembers (a key was revoked). */
       forgetKeys: () => void
       /** What the key's upstream calls cost this month (remembered for 5 s, and counted here as they land). */
@@ -151,6 +153,10 @@ export default fp(async (fastify) => {
     remembered.set(hash, { key, until: Date.now() + KEY_MEMORY_MS })
     return key
   }
+  function knownKey (secret: string): ApiKey | null | undefined {
+    const known = remembered.get(secretHash(secret))
+    return known !== undefined && known.until > Date.now() ? known.key : undefined
+  }
   // Savings are summed in memory and written every 5 s: a hit costs no database write.
   const savings = new Map<string, number>()
   // The month's name, worked out once a minute rather than on every hit.
@@ -171,7 +177,7 @@ export default fp(async (fastify) => {
   }
   const flusher = setInterval(() => { flushSavings().catch(() => {}) }, 5000)
   flusher.unref()
-  fastify.decorate('chat', { completions, engine, apiKeys, keyOf, forgetKeys: () => remembered.clear(), spentThisMonth, noteSaving, flushSavings })
+  fastify.decorate('chat', { completions, engine, apiKeys, keyOf, knownKey, forgetKeys: () => remembered.clear(), spentThisMonth, noteSaving, flushSavings })
   fastify.addHook('onClose', async () => {
     clearInterval(flusher)
     await engine.close()

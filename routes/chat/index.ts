@@ -12,6 +12,7 @@ import { GenerationLimitExceeded } from '../../src/generation-limiter.ts'
 import { BuildFailedError, BuildRefusedError, type Resolution } from '../../src/swr/types.ts'
 import { OpenAIError, sendOpenAIError } from './openai-error.ts'
 import { openAIErrorResponses } from '../../src/schemas/error.ts'
+import { ChatBodyMemo, chatMemoryHitHook, completionJson, scopeOf } from './memory-hit.ts'
 
 const ChatBodySchema = Type.Object({
   model: Type.String({ minLength: 1 }),
@@ -34,21 +35,6 @@ export const CHAT_BODY_LIMIT = 1024 * 1024
 
 class OnlyIfCached extends Error {}
 
-/**
- * The JSON answer of each stored completion, assembled and serialized once:
- * a hit from the in-process tier holds the same value object every time, so
- * it answers with this string rather than parsing every chunk again.
- */
-const assembled = new WeakMap<ChatValue, string>()
-function completionJson (value: ChatValue): string {
-  let json = assembled.get(value)
-  if (json === undefined) {
-    json = JSON.stringify(assembleCompletion(value.chunks))
-    assembled.set(value, json)
-  }
-  return json
-}
-
 class BudgetSpent extends Error {
   readonly budget: number
   constructor (budget: number) {
@@ -64,11 +50,6 @@ async function apiKeyOf (fastify: FastifyInstance, request: FastifyRequest): Pro
   const key = await fastify.chat.keyOf(match[1]).catch(() => { throw new OpenAIError(503, 'API keys cannot be checked: the database is unavailable', 'server_error', 'keys_unavailable', '5') })
   if (key === null) throw new OpenAIError(401, 'the API key is not valid (unknown or revoked)', 'invalid_request_error', 'invalid_api_key')
   return key
-}
-
-/** Whose entries a key reads and writes: its tenant's, or the shared scope when an admin marked the tenant as sharing. */
-function scopeOf (key: ApiKey): string {
-  return key.sharing ? 'shared' : `t-${key.tenant}`
 }
 
 /** An engine or upstream failure, as OpenAI's error shape. */
@@ -119,8 +100,12 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     return sendOpenAIError(reply, new OpenAIError(500, 'internal error; the request id is in the logs', 'server_error', 'internal_error'))
   })
 
+  // A JSON body seen before whose completion this process holds is answered by the
+  // route's preParsing hook, before parsing and validation (memory-hit.ts).
+  const memo = new ChatBodyMemo()
   fastify.post('/v1/chat/completions', {
     bodyLimit: CHAT_BODY_LIMIT,
+    preParsing: chatMemoryHitHook(fastify, memo),
     schema: {
       tags: ['chat'],
       operationId: 'createChatCompletion',
@@ -135,7 +120,9 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     const control = parseCacheControl(request.headers['cache-control'])
     const body = request.body as Record<string, unknown>
     const { completions } = fastify.chat
-    const facts = completions.factsOf(body, scopeOf(apiKey))
+    const scope = scopeOf(apiKey)
+    const facts = completions.factsOf(body, scope)
+    if (body.stream !== true) memo.remember(scope, request.jsonBodyText, facts.key)
     const includeUsage = (body.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true
     if (body.stream === true) return await streamAnswer(fastify, request, reply, facts, control, apiKey, includeUsage)
     let resolution: Resolution<ChatValue> | undefined
