@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process'
+import { mintAdminToken } from '../src/admin/token.ts'
 import { once } from 'node:events'
 import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { join, resolve } from 'node:path'
@@ -15,7 +16,7 @@ import { APP_SCRIPT, FLOOR_SCRIPT, compileForBench } from './compiled.ts'
 /**
  * npm run bench:profile [-- --seconds 10 --connections 50 --out prof]: one app
  * instance (or a floor: --target) under `node --cpu-prof`, the bench's hit-path
- * load (or misses: --misses) against it, its CPU per request, then the
+ * load (or misses: --misses, or chat completion hits: --chat) against it, its CPU per request, then the
  * functions that took the most self time. Open the .cpuprofile it writes
  * in Chrome DevTools (Performance, Load profile) for the whole picture.
  */
@@ -30,7 +31,9 @@ const { values } = parseArgs({
     /** A fixed rate (requests a second) instead of as fast as answered: CPU per request away from saturation. */
     rate: { type: 'string' },
     /** Misses instead of hits: a new profile every request, `connections` at a time (the stand-in answers in 50 ms). */
-    misses: { type: 'boolean', default: false }
+    misses: { type: 'boolean', default: false },
+    /** Chat completion hits (POST /v1/chat/completions with an API key) instead of narrative hits. */
+    chat: { type: 'boolean', default: false }
   }
 })
 const outDir = resolve(values.out)
@@ -56,16 +59,29 @@ try {
     return res !== undefined && (values.target !== 'app' || res.ok)
   }
   await waitUntil(up, { timeoutMs: 60_000, what: values.target })
-  const url = `http://127.0.0.1:${port}/api/narrative`
-  const body = { profile: { classification: 'primary', primary: 'Vega', percentages: { Vega: 11, Sirius: 0, Pleiades: 0.5 } }, locale: 'en' }
-  await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
+  let url = `http://127.0.0.1:${port}/api/narrative`
+  let body: object = { profile: { classification: 'primary', primary: 'Vega', percentages: { Vega: 11, Sirius: 0, Pleiades: 0.5 } }, locale: 'en' }
+  const headers: Record<string, string> = {}
+  if (values.chat) {
+    // An API key (the database may still be migrating: ask until it is made), then the request an SDK sends.
+    const token = mintAdminToken('profile-secret-profile-secret-profile-0', 'profile', 3600)
+    await waitUntil(async () => {
+      const made = await fetch(`http://127.0.0.1:${port}/api/keys`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, body: JSON.stringify({ name: 'profile', rateLimit: 0 }) })
+      if (made.status === 201) headers.authorization = `Bearer ${(await made.json() as { secret: string }).secret}`
+      return headers.authorization !== undefined
+    }, { timeoutMs: 30_000, what: 'an API key' })
+    url = `http://127.0.0.1:${port}/v1/chat/completions`
+    body = { model: 'gpt-4o', messages: [{ role: 'user', content: 'profile me' }] }
+  }
+  await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) })
+  await new Promise(resolve => setTimeout(resolve, 200)) // the entry lands
   const pids: Record<string, number> = { app: child.pid ?? -1, postgres: pg.pid, redis: redis.pid }
   const cpuBefore = Object.entries(pids).map(([name, pid]) => [name, treeCpuSeconds(pid)] as const)
   const startedAt = Date.now()
   const loaderBefore = process.cpuUsage()
   const r = values.misses
     ? await runMisses(url, Number(values.connections), Number(values.seconds))
-    : await runLoad({ url, body, connections: Number(values.connections), seconds: Number(values.seconds), ...(values.rate !== undefined ? { rate: Number(values.rate) } : {}) })
+    : await runLoad({ url, body, headers, connections: Number(values.connections), seconds: Number(values.seconds), ...(values.rate !== undefined ? { rate: Number(values.rate) } : {}) })
   const wall = (Date.now() - startedAt) / 1000
   const loader = process.cpuUsage(loaderBefore)
   process.stdout.write(`${Math.round(r.rps)} req/s, p50 ${r.p50.toFixed(2)} ms, p95 ${r.p95.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, errors ${r.errors} ${JSON.stringify(r.errorKinds)}\n`)

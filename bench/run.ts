@@ -31,7 +31,9 @@ const onlyPayOnce = values.only === 'pay-once'
 const onlyFleet = values.only === 'fleet'
 // --only rollout: just the prompt-change scenario (7); its figures replace the rollout block of bench/RESULTS.md.
 const onlyRollout = values.only === 'rollout'
-if (values.only !== undefined && !onlyPayOnce && !onlyFleet && !onlyRollout) throw new Error(`--only takes pay-once, fleet or rollout, not ${values.only}`)
+// --only chat: just the OpenAI-compatible endpoint's scenario (8); its figures replace the chat block of bench/RESULTS.md.
+const onlyChat = values.only === 'chat'
+if (values.only !== undefined && !onlyPayOnce && !onlyFleet && !onlyRollout && !onlyChat) throw new Error(`--only takes pay-once, fleet, rollout or chat, not ${values.only}`)
 // --node PATH (repeatable): run every scenario with the app and the floors on each of these
 // Node.js binaries in turn, in one run, and report them side by side. Default: this Node.
 const nodes = values.node ?? [process.execPath]
@@ -533,12 +535,103 @@ async function rolloutScenario (): Promise<void> {
   await stopAll(mini)
 }
 
+/**
+ * 8. The OpenAI-compatible endpoint: what the proxy adds to a miss over
+ * calling the stand-in directly with the same request and latency (one at a
+ * time, and 50 at once), and hits at 50 connections against the bare POST
+ * floor measured in the same run.
+ */
+async function chatScenario (): Promise<void> {
+  const section = '8. chat completions'
+  openai.reset()
+  openai.setLatency(modelMs)
+  openai.setStream({ chunks: 10, delayMs: 0 })
+  const [app] = await startApps(1, 'chat')
+  const token = mintAdminToken('bench-secret-bench-secret-bench-secret-0', 'bench', 3600)
+  // The app answers before its database is open and migrated: ask until the key is made.
+  let secret = ''
+  await waitUntil(async () => {
+    const made = await fetch(`http://127.0.0.1:${app.port}/api/keys`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, body: JSON.stringify({ name: 'bench', rateLimit: 0 }) })
+    if (made.status === 201) secret = (await made.json() as { secret: string }).secret
+    return secret !== ''
+  }, { timeoutMs: 30_000, what: 'an API key for the chat bench' })
+  const chatUrl = `http://127.0.0.1:${app.port}/v1/chat/completions`
+  const ask = (n: number): { model: string, messages: Array<{ role: string, content: string }> } => ({ model: 'gpt-4o', messages: [{ role: 'user', content: `bench question ${n}` }] })
+  /** One request's whole time (ms): through the server (JSON, as an SDK asks), or to the stand-in directly (the streamed request the server makes). */
+  const viaServer = async (n: number): Promise<number> => {
+    const t0 = performance.now()
+    const res = await fetch(chatUrl, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${secret}` }, body: JSON.stringify(ask(n)) })
+    await res.text()
+    if (res.status !== 200 || res.headers.get('x-cache') !== 'MISS') throw new Error(`expected a miss, got ${res.status} ${res.headers.get('x-cache') ?? ''}`)
+    return performance.now() - t0
+  }
+  const direct = async (n: number): Promise<number> => {
+    const t0 = performance.now()
+    const res = await fetch(`${openai.baseURL}/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: 'Bearer sk-bench' }, body: JSON.stringify({ ...ask(n), stream: true, stream_options: { include_usage: true } }) })
+    await res.text()
+    return performance.now() - t0
+  }
+  const sorted = (xs: number[]): number[] => [...xs].sort((a, b) => a - b)
+  const spread = (xs: number[]): string => { const s = sorted(xs); return `p50 ${ms(percentile(s, 50))}, p95 ${ms(percentile(s, 95))}, p99 ${ms(percentile(s, 99))}` }
+  const overhead = (through: number[], bare: number[]): string => {
+    const a = sorted(through)
+    const b = sorted(bare)
+    return [50, 95, 99].map(p => `p${p} ${ms(percentile(a, p) - percentile(b, p))}`).join(', ')
+  }
+  let next = 0
+  /** `rounds` rounds of `together` distinct misses at once, through the server and directly, the two taking turns. */
+  const misses = async (rounds: number, together: number): Promise<{ through: number[], bare: number[] }> => {
+    const through: number[] = []
+    const bare: number[] = []
+    for (let r = 0; r < rounds; r++) {
+      through.push(...await Promise.all(Array.from({ length: together }, async () => await viaServer(next++))))
+      bare.push(...await Promise.all(Array.from({ length: together }, async () => await direct(next++))))
+    }
+    return { through, bare }
+  }
+  await misses(quick ? 4 : 10, 2) // warm: the first misses compile code and open pool connections
+  const alone = await misses(quick ? 20 : 100, 1)
+  record(section, `misses one at a time (${alone.through.length}): through the server, whole request`, spread(alone.through))
+  record(section, `misses one at a time: the stand-in called directly, same request and ${modelMs} ms latency`, spread(alone.bare))
+  record(section, 'misses one at a time: the proxy\'s overhead (server minus direct, by percentile)', overhead(alone.through, alone.bare))
+  const fifty = await misses(quick ? 2 : 6, 50)
+  record(section, `misses 50 at a time (${fifty.through.length}): through the server, whole request`, spread(fifty.through))
+  record(section, '50 at a time: the stand-in called directly', spread(fifty.bare))
+  record(section, 'misses 50 at a time: the proxy\'s overhead (server minus direct, by percentile)', overhead(fifty.through, fifty.bare))
+
+  // Hits at 50 connections, against the bare POST floor answering a body of the hit's size.
+  const hitBody = ask(-1)
+  await fetch(chatUrl, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${secret}` }, body: JSON.stringify(hitBody) }).then(async r => await r.text())
+  await new Promise(resolve => setTimeout(resolve, 200)) // the entry lands in Redis
+  const sample = await fetch(chatUrl, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${secret}` }, body: JSON.stringify(hitBody) })
+  const size = (await sample.text()).length
+  if (sample.headers.get('x-cache') !== 'HIT') throw new Error(`expected a hit, got ${sample.headers.get('x-cache') ?? ''}`)
+  const barePort = await freePort()
+  const floor = await spawnServer([FLOOR_SCRIPT, String(barePort), 'bare', String(size)], {}, barePort)
+  const targets: Array<{ label: string, url: string, headers: Record<string, string> }> = [
+    { label: 'floor: bare POST (same run, a body of the hit\'s size)', url: `http://127.0.0.1:${barePort}/api/narrative`, headers: {} },
+    { label: 'chat completion hit (JSON), one process', url: chatUrl, headers: { authorization: `Bearer ${secret}` } }
+  ]
+  for (const target of targets) await runLoad({ url: target.url, body: hitBody, headers: target.headers, connections: 50, seconds: quick ? 1 : 2 })
+  const runs = targets.map(() => [] as LoadResult[])
+  for (let round = 0; round < (quick ? 1 : 3); round++) {
+    for (const [i, target] of targets.entries()) runs[i].push(await runLoad({ url: target.url, body: hitBody, headers: target.headers, connections: 50, seconds: quick ? secs : 5 }))
+  }
+  const results = runs.map(combineRuns)
+  for (const [i, target] of targets.entries()) loadRow(`${section}, hits at 50 connections`, target.label, results[i], i === 0 ? undefined : results[0])
+  await stopAll([app, { child: floor }])
+}
+
 try {
+  if (onlyChat) {
+    await redisClient.flushall()
+    await chatScenario()
+  }
   if (onlyRollout) {
     await redisClient.flushall()
     await rolloutScenario()
   }
-  for (const [i, bin] of onlyRollout ? [] : nodes.entries()) {
+  for (const [i, bin] of onlyRollout || onlyChat ? [] : nodes.entries()) {
     nodeIndex = i
     nodeBin = bin
     if (nodes.length > 1) log(`all scenarios on Node ${nodeVersions[i]} (${bin})`)
@@ -551,6 +644,7 @@ try {
     await payOnceScenarios()
     if (!onlyPayOnce) await fleetScenario()
     if (!onlyPayOnce) await rolloutScenario()
+    if (!onlyPayOnce) await chatScenario()
   }
 } finally {
   await cleanup()
@@ -601,6 +695,16 @@ if (onlyRollout) {
   const kept = previous.includes(OPEN) ? previous.slice(0, previous.indexOf(OPEN)) + block + previous.slice(previous.indexOf(CLOSE) + CLOSE.length) : `${previous.trimEnd()}\n\n${block}\n`
   await writeFile(new URL('./RESULTS.md', import.meta.url), kept)
   process.stdout.write(`\n${table}\n\nwrote the rollout block of bench/RESULTS.md\n`)
+  process.exit(0)
+}
+if (onlyChat) {
+  // Its own block, replaced by the next --only chat run; the rest of the file is left as it is.
+  const OPEN = '<!-- chat: npm run bench -- --only chat -->'
+  const CLOSE = '<!-- /chat -->'
+  const block = `${OPEN}\n## Chat completions (\`npm run bench -- --only chat${quick ? ' --quick' : ''}\`, ${new Date().toISOString()}, stand-in latency ${modelMs} ms)\n\nOne app instance (compiled, NODE_ENV=production) with the OpenAI stand-in as its upstream, autocannon and the floor on this ${cpus().length}-core machine. A miss's overhead is the whole request through the server minus the same request sent to the stand-in directly, percentile by percentile, the two taking turns; hits are JSON answers to an SDK-shaped request with an API key.\n\n| scenario | measure | figure |\n| --- | --- | --- |\n${table}\n${CLOSE}`
+  const kept = previous.includes(OPEN) ? previous.slice(0, previous.indexOf(OPEN)) + block + previous.slice(previous.indexOf(CLOSE) + CLOSE.length) : `${previous.trimEnd()}\n\n${block}\n`
+  await writeFile(new URL('./RESULTS.md', import.meta.url), kept)
+  process.stdout.write(`\n${table}\n\nwrote the chat block of bench/RESULTS.md\n`)
   process.exit(0)
 }
 // What follows this marker (hand-written notes, earlier runs) is kept when the figures are rewritten.

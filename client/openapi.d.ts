@@ -592,7 +592,10 @@ export interface operations {
     getNarrative: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description HTTP's request directives: `max-age=N` (only an entry younger than N s), `max-stale=N` (at most N s past its freshness), `only-if-cached` (504 rather than a model call), `stale-if-error=N` (with max-age or max-stale: the older entry rather than the template when the model fails), `no-store` (the answer says `Cache-Control: no-store`) for anyone; an entry too old for max-age or max-stale is written again only for a caller with the refresh right, a 504 for others. `no-cache` (ask the model again, still once for concurrent identical requests) needs the refresh right: `Authorization: Bearer <admin token>` or `Bearer <API key with refresh>`; 403 without it, 401 when the credentials are not valid. */
+                "cache-control"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -644,6 +647,8 @@ export interface operations {
             200: {
                 headers: {
                     "X-Cache"?: "HIT" | "STALE" | "DURABLE" | "MISS" | "FALLBACK";
+                    /** @description Seconds since the narrative was written (as cache.ageSeconds) */
+                    Age?: number;
                     /** @description On answers that waited for the model: `model;dur=<ms>, app;dur=<ms>`, the model call (all attempts) and the rest of the time spent on the request */
                     "Server-Timing"?: string;
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -668,8 +673,28 @@ export interface operations {
                     };
                 };
             };
-            /** @description The body is invalid: the message names the field, or the profile breaks a rule (e.g. the primary system missing from percentages) */
+            /** @description The body is invalid: the message names the field, or the profile breaks a rule (e.g. the primary system missing from percentages); or Cache-Control is malformed */
             400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Cache-Control asked for a refresh with credentials that are not valid (an admin token or an API key): the message says why */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Cache-Control: no-cache without the refresh right (an admin token, or an API key with refresh); or an admin token from outside the allowlist */
+            403: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
@@ -722,6 +747,16 @@ export interface operations {
             503: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Cache-Control: only-if-cached and nothing is cached; or max-age / max-stale refused the entry there is, and the caller may not have it written again */
+            504: {
+                headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
                     [name: string]: unknown;
                 };
@@ -1888,6 +1923,8 @@ export interface operations {
                         rateLimit: number;
                         /** @description Dollars a calendar month (UTC) its upstream calls may cost (MODEL_PRICES); past it, requests that need the upstream get a 429, hits are still served */
                         monthlyBudgetUsd: number | null;
+                        /** @description May ask for a new narrative on demand: `Cache-Control: no-cache` on POST /api/narrative */
+                        refresh: boolean;
                         /** @description What its upstream calls cost this calendar month (UTC) */
                         spentThisMonthUsd?: number;
                         /** @description What its answers from the cache saved this month: for each, the cost of the call that wrote the entry (written every 5 s) */
@@ -1965,6 +2002,11 @@ export interface operations {
                     tenant?: string;
                     rateLimit?: number;
                     monthlyBudgetUsd?: number;
+                    /**
+                     * @description The refresh right: `Cache-Control: no-cache` on POST /api/narrative (a new model call on demand). Default false
+                     * @default false
+                     */
+                    refresh?: boolean;
                 };
             };
         };
@@ -1987,6 +2029,8 @@ export interface operations {
                         rateLimit: number;
                         /** @description Dollars a calendar month (UTC) its upstream calls may cost (MODEL_PRICES); past it, requests that need the upstream get a 429, hits are still served */
                         monthlyBudgetUsd: number | null;
+                        /** @description May ask for a new narrative on demand: `Cache-Control: no-cache` on POST /api/narrative */
+                        refresh: boolean;
                         /** @description What its upstream calls cost this calendar month (UTC) */
                         spentThisMonthUsd?: number;
                         /** @description What its answers from the cache saved this month: for each, the cost of the call that wrote the entry (written every 5 s) */

@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import { SwrEngine } from '../src/swr/engine.ts'
+import { LocalTier } from '../src/swr/local-tier.ts'
 import { DurableTier } from '../src/swr/durable-tier.ts'
 import { BuildClaims } from '../src/swr/build-claims.ts'
 import { BuildClaimsRepository } from '../src/db/build-claims-repository.ts'
@@ -7,6 +8,7 @@ import { ChatEntriesRepository } from '../src/db/chat-entries-repository.ts'
 import { durableChat } from '../src/chat/durable-chat.ts'
 import { ChatCompletions } from '../src/chat/completions.ts'
 import { chatCodec, type ChatValue } from '../src/chat/codec.ts'
+import { StreamRelay } from '../src/stream-relay.ts'
 import { ApiKeysRepository, monthOf, secretHash, type ApiKey } from '../src/db/api-keys-repository.ts'
 
 declare module 'fastify' {
@@ -17,6 +19,8 @@ declare module 'fastify' {
       apiKeys: ApiKeysRepository
       /** The live key of a secret (remembered for 30 s), or null. */
       keyOf: (secret: string) => Promise<ApiKey | null>
+      /** The key of a secret keyOf looked up in the last 30 s (null: not a live key), or undefined: not known here now. Never waits. */
+      knownKey: (secret: string) => ApiKey | null | undefined
       /** Forgets what keyOf remembers (a key was revoked). */
       forgetKeys: () => void
       /** What the key's upstream calls cost this month (remembered for 5 s, and counted here as they land). */
@@ -32,6 +36,21 @@ declare module 'fastify' {
 /** How long a looked-up key is trusted: a revoked key stops working within this on every instance. */
 const KEY_MEMORY_MS = 30_000
 const OPENAI_URL = 'https://api.openai.com/v1'
+/**
+ * Chunks a relayed stream keeps (Redis trims beyond, approximately): a
+ * completion longer than this is joined live on other instances only by
+ * requests that came before it was trimmed; the others get the stored entry.
+ */
+const RELAY_MAX_CHUNKS = 10_000
+/** What the in-process tier of chat entries holds at most. */
+const LOCAL_CHAT_BYTES = 64 * 1024 * 1024
+
+/** A chat entry's size in memory, near enough: its chunks' characters. */
+function chatBytes (value: ChatValue): number {
+  let n = 0
+  for (const chunk of value.chunks) n += chunk.length
+  return n
+}
 
 /**
  * The OpenAI-compatible caching endpoint's parts: an engine of its own (same
@@ -54,10 +73,16 @@ export default fp(async (fastify) => {
     entryVersion: 'chat',
     databaseSilent: () => durable.silent
   })
+  // As for narratives, an in-process first tier in front of Redis: a hit costs no round trip.
+  // Completions vary in size (up to 1 MiB), so it is bounded by bytes too.
+  const local = store.kind === 'memory' || config.localCache.maxEntries === 0
+    ? undefined
+    : new LocalTier<ChatValue>({ maxEntries: config.localCache.maxEntries, ttlMs: config.localCache.ttlMs, maxBytes: LOCAL_CHAT_BYTES, sizeOf: entry => chatBytes(entry.value as ChatValue) })
   const engine = new SwrEngine<ChatValue>({
     store,
     breaker,
     locks,
+    local,
     durable,
     claims,
     codec: chatCodec,
@@ -75,7 +100,18 @@ export default fp(async (fastify) => {
     }
   })
   await engine.start()
+  // Another instance's stream being written is joined live through Redis, when there is one.
+  const relay = store.kind === 'memory' || !fastify.hasDecorator('redis')
+    ? undefined
+    : new StreamRelay({
+      redis: fastify.redis as unknown as ConstructorParameters<typeof StreamRelay>[0]['redis'],
+      breaker,
+      maxLength: RELAY_MAX_CHUNKS,
+      ttlMs: deadlineMs + 5000,
+      onError: (err, what) => fastify.log.warn({ err: { message: err.message } }, `${what} failed`)
+    })
   const completions = new ChatCompletions({
+    relay,
     engine,
     prefix: config.cachePrefix,
     upstream: upstreamURL === undefined ? undefined : { baseURL: upstreamURL, apiKey: config.openai.apiKey, timeoutMs: config.openai.timeoutMs },
@@ -117,11 +153,18 @@ export default fp(async (fastify) => {
     remembered.set(hash, { key, until: Date.now() + KEY_MEMORY_MS })
     return key
   }
+  function knownKey (secret: string): ApiKey | null | undefined {
+    const known = remembered.get(secretHash(secret))
+    return known !== undefined && known.until > Date.now() ? known.key : undefined
+  }
   // Savings are summed in memory and written every 5 s: a hit costs no database write.
   const savings = new Map<string, number>()
+  // The month's name, worked out once a minute rather than on every hit.
+  let month = { name: monthOf(Date.now()), until: Date.now() + 60_000 }
   function noteSaving (keyId: string, usd: number): void {
     metrics.saving.inc(usd)
-    const id = `${keyId}\u0000${monthOf(Date.now())}`
+    if (Date.now() >= month.until) month = { name: monthOf(Date.now()), until: Date.now() + 60_000 }
+    const id = `${keyId}\u0000${month.name}`
     savings.set(id, (savings.get(id) ?? 0) + usd)
   }
   async function flushSavings (): Promise<void> {
@@ -134,10 +177,11 @@ export default fp(async (fastify) => {
   }
   const flusher = setInterval(() => { flushSavings().catch(() => {}) }, 5000)
   flusher.unref()
-  fastify.decorate('chat', { completions, engine, apiKeys, keyOf, forgetKeys: () => remembered.clear(), spentThisMonth, noteSaving, flushSavings })
+  fastify.decorate('chat', { completions, engine, apiKeys, keyOf, knownKey, forgetKeys: () => remembered.clear(), spentThisMonth, noteSaving, flushSavings })
   fastify.addHook('onClose', async () => {
     clearInterval(flusher)
     await engine.close()
+    await relay?.close()
     await flushSavings()
   })
 }, { name: 'chat', dependencies: ['config', 'redis', 'breaker', 'locks', 'db', 'metrics'] })

@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util'
 import { withApp } from './with-app.ts'
 
-const USAGE = `npm run keys -- create --name NAME [--tenant T] [--rate-limit N] [--budget USD]
+const USAGE = `npm run keys -- create --name NAME [--tenant T] [--rate-limit N] [--budget USD] [--refresh]
 npm run keys -- list
 npm run keys -- revoke --id KEY_ID`
 
@@ -13,7 +13,7 @@ npm run keys -- revoke --id KEY_ID`
  */
 async function main (): Promise<void> {
   const [command, ...rest] = process.argv.slice(2)
-  const { values } = parseArgs({ args: rest, options: { name: { type: 'string' }, tenant: { type: 'string' }, 'rate-limit': { type: 'string' }, budget: { type: 'string' }, id: { type: 'string' } } })
+  const { values } = parseArgs({ args: rest, options: { name: { type: 'string' }, tenant: { type: 'string' }, 'rate-limit': { type: 'string' }, budget: { type: 'string' }, refresh: { type: 'boolean' }, id: { type: 'string' } } })
   if (command !== 'create' && command !== 'list' && command !== 'revoke') throw new Error(`the command is create, list or revoke:\n${USAGE}`)
   if (command === 'create' && (values.name === undefined || values.name.trim() === '' || values.name.length > 100 || [...values.name].some(c => c.charCodeAt(0) < 32 || c.charCodeAt(0) === 127))) throw new Error('--name is required (1 to 100 characters, no control characters)')
   if (values.tenant !== undefined && !/^[A-Za-z0-9_.-]{1,100}$/.test(values.tenant)) throw new Error('--tenant must be 1 to 100 letters, digits, _ . or -')
@@ -27,7 +27,7 @@ async function main (): Promise<void> {
     const keys = fastify.chat.apiKeys
     let out: unknown
     if (command === 'create') {
-      const { key, secret } = await keys.create({ name: values.name as string, tenant: values.tenant, rateLimit: rateLimit ?? config.generationRateLimit, monthlyBudgetUsd: budget })
+      const { key, secret } = await keys.create({ name: values.name as string, tenant: values.tenant, rateLimit: rateLimit ?? config.generationRateLimit, monthlyBudgetUsd: budget, refresh: values.refresh === true })
       out = { ...key, secret }
     } else if (command === 'list') {
       out = await keys.list()

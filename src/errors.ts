@@ -21,3 +21,7 @@ export const InvalidJsonError = createError<[string]>('NARR_INVALID_JSON', 'Body
 export const ForbiddenJsonKeyError = createError<[string]>('NARR_FORBIDDEN_KEY', 'Body contains a forbidden %s key', 400)
 export const OverloadedError = createError<[number]>('NARR_OVERLOADED', 'The server is overloaded; try again in %s s', 503)
 export const ApiKeyNotFoundError = createError<[string]>('NARR_API_KEY_NOT_FOUND', 'No live API key has the id %s', 404)
+export const NotCachedError = createError<[string]>('NARR_NOT_CACHED', 'Not answered from the cache: %s', 504)
+export const InvalidCacheControlError = createError<[string]>('NARR_INVALID_CACHE_CONTROL', 'Invalid Cache-Control: %s', 400)
+export const RefreshForbiddenError = createError<[string]>('NARR_REFRESH_FORBIDDEN', 'Cache-Control: no-cache asks the model again on demand, which needs an admin token or an API key with the refresh right: %s', 403)
+export const RefreshCredentialsError = createError<[string]>('NARR_REFRESH_CREDENTIALS_INVALID', 'Cache-Control: no-cache needs valid credentials: %s', 401)

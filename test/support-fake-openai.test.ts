@@ -2,7 +2,7 @@
 // the real `openai` SDK expects, including the failure modes.
 import OpenAI from 'openai'
 import t from 'tap'
-import { defaultContent, startFakeOpenAI } from './support/fake-openai.ts'
+import { defaultContent, defaultToolCall, startFakeOpenAI } from './support/fake-openai.ts'
 import { startFakeOpenAIProcess } from './support/fake-openai-process.ts'
 
 const messages = [
@@ -63,6 +63,41 @@ t.test('fake OpenAI server with the real SDK', async t => {
     t.equal(finish, 'stop')
     t.ok(usage && usage.completion_tokens > 0, 'usage chunk when include_usage')
     t.equal(fake.requests[0].body?.stream, true)
+  })
+
+  t.test('tools: a tool call, streamed as tool_call deltas ending in finish_reason tool_calls, as OpenAI does', async t => {
+    const tools = [{ type: 'function' as const, function: { name: 'search', parameters: { type: 'object', properties: { query: { type: 'string' } } } } }]
+    const expected = defaultToolCall({ messages, tools })
+    t.same(expected, { name: 'search', arguments: JSON.stringify({ query: messages[1].content, page: 1 }) })
+    const json = await client.chat.completions.create({ model: 'm', messages, tools })
+    t.equal(json.choices[0].finish_reason, 'tool_calls')
+    t.equal(json.choices[0].message.content, null)
+    t.match(json.choices[0].message.tool_calls, [{ id: /^call_/, type: 'function', function: expected }])
+    const stream = await client.chat.completions.create({ model: 'm', messages, tools, stream: true })
+    let name = ''
+    let args = ''
+    let id: string | undefined
+    let deltas = 0
+    let finish: string | null = null
+    for await (const chunk of stream) {
+      const c = chunk.choices[0]
+      for (const call of c?.delta.tool_calls ?? []) {
+        t.equal(call.index, 0)
+        id ??= call.id
+        name += call.function?.name ?? ''
+        args += call.function?.arguments ?? ''
+        deltas++
+      }
+      t.notOk(c?.delta.content, 'no content beside the call')
+      if (c?.finish_reason) finish = c.finish_reason
+    }
+    t.match(id, /^call_/)
+    t.equal(name, 'search')
+    t.equal(args, expected?.arguments, 'the arguments, in pieces')
+    t.equal(deltas, 6, 'the call\'s head, then five pieces of arguments')
+    t.equal(finish, 'tool_calls')
+    const chosen = await client.chat.completions.create({ model: 'm', messages, tools: [...tools, { type: 'function', function: { name: 'other' } }], tool_choice: { type: 'function', function: { name: 'other' } } })
+    t.equal(chosen.choices[0].message.tool_calls?.[0].type === 'function' ? chosen.choices[0].message.tool_calls[0].function.name : '', 'other', 'tool_choice names the tool')
   })
 
   t.test('setReply overrides the content', async t => {

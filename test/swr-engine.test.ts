@@ -89,6 +89,20 @@ t.test('stampede: 40 concurrent calls on two instances (real Redis) build once; 
   t.equal(again.status, 'hit')
 })
 
+t.test('onWait: called once when a call starts waiting for a build whose lock is held elsewhere, never for the builder', async t => {
+  const { engines, prefix } = await redisEngines(t, 2)
+  const { counter, spec } = quotes({ ms: 200 })
+  const key = `${prefix}:quote:WAIT`
+  const waits = [0, 0]
+  const building = engines[0].getOrBuild(key, spec('WAIT', { onWait: () => { waits[0]++ } }))
+  await sleep(50)
+  const waiting = engines[1].getOrBuild(key, spec('WAIT', { onWait: () => { waits[1]++ } }))
+  const [a, b] = await Promise.all([building, waiting])
+  t.same([a.status, b.status], ['miss', 'coalesced'])
+  t.same(waits, [0, 1], 'the waiter was told, once; the builder never')
+  t.equal(counter.builds, 1)
+})
+
 t.test('stale-while-revalidate (fake clock, in-process store): a stale entry is answered at once and refreshed once', async t => {
   const clock = fakeClock()
   const store = new MemoryStore({ maxBytes: 1 << 20, clock: clock.now })
@@ -304,4 +318,17 @@ t.test('the in-process tier answers fresh entries with no store call, and an inv
   const deadline = Date.now() + 2000
   while (b.local.get(key) !== undefined && Date.now() < deadline) await sleep(10)
   t.equal(b.local.get(key), undefined, 'the announcement evicted it on b')
+})
+
+t.test('the in-process tier bounded by bytes: a large value makes room by evicting the least recently used', async t => {
+  const tier = new LocalTier<Quote>({ maxEntries: 100, ttlMs: 60_000, maxBytes: 100, sizeOf: entry => (entry.value as Quote).symbol.length })
+  const entry = (symbol: string): Entry<Quote> => ({ value: { symbol, cents: 1 }, createdAt: 0, refreshedAt: 0, staleAfter: 1 })
+  tier.set('a', entry('x'.repeat(40)))
+  tier.set('b', entry('y'.repeat(40)))
+  tier.get('a')
+  tier.set('c', entry('z'.repeat(40)))
+  t.ok(tier.get('a') !== undefined, 'recently used: kept')
+  t.equal(tier.get('b'), undefined, 'least recently used: evicted for the bytes')
+  t.equal(tier.size, 2)
+  t.throws(() => new LocalTier<Quote>({ maxEntries: 1, ttlMs: 1, maxBytes: 10 }), /maxBytes must be at least 1, with sizeOf/)
 })

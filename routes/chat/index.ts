@@ -3,7 +3,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { assembleCompletion, isUsageChunk, sseEvent, SSE_DONE } from '../../src/chat/chunks.ts'
-import { CacheControlError, parseCacheControl } from '../../src/chat/cache-control.ts'
+import { CacheControlError, oldestAccepted, parseCacheControl, usableOnError } from '../../src/cache-control.ts'
 import { streamCompletion, UpstreamError } from '../../src/chat/upstream.ts'
 import type { ChatRequestFacts } from '../../src/chat/completions.ts'
 import type { ChatValue } from '../../src/chat/codec.ts'
@@ -12,6 +12,7 @@ import { GenerationLimitExceeded } from '../../src/generation-limiter.ts'
 import { BuildFailedError, BuildRefusedError, type Resolution } from '../../src/swr/types.ts'
 import { OpenAIError, sendOpenAIError } from './openai-error.ts'
 import { openAIErrorResponses } from '../../src/schemas/error.ts'
+import { ChatBodyMemo, chatMemoryHitHook, completionJson, scopeOf } from './memory-hit.ts'
 
 const ChatBodySchema = Type.Object({
   model: Type.String({ minLength: 1 }),
@@ -49,11 +50,6 @@ async function apiKeyOf (fastify: FastifyInstance, request: FastifyRequest): Pro
   const key = await fastify.chat.keyOf(match[1]).catch(() => { throw new OpenAIError(503, 'API keys cannot be checked: the database is unavailable', 'server_error', 'keys_unavailable', '5') })
   if (key === null) throw new OpenAIError(401, 'the API key is not valid (unknown or revoked)', 'invalid_request_error', 'invalid_api_key')
   return key
-}
-
-/** Whose entries a key reads and writes: its tenant's, or the shared scope when an admin marked the tenant as sharing. */
-function scopeOf (key: ApiKey): string {
-  return key.sharing ? 'shared' : `t-${key.tenant}`
 }
 
 /** An engine or upstream failure, as OpenAI's error shape. */
@@ -104,8 +100,12 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     return sendOpenAIError(reply, new OpenAIError(500, 'internal error; the request id is in the logs', 'server_error', 'internal_error'))
   })
 
+  // A JSON body seen before whose completion this process holds is answered by the
+  // route's preParsing hook, before parsing and validation (memory-hit.ts).
+  const memo = new ChatBodyMemo()
   fastify.post('/v1/chat/completions', {
     bodyLimit: CHAT_BODY_LIMIT,
+    preParsing: chatMemoryHitHook(fastify, memo),
     schema: {
       tags: ['chat'],
       operationId: 'createChatCompletion',
@@ -120,20 +120,23 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     const control = parseCacheControl(request.headers['cache-control'])
     const body = request.body as Record<string, unknown>
     const { completions } = fastify.chat
-    const facts = completions.factsOf(body, scopeOf(apiKey))
+    const scope = scopeOf(apiKey)
+    const facts = completions.factsOf(body, scope)
+    if (body.stream !== true) memo.remember(scope, request.jsonBodyText, facts.key)
     const includeUsage = (body.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true
     if (body.stream === true) return await streamAnswer(fastify, request, reply, facts, control, apiKey, includeUsage)
     let resolution: Resolution<ChatValue> | undefined
-    let chunks: string[]
+    let json: string
     if (control.noStore) {
       if (!completions.hasUpstream) throw noUpstream()
-      chunks = await streamCompletion(fastify.chat.completions.upstreamOptions(), facts.canonical, AbortSignal.timeout(fastify.config.openai.timeoutMs), () => {})
+      json = JSON.stringify(assembleCompletion(await streamCompletion(fastify.chat.completions.upstreamOptions(), facts.canonical, AbortSignal.timeout(fastify.config.openai.timeoutMs), () => {})))
     } else {
       resolution = await complete(fastify, facts, control, apiKey)
-      chunks = resolution.value.chunks
+      json = completionJson(resolution.value)
     }
     cacheHeaders(reply, resolution, facts.key)
-    return assembleCompletion(chunks)
+    // Already JSON: sent as it is, not serialized again.
+    return await reply.type('application/json; charset=utf-8').send(json)
   })
 
   fastify.post('/v1/cache/explain', {
@@ -175,15 +178,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
 
 /** Through the engine, with the request's Cache-Control and the key's model-call limit as the admission. */
 async function complete (fastify: FastifyInstance, facts: ChatRequestFacts, control: ReturnType<typeof parseCacheControl>, apiKey: ApiKey): Promise<Resolution<ChatValue>> {
-  const started = Date.now()
-  const freshMs = fastify.config.staleSeconds * 1000
-  // The oldest entry this request takes: no-cache none, max-age N s old, max-stale N s past its freshness.
-  const bounds = [
-    control.noCache ? started : undefined,
-    control.maxAge !== undefined ? started - control.maxAge * 1000 : undefined,
-    control.maxStale !== undefined ? started - freshMs - control.maxStale * 1000 : undefined
-  ].filter((b): b is number => b !== undefined)
-  const minWrittenAt = bounds.length === 0 ? undefined : Math.max(...bounds)
+  const minWrittenAt = oldestAccepted(control, Date.now(), fastify.config.staleSeconds * 1000)
   // stale-if-error: what is there now, in case the upstream fails.
   const standby = control.staleIfError !== undefined && minWrittenAt !== undefined ? await fastify.chat.engine.peek(facts.key).catch(() => undefined) : undefined
   const admit = async ({ storeHealthy }: { storeHealthy: boolean }): Promise<void> => {
@@ -199,19 +194,24 @@ async function complete (fastify: FastifyInstance, facts: ChatRequestFacts, cont
     return resolution
   } catch (err) {
     const failure = asOpenAIError(err)
-    const usable = standby !== undefined && standby !== null && control.staleIfError !== undefined &&
+    const usable = standby !== undefined && standby !== null &&
       failure !== undefined && (failure.statusCode === 429 || failure.statusCode >= 500) &&
-      Date.now() - standby.staleAfter <= control.staleIfError * 1000
+      usableOnError(control, standby.staleAfter, Date.now())
     if (!usable) throw err
     // The upstream failed or rate-limited: the older entry, as the request allowed.
     return { status: 'stale', key: facts.key, value: standby.value, writtenAt: standby.refreshedAt, built: false }
   }
 }
 
-/** `stream: true`: a build under way in this process is joined live; anything else is replayed from the entry. */
+/** True when `sent` is where `chunks` starts: what a request got live is the stored completion's beginning. */
+function startsWith (chunks: string[], sent: string[]): boolean {
+  return sent.length <= chunks.length && sent.every((data, i) => chunks[i] === data)
+}
+
+/** `stream: true`: a build under way (here, or relayed from another instance) is joined live; anything else is replayed from the entry. */
 async function streamAnswer (fastify: FastifyInstance, request: FastifyRequest, reply: FastifyReply, facts: ChatRequestFacts, control: ReturnType<typeof parseCacheControl>, apiKey: ApiKey, includeUsage: boolean): Promise<FastifyReply> {
   let stream: PassThrough | undefined
-  let sent = 0
+  const sent: string[] = []
   const pace = /^original$/i.test(String(request.headers['x-replay-pace'] ?? ''))
   const joining = fastify.chat.completions.building(facts.key)
   const start = (xCache: string): void => {
@@ -221,11 +221,20 @@ async function streamAnswer (fastify: FastifyInstance, request: FastifyRequest, 
     reply.send(stream)
   }
   const send = (data: string): void => {
-    sent++
+    sent.push(data)
     if (!includeUsage && isUsageChunk(data)) return
     stream?.write(sseEvent(data))
   }
-  const unwatch = control.noStore ? () => {} : fastify.chat.completions.live.watch(facts.key, data => { start(joining ? 'COALESCED' : 'MISS'); send(data) })
+  // A request keeps to the first feed it hears from: a feed that replaces it is another build's chunks.
+  let feed: number | undefined
+  const unwatch = control.noStore
+    ? () => {}
+    : fastify.chat.completions.live.watch(facts.key, chunk => {
+      feed ??= chunk.feed
+      if (chunk.feed !== feed) return
+      start(joining || fastify.chat.completions.relayed(facts.key) ? 'COALESCED' : 'MISS')
+      send(chunk.data)
+    })
   try {
     let chunks: string[]
     let offsets: number[] | undefined
@@ -240,8 +249,13 @@ async function streamAnswer (fastify: FastifyInstance, request: FastifyRequest, 
       if (stream === undefined) reply.header('Age', String(Math.max(0, Math.floor((Date.now() - resolution.writtenAt) / 1000))))
       start(resolution.status.toUpperCase())
     }
+    if (!startsWith(chunks, sent)) {
+      // What this request got live is not how the stored completion begins (the build it
+      // joined died and another replaced it): it cannot be taken back, so the stream ends in an error.
+      throw new OpenAIError(502, 'the completion this stream joined broke off and was written again; ask again (it is cached now)', 'upstream_error', 'joined_stream_broken')
+    }
     const replayStart = Date.now()
-    const from = sent
+    const from = sent.length
     for (let i = from; i < chunks.length; i++) {
       // X-Replay-Pace: original: each chunk at the moment after the first it was written.
       const at = pace && offsets !== undefined ? offsets[i] - offsets[from] : 0

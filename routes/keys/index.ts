@@ -12,6 +12,7 @@ const ApiKeySchema = Type.Object({
   sharing: Type.Boolean({ description: 'True when an admin marked the tenant as sharing: its entries are in the scope every sharing tenant reads' }),
   rateLimit: Type.Integer({ description: 'Model calls a minute the key may cause (0: only the server\'s limits)' }),
   monthlyBudgetUsd: Type.Union([Type.Number(), Type.Null()], { description: 'Dollars a calendar month (UTC) its upstream calls may cost (MODEL_PRICES); past it, requests that need the upstream get a 429, hits are still served' }),
+  refresh: Type.Boolean({ description: 'May ask for a new narrative on demand: `Cache-Control: no-cache` on POST /api/narrative' }),
   spentThisMonthUsd: Type.Optional(Type.Number({ description: 'What its upstream calls cost this calendar month (UTC)' })),
   savedThisMonthUsd: Type.Optional(Type.Number({ description: 'What its answers from the cache saved this month: for each, the cost of the call that wrote the entry (written every 5 s)' })),
   createdAt: Type.String({ format: 'date-time' }),
@@ -22,7 +23,8 @@ const NewKeySchema = Type.Object({
   name: Type.String({ minLength: 1, maxLength: 100, pattern: '^[^\\u0000-\\u001f\\u007f]+$' }),
   tenant: Type.Optional(Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9_.-]+$' })),
   rateLimit: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000 })),
-  monthlyBudgetUsd: Type.Optional(Type.Number({ minimum: 0, maximum: 1_000_000_000 }))
+  monthlyBudgetUsd: Type.Optional(Type.Number({ minimum: 0, maximum: 1_000_000_000 })),
+  refresh: Type.Optional(Type.Boolean({ default: false, description: 'The refresh right: `Cache-Control: no-cache` on POST /api/narrative (a new model call on demand). Default false' }))
 }, { additionalProperties: false })
 
 const denied = adminDenied
@@ -33,7 +35,7 @@ const iso = (ms: number | null): string | null => ms === null ? null : new Date(
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   adminScope(fastify)
   const config = { rateLimit: ADMIN_RATE_LIMIT }
-  const view = (k: { id: string, name: string, tenant: string, sharing: boolean, rateLimit: number, monthlyBudgetUsd: number | null, createdAt: number, revokedAt: number | null }) => ({ ...k, createdAt: iso(k.createdAt) as string, revokedAt: iso(k.revokedAt) })
+  const view = (k: { id: string, name: string, tenant: string, sharing: boolean, rateLimit: number, monthlyBudgetUsd: number | null, refresh: boolean, createdAt: number, revokedAt: number | null }) => ({ ...k, createdAt: iso(k.createdAt) as string, revokedAt: iso(k.revokedAt) })
 
   fastify.post('/api/keys', {
     config,
@@ -46,7 +48,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       response: { 201: { ...Type.Intersect([ApiKeySchema, Type.Object({ secret: Type.String({ description: 'Shown once; only its hash is kept' }) })]), description: 'The key, with its secret' }, ...errorResponses([400], { 400: 'The body names the field that is wrong' }), ...denied }
     }
   }, async (request, reply) => {
-    const { key, secret } = await fastify.chat.apiKeys.create({ name: request.body.name, tenant: request.body.tenant, rateLimit: request.body.rateLimit ?? fastify.config.generationRateLimit, monthlyBudgetUsd: request.body.monthlyBudgetUsd })
+    const { key, secret } = await fastify.chat.apiKeys.create({ name: request.body.name, tenant: request.body.tenant, rateLimit: request.body.rateLimit ?? fastify.config.generationRateLimit, monthlyBudgetUsd: request.body.monthlyBudgetUsd, refresh: request.body.refresh === true })
     return await reply.code(201).send({ ...view(key), secret })
   })
 

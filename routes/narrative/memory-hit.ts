@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream'
-import type { IncomingHttpHeaders } from 'node:http'
+import { readsWhole, readWhole, textOf } from '../read-body.ts'
 import type { FastifyInstance, FastifyReply, preParsingHookHandler } from 'fastify'
 import { MEMO_MAX_BODY_CHARS } from '../../src/narrative/service.ts'
 import type { NarrativeResponse } from '../../src/schemas/narrative.ts'
@@ -7,57 +7,7 @@ import { acceptsEventStream, noteAnswer } from './stream.ts'
 
 /** The route whose hits are answered from memory. */
 export const NARRATIVE_ROUTE = '/api/narrative'
-/** A JSON body, as Fastify's parser would take it: `application/json`, parameters allowed. */
-const JSON_TYPE = /^application\/json\s*(;|$)/i
 const JSON_UTF8 = 'application/json; charset=utf-8'
-
-/**
- * By its headers alone, whether the hook reads a request's body whole before
- * Fastify parses it: a JSON body within the body limit, with a
- * Content-Length. Anything else (chunked, too large, another type) goes to
- * Fastify's parser untouched, which refuses it with its own errors.
- */
-function readsWhole (headers: IncomingHttpHeaders, bodyLimit: number): boolean {
-  const length = headers['content-length']
-  const type = headers['content-type']
-  return length !== undefined && type !== undefined && headers['transfer-encoding'] === undefined &&
-    Number(length) <= bodyLimit && (type === 'application/json' || JSON_TYPE.test(type))
-}
-
-/**
- * Reads a (small) body whole, then calls back once: with its chunks, or with
- * the stream's error. Done as soon as Content-Length bytes are in (the
- * stream's own `end` comes a tick later, and nobody needs to wait for it).
- */
-function readWhole (stream: NodeJS.ReadableStream, length: number, then: (err: Error | undefined, chunks: Buffer[]) => void): void {
-  const chunks: Buffer[] = []
-  let received = 0
-  let finished = false
-  const finish = (err?: Error): void => {
-    if (finished) return
-    finished = true
-    stream.removeListener('data', onData)
-    stream.removeListener('end', onEnd)
-    // The error listener stays: a stream finished early (its `end` still to
-    // come) must never emit an error nobody listens to. finish() runs once.
-    then(err, chunks)
-  }
-  const onData = (chunk: Buffer | string): void => {
-    const buffer = typeof chunk === 'string' ? Buffer.from(chunk) : chunk
-    chunks.push(buffer)
-    received += buffer.length
-    if (received >= length) finish()
-  }
-  const onEnd = (err?: Error): void => { finish(err) }
-  stream.on('data', onData)
-  stream.on('end', onEnd)
-  stream.on('error', onEnd)
-  stream.resume()
-}
-
-function textOf (chunks: Buffer[]): string {
-  return chunks.length === 1 ? chunks[0].toString('utf8') : Buffer.concat(chunks).toString('utf8')
-}
 
 /** A narrative as last sent: the body, and its JSON text from the route's serializer. */
 interface SentText { body: NarrativeResponse, text: string }
@@ -128,7 +78,8 @@ export function memoryHitHook (fastify: FastifyInstance, texts: HitTexts, bodyLi
       try {
         const text = textOf(chunks)
         request.jsonBodyText = text
-        if (text.length <= MEMO_MAX_BODY_CHARS && !acceptsEventStream(request.headers.accept)) {
+        // A request with Cache-Control takes the whole path: its directives may refuse this entry, or need a check of who asks.
+        if (text.length <= MEMO_MAX_BODY_CHARS && !acceptsEventStream(request.headers.accept) && request.headers['cache-control'] === undefined) {
           const served = fastify.narratives.fromMemory(text)
           if (served !== undefined) {
             noteAnswer(fastify, request, served.body.cache)

@@ -2,6 +2,7 @@ import { PassThrough } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { chunkText, narrativeText } from '../../src/domain/narrative-text.ts'
 import type { CacheStatus, NarrativeRequest } from '../../src/schemas/narrative.ts'
+import type { NarrativeCacheOptions } from '../../src/narrative/service.ts'
 
 export interface StreamOptions {
   /** A comment line this often keeps proxies from closing an idle stream. */
@@ -59,7 +60,7 @@ export function acceptsEventStream (accept: string | undefined): boolean {
  * and a late joiner first gets what was written so far. A client that leaves
  * stops only its own stream: the generation goes on and is cached.
  */
-export async function streamNarrative (fastify: FastifyInstance, request: FastifyRequest, body: NarrativeRequest, reply: FastifyReply, options: StreamOptions): Promise<FastifyReply> {
+export async function streamNarrative (fastify: FastifyInstance, request: FastifyRequest, body: NarrativeRequest, reply: FastifyReply, options: StreamOptions, cache: NarrativeCacheOptions = {}): Promise<FastifyReply> {
   let job
   try {
     job = fastify.narratives.prepare(body, { clientIp: request.ip, bodyText: request.jsonBodyText })
@@ -117,7 +118,7 @@ export async function streamNarrative (fastify: FastifyInstance, request: Fastif
   })
 
   try {
-    const { body: answer } = await fastify.narratives.execute(job, body.userId)
+    const { body: answer } = await fastify.narratives.execute(job, body.userId, cache)
     unwatch()
     noteAnswer(fastify, request, answer.cache)
     const text = narrativeText(answer.narrative)

@@ -5,6 +5,7 @@ import type { ChatValue } from './codec.ts'
 import { LiveChunks } from './live-chunks.ts'
 import { streamCompletion, type UpstreamOptions } from './upstream.ts'
 import { usageOf } from './chunks.ts'
+import type { StreamRelay } from '../stream-relay.ts'
 
 export interface ChatRequestFacts extends CanonicalChat {
   key: string
@@ -17,17 +18,26 @@ export interface CompletionsOptions {
   prefix: string
   /** Each completion the upstream wrote: its model and usage, for metrics, and who caused it (an API key's id); answers what it cost in USD. */
   onCompletion?: (model: string, usage: { prompt_tokens?: number, completion_tokens?: number } | undefined, payer: string | undefined) => number
+  /** Relays each build's chunks to the other instances (Redis); without it, only this process's builds are joined live. */
+  relay?: StreamRelay
+}
+
+/** The relay's stream for a key: beside the value's namespace, as locks are, so pattern deletes of entries never see it. */
+export function relayKey (key: string): string {
+  return `relay:${key}`
 }
 
 /**
  * The chat completions adapter of the engine: a request's key is a hash of
  * its canonical form within its tenant's scope, a build is one streamed
- * upstream call whose chunks are shared live with the requests that join it,
- * and there is no stand-in: a failed call is passed to the caller, never stored.
+ * upstream call whose chunks are shared live with the requests that join it
+ * (on this instance, and through the relay on the others), and there is no stand-in: a failed call is passed to the caller, never stored.
  */
 export class ChatCompletions {
   readonly live = new LiveChunks()
   private readonly options: CompletionsOptions
+  /** Another instance's builds followed here, by key: how many waiting calls want each, and how to stop it. */
+  private readonly following = new Map<string, { wanted: number, stop: () => void }>()
 
   constructor (options: CompletionsOptions) {
     this.options = options
@@ -53,18 +63,72 @@ export class ChatCompletions {
     return this.live.building(key)
   }
 
+  /** True while another instance's build of the key is relayed here. */
+  relayed (key: string): boolean {
+    return this.live.relayed(key)
+  }
+
   /** The completion for a request; `payer` is charged for the upstream call when this request causes one. */
   async complete (facts: ChatRequestFacts, minWrittenAt: number | undefined, admit: BuildSpec<ChatValue>['admit'], payer?: string): Promise<Resolution<ChatValue>> {
-    return await this.options.engine.getOrBuild(facts.key, this.specFor(facts, admit, payer), { minWrittenAt })
+    let unfollow: (() => void) | undefined
+    const spec = this.specFor(facts, admit, payer)
+    // Waiting for another instance's build: follow its chunks live until this call has its answer.
+    spec.onWait = () => { unfollow ??= this.follow(facts.key) }
+    try {
+      return await this.options.engine.getOrBuild(facts.key, spec, { minWrittenAt })
+    } finally {
+      unfollow?.()
+    }
+  }
+
+  /**
+   * Feeds another instance's build of the key into `live`, once for every
+   * call of this process that waits for it; returns the function that says
+   * this call no longer needs it. Nothing when this process builds it, or
+   * the relay cannot follow (no Redis, unhealthy, too many followed).
+   */
+  private follow (key: string): () => void {
+    const relay = this.options.relay
+    if (relay === undefined || this.live.building(key)) return () => {}
+    let followed = this.following.get(key)
+    if (followed === undefined) {
+      const feed = this.live.begin(key, true)
+      const stop = relay.follow(relayKey(key), data => feed.push(data), () => {
+        feed.end()
+        if (this.following.get(key) === followed) this.following.delete(key)
+      })
+      if (stop === undefined) {
+        feed.end()
+        return () => {}
+      }
+      followed = { wanted: 0, stop }
+      this.following.set(key, followed)
+    }
+    const mine = followed
+    mine.wanted++
+    let released = false
+    return () => {
+      if (released) return
+      released = true
+      if (--mine.wanted === 0) mine.stop()
+    }
   }
 
   private specFor (facts: ChatRequestFacts, admit: BuildSpec<ChatValue>['admit'], payer: string | undefined): BuildSpec<ChatValue> {
     const upstream = this.options.upstream
     return {
       admit,
-      build: async ({ signal }) => {
+      build: async ({ signal, reason }) => {
         if (upstream === undefined) throw new Error('no upstream is configured')
-        this.live.begin(facts.key)
+        // Only a request's build is joined live: a background refresh answers no one while it
+        // runs (requests get the entry there is), and its chunks must not reach a stream
+        // that is replaying that older entry.
+        const live = reason === 'request'
+        // This process builds it after all (another's build died, say): a relayed feed gives way.
+        if (live) this.following.get(facts.key)?.stop()
+        const feed = live ? this.live.begin(facts.key) : { push: () => {}, end: () => {} }
+        const relayed = live ? this.options.relay?.writer(relayKey(facts.key)) : undefined
+        let outcome: 'done' | 'failed' = 'failed'
         try {
           const offsets: number[] = []
           let first: number | undefined
@@ -72,12 +136,15 @@ export class ChatCompletions {
             const now = Date.now()
             first ??= now
             offsets.push(now - first)
-            this.live.push(facts.key, data)
+            feed.push(data)
+            relayed?.push(data)
           })
+          outcome = 'done'
           const usd = this.options.onCompletion?.(String(facts.canonical.model), usageOf(chunks), payer)
           return { chunks, offsets, usd }
         } finally {
-          this.live.end(facts.key)
+          relayed?.end(outcome)
+          feed.end()
         }
       }
     }

@@ -12,6 +12,8 @@ export interface ApiKey {
   rateLimit: number
   /** Dollars a calendar month (UTC) its upstream calls may cost; null: no budget. */
   monthlyBudgetUsd: number | null
+  /** May ask for a new narrative on demand (Cache-Control: no-cache on POST /api/narrative). */
+  refresh: boolean
   createdAt: number
   revokedAt: number | null
 }
@@ -21,10 +23,10 @@ export function secretHash (secret: string): string {
   return createHash('sha256').update(secret).digest('hex')
 }
 
-interface Row { id: string, name: string, tenant: string, sharing?: boolean | null, rate_limit: number | string, monthly_budget_usd: number | string | null, created_at: number | string, revoked_at: number | string | null }
+interface Row { id: string, name: string, tenant: string, sharing?: boolean | null, rate_limit: number | string, monthly_budget_usd: number | string | null, refresh?: boolean | null, created_at: number | string, revoked_at: number | string | null }
 
 function toKey (row: Row): ApiKey {
-  return { id: row.id, name: row.name, tenant: row.tenant, sharing: row.sharing === true, rateLimit: Number(row.rate_limit), monthlyBudgetUsd: row.monthly_budget_usd === null ? null : Number(row.monthly_budget_usd), createdAt: Number(row.created_at), revokedAt: row.revoked_at === null ? null : Number(row.revoked_at) }
+  return { id: row.id, name: row.name, tenant: row.tenant, sharing: row.sharing === true, rateLimit: Number(row.rate_limit), monthlyBudgetUsd: row.monthly_budget_usd === null ? null : Number(row.monthly_budget_usd), refresh: row.refresh === true, createdAt: Number(row.created_at), revokedAt: row.revoked_at === null ? null : Number(row.revoked_at) }
 }
 
 /** API keys for /v1/chat/completions: the secret is returned once by create(), only its hash is kept. */
@@ -37,14 +39,14 @@ export class ApiKeysRepository {
     this.#now = opts.now ?? Date.now
   }
 
-  async create (input: { name: string, tenant?: string, rateLimit: number, monthlyBudgetUsd?: number }): Promise<{ key: ApiKey, secret: string }> {
+  async create (input: { name: string, tenant?: string, rateLimit: number, monthlyBudgetUsd?: number, refresh?: boolean }): Promise<{ key: ApiKey, secret: string }> {
     const id = `key_${randomBytes(9).toString('base64url')}`
     const secret = `nck_${randomBytes(32).toString('base64url')}`
     // By default a tenant of its own: no other key reads its entries.
     const tenant = input.tenant ?? id
     const rows = await this.#db.query<Row>(
-      'INSERT INTO api_keys (id, name, tenant, secret_hash, rate_limit, monthly_budget_usd, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *',
-      [id, input.name, tenant, secretHash(secret), input.rateLimit, input.monthlyBudgetUsd ?? null, this.#now()])
+      'INSERT INTO api_keys (id, name, tenant, secret_hash, rate_limit, monthly_budget_usd, refresh, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *',
+      [id, input.name, tenant, secretHash(secret), input.rateLimit, input.monthlyBudgetUsd ?? null, input.refresh === true, this.#now()])
     const shared = await this.#db.query<{ n: number | string }>('SELECT count(*) AS n FROM shared_tenants WHERE tenant = $1', [tenant])
     return { key: toKey({ ...rows[0], sharing: Number(shared[0]?.n ?? 0) > 0 }), secret }
   }

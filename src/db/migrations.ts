@@ -137,6 +137,13 @@ CREATE TABLE api_key_spend (
   PRIMARY KEY (key_id, month)
 );
 `
+  },
+  {
+    version: 5,
+    name: 'API keys may carry the refresh right (Cache-Control: no-cache on POST /api/narrative)',
+    sql: `
+ALTER TABLE api_keys ADD COLUMN refresh boolean NOT NULL DEFAULT false;
+`
   }
 ]
 

@@ -12,7 +12,7 @@ import { RefusedInputError, systemsByWeight, type NormalizedProfile, type Profil
 import type { PromptVersion } from '../domain/prompt.ts'
 import { PromptSelection } from './versions.ts'
 import type { Rollout } from './rollout.ts'
-import { GenerationGlobalLimitedError, GenerationRateLimitedError, InvalidLocaleError, InvalidProfileError } from '../errors.ts'
+import { GenerationGlobalLimitedError, GenerationRateLimitedError, InvalidLocaleError, InvalidProfileError, NotCachedError } from '../errors.ts'
 import type { NarrativeRequest, NarrativeResponse } from '../schemas/narrative.ts'
 import { isStoredRequest } from '../schemas/stored-request.ts'
 
@@ -69,6 +69,26 @@ export interface RequestContext {
    * remembered by it: a repeated body skips normalization and hashing.
    */
   bodyText?: string
+}
+
+/**
+ * A request's Cache-Control, as the route allowed it (src/cache-control.ts):
+ * who may make the model write on demand is the route's decision.
+ */
+export interface NarrativeCacheOptions {
+  /** An entry written before this (ms) is too old for the request. */
+  minWrittenAt?: number
+  /**
+   * The caller may have an entry too old for it written again (no-cache, or
+   * max-age / max-stale with the refresh right). Without it, an existing
+   * entry too old is a NotCachedError: only a key with no entry at all is
+   * built, as for any request.
+   */
+  mayRefresh?: boolean
+  /** only-if-cached: a NotCachedError rather than a model call. */
+  onlyIfCached?: boolean
+  /** stale-if-error: when the model fails (the template would stand in), whether the entry there was may answer instead. */
+  usableOnError?: (staleAfter: number) => boolean
 }
 
 /** A job as prepare() makes it: with the profile's systems, for the analytics event. */
@@ -200,8 +220,8 @@ export class NarrativeService {
     return { body: this.toBody(resolution), resolution }
   }
 
-  async serve (request: NarrativeRequest, context: RequestContext = { clientIp: 'unknown' }): Promise<ServedNarrative> {
-    return await this.execute(this.prepare(request, context), request.userId)
+  async serve (request: NarrativeRequest, context: RequestContext = { clientIp: 'unknown' }, cache: NarrativeCacheOptions = {}): Promise<ServedNarrative> {
+    return await this.execute(this.prepare(request, context), request.userId, cache)
   }
 
   /**
@@ -222,25 +242,46 @@ export class NarrativeService {
     return job
   }
 
-  /** Asks the engine for a prepared job and records what happened. */
-  async execute (job: PreparedJob, userId?: string): Promise<ServedNarrative> {
+  /** Asks the engine for a prepared job (with the request's Cache-Control, when it sent one) and records what happened. */
+  async execute (job: PreparedJob, userId?: string, cache: NarrativeCacheOptions = {}): Promise<ServedNarrative> {
     let resolution: NarrativeResolution
     try {
       // A key its version has not written yet, that an earlier version has: answered from that entry, written in the background.
-      const earlier = await this.deps.rollout?.earlierAnswer(job)
+      const earlier = cache.minWrittenAt === undefined ? await this.deps.rollout?.earlierAnswer(job) : undefined
       if (earlier !== undefined) {
         resolution = narrativeResolution(earlier)
         this.record(resolution.status, job, userId)
         return { body: this.toBody(resolution), resolution }
       }
-      resolution = narrativeResolution(await this.deps.engine.getOrBuild(job.key, this.deps.builds.specFor(job)))
+      resolution = narrativeResolution(await this.resolve(job, cache))
     } catch (err) {
       this.record('error', job, userId)
       if (err instanceof BuildRefusedError && err.reason instanceof GenerationLimitExceeded) throw rateLimited(err.reason)
+      if (err instanceof BuildRefusedError && err.reason instanceof NotCachedError) throw err.reason
       throw err
     }
     this.record(resolution.status, job, userId)
     return { body: this.toBody(resolution), resolution }
+  }
+
+  /** The engine's answer under the request's Cache-Control. */
+  private async resolve (job: PreparedJob, cache: NarrativeCacheOptions): Promise<Resolution<NarrativeValue>> {
+    const spec = this.deps.builds.specFor(job)
+    if (cache.onlyIfCached === true) spec.admit = async () => { throw new NotCachedError('there is no narrative for it yet, and the request said only-if-cached') }
+    const { minWrittenAt } = cache
+    // The entry there is now: the one a caller without the refresh right is held to, and stale-if-error's stand-in.
+    const there = minWrittenAt !== undefined && (cache.mayRefresh !== true || cache.usableOnError !== undefined)
+      ? await this.deps.engine.peek(job.key).catch(() => undefined)
+      : undefined
+    if (there !== undefined && there !== null && there.refreshedAt < (minWrittenAt ?? 0) && cache.mayRefresh !== true) {
+      throw new NotCachedError('its narrative is older than the request accepts (max-age or max-stale), and asking the model again on demand needs the refresh right')
+    }
+    const resolution = await this.deps.engine.getOrBuild(job.key, spec, { minWrittenAt: cache.mayRefresh === true ? minWrittenAt : undefined })
+    if (resolution.status === 'fallback' && there !== undefined && there !== null && cache.usableOnError?.(there.staleAfter) === true) {
+      // The model failed: the entry there was, as stale-if-error allows, rather than the template.
+      return { status: 'stale', key: job.key, value: there.value, writtenAt: there.refreshedAt, built: false }
+    }
+    return resolution
   }
 
   /**

@@ -36,7 +36,8 @@ const MEANING = {
   415: 'The body is not application/json',
   429: 'Too many requests: Retry-After says when to try again',
   500: 'An unexpected error; the request id is in the server\'s logs',
-  503: 'A dependency this answer needs is unavailable, or the server is starting or closing'
+  503: 'A dependency this answer needs is unavailable, or the server is starting or closing',
+  504: 'The request said only-if-cached (or bounded the age without the refresh right) and the cache has no answer for it'
 } as const
 export type ErrorStatus = keyof typeof MEANING
 

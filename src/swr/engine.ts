@@ -400,6 +400,11 @@ export class SwrEngine<V> {
     const o = this.deps.options
     const deadline = this.clock() + o.maxWaitMs
     let delay = o.pollMinMs
+    try {
+      spec.onWait?.()
+    } catch (err) {
+      this.deps.logger.warn({ key, err: describe(err) }, 'onWait failed')
+    }
     while (!this.closing) {
       const left = deadline - this.clock()
       if (left <= 0) break

@@ -11,12 +11,15 @@ export interface LocalTierOptions {
    * at once; this bounds how long a lost announcement can leave an old entry here.
    */
   ttlMs: number
+  /** Bytes held at most, as `sizeOf` counts them (values that vary in size: a long one must not crowd memory). */
+  maxBytes?: number
+  sizeOf?: (entry: Entry<unknown>) => number
   clock?: () => number
 }
 
 /**
  * The in-process first tier in front of a remote store: decoded entries,
- * bounded by count (lru-cache), each trusted for at most `ttlMs`. A hit here
+ * bounded by count (and by bytes when asked; lru-cache), each trusted for at most `ttlMs`. A hit here
  * costs no round trip.
  */
 export class LocalTier<V> {
@@ -29,7 +32,12 @@ export class LocalTier<V> {
     if (!(options.ttlMs > 0)) throw new Error('local tier ttlMs must be positive')
     const clock = options.clock ?? Date.now
     // ttlResolution 0: every read asks the clock (an injected one included), none is cached.
-    this.slots = new LRUCache({ max: options.maxEntries, ttl: options.ttlMs, ttlResolution: 0, perf: { now: clock } })
+    if (options.maxBytes !== undefined && !(options.maxBytes >= 1 && options.sizeOf !== undefined)) throw new Error('local tier maxBytes must be at least 1, with sizeOf')
+    const sizeOf = options.sizeOf
+    const bySize = options.maxBytes !== undefined && sizeOf !== undefined
+      ? { maxSize: options.maxBytes, sizeCalculation: (entry: Entry<V>) => Math.max(1, sizeOf(entry)) }
+      : {}
+    this.slots = new LRUCache({ max: options.maxEntries, ttl: options.ttlMs, ttlResolution: 0, perf: { now: clock }, ...bySize })
   }
 
   get (key: string): Entry<V> | undefined {

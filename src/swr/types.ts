@@ -63,6 +63,12 @@ export interface BuildSpec<V> {
    * rejects with BuildFailedError.
    */
   fallback?: () => V
+  /**
+   * Called when the call starts waiting for a build whose lock is held
+   * elsewhere (most often another instance): an adapter may follow that
+   * build's progress meanwhile. Never called for the build this call runs.
+   */
+  onWait?: () => void
 }
 
 /** The admit hook said no: `reason` is what it threw. */

@@ -133,6 +133,20 @@ export function defaultReply (body: ChatRequestBody | undefined): NarrativeReply
   }
 }
 
+/**
+ * The tool call the stand-in makes when a request offers `tools`: the named
+ * `tool_choice`, else the first tool, with arguments derived from the last
+ * user message (deterministic, like defaultReply).
+ */
+export function defaultToolCall (body: ChatRequestBody | undefined): { name: string, arguments: string } | undefined {
+  const tools = Array.isArray(body?.tools) ? body.tools as Array<{ function?: { name?: unknown } }> : []
+  if (tools.length === 0) return undefined
+  const choice = body?.tool_choice as { function?: { name?: unknown } } | string | undefined
+  if (choice === 'none') return undefined
+  const chosen = typeof choice === 'object' && typeof choice?.function?.name === 'string' ? choice.function.name : tools[0]?.function?.name
+  return { name: typeof chosen === 'string' ? chosen : 'tool', arguments: JSON.stringify({ query: lastUserMessage(body), page: 1 }) }
+}
+
 /** The exact `choices[0].message.content` the default reply produces. */
 export function defaultContent (body: ChatRequestBody | undefined): string {
   return JSON.stringify(defaultReply(body))
@@ -333,6 +347,11 @@ export async function startFakeOpenAI (opts: FakeOpenAIOptions = {}): Promise<Fa
       total_tokens: promptTokens + tokens(content)
     }
     const cut = mode === 'stream-cut' || mode === 'stream-stall'
+    // With `tools`, the model answers with a call rather than content, as OpenAI does.
+    const toolCall = mode !== 'malformed' && mode !== 'empty' && reply === undefined ? defaultToolCall(body) : undefined
+    const callId = `call_fake${seq}`
+    if (toolCall !== undefined) usage.completion_tokens = tokens(toolCall.arguments)
+    if (toolCall !== undefined) usage.total_tokens = promptTokens + usage.completion_tokens
 
     if (body.stream !== true) {
       const json = JSON.stringify({
@@ -343,9 +362,11 @@ export async function startFakeOpenAI (opts: FakeOpenAIOptions = {}): Promise<Fa
         system_fingerprint: null,
         choices: [{
           index: 0,
-          message: { role: 'assistant', content, refusal: null },
+          message: toolCall === undefined
+            ? { role: 'assistant', content, refusal: null }
+            : { role: 'assistant', content: null, refusal: null, tool_calls: [{ id: callId, type: 'function', function: toolCall }] },
           logprobs: null,
-          finish_reason: 'stop'
+          finish_reason: toolCall === undefined ? 'stop' : 'tool_calls'
         }],
         usage
       })
@@ -374,9 +395,17 @@ export async function startFakeOpenAI (opts: FakeOpenAIOptions = {}): Promise<Fa
     // Made as they are sent: a long reply in small pieces is tens of
     // thousands of events, too many to prepare in one turn of the loop.
     function * events (): Generator<string> {
-      yield chunk({ role: 'assistant', content: '', refusal: null }, null)
-      if (content !== '') for (const piece of split(content, chunks, pieceChars)) yield chunk({ content: piece }, null)
-      yield chunk({}, 'stop')
+      if (toolCall !== undefined) {
+        // A tool call streams as OpenAI's does: the call's id, type and name
+        // with empty arguments, then the arguments in pieces, then finish_reason tool_calls.
+        yield chunk({ role: 'assistant', content: null, tool_calls: [{ index: 0, id: callId, type: 'function', function: { name: toolCall.name, arguments: '' } }], refusal: null }, null)
+        for (const piece of split(toolCall.arguments, chunks, pieceChars)) yield chunk({ tool_calls: [{ index: 0, function: { arguments: piece } }] }, null)
+        yield chunk({}, 'tool_calls')
+      } else {
+        yield chunk({ role: 'assistant', content: '', refusal: null }, null)
+        if (content !== '') for (const piece of split(content, chunks, pieceChars)) yield chunk({ content: piece }, null)
+        yield chunk({}, 'stop')
+      }
       if (includeUsage) yield JSON.stringify({ id, object: 'chat.completion.chunk', created, model, system_fingerprint: null, choices: [], usage })
       yield '[DONE]'
     }
@@ -386,7 +415,7 @@ export async function startFakeOpenAI (opts: FakeOpenAIOptions = {}): Promise<Fa
       'x-request-id': `req_${randomUUID().replace(/-/g, '')}`
     })
     // cut/stall after the role chunk and about half the content deltas
-    const stopAt = cut ? 1 + Math.ceil([...split(content, chunks, pieceChars)].length / 2) : Infinity
+    const stopAt = cut ? 1 + Math.ceil([...split(toolCall?.arguments ?? content, chunks, pieceChars)].length / 2) : Infinity
     let i = 0
     for (const event of events()) {
       if (i >= stopAt) break

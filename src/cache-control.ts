@@ -1,3 +1,9 @@
+/**
+ * A request's Cache-Control (RFC 9111's request directives), as both the
+ * chat completions and the narratives honour it. Pure: who may use which
+ * directive is the route's decision.
+ */
+
 /** The request's Cache-Control directives this server honours (RFC 9111 names). */
 export interface CacheControl {
   /** Ask the upstream again and replace the entry. */
@@ -39,4 +45,23 @@ export function parseCacheControl (header: string | undefined): CacheControl {
 function seconds (name: string, value: string): number {
   if (!/^[0-9]{1,10}$/.test(value)) throw new CacheControlError(`Cache-Control ${name} must be a whole number of seconds, got "${value}"`)
   return Number(value)
+}
+
+/**
+ * The oldest entry a request takes, as a write time (ms): `no-cache` none
+ * (its own start), `max-age=N` N s old, `max-stale=N` N s past freshness
+ * (`freshMs` after its write); undefined when any entry does.
+ */
+export function oldestAccepted (control: CacheControl, now: number, freshMs: number): number | undefined {
+  const bounds = [
+    control.noCache ? now : undefined,
+    control.maxAge !== undefined ? now - control.maxAge * 1000 : undefined,
+    control.maxStale !== undefined ? now - freshMs - control.maxStale * 1000 : undefined
+  ].filter((b): b is number => b !== undefined)
+  return bounds.length === 0 ? undefined : Math.max(...bounds)
+}
+
+/** stale-if-error: whether an entry that went stale at `staleAfter` may stand in for a failed build now. */
+export function usableOnError (control: CacheControl, staleAfter: number, now: number): boolean {
+  return control.staleIfError !== undefined && now - staleAfter <= control.staleIfError * 1000
 }

@@ -1,0 +1,100 @@
+import { Readable } from 'node:stream'
+import type { FastifyInstance, preParsingHookHandler } from 'fastify'
+import { LRUCache } from 'lru-cache'
+import type { ApiKey } from '../../src/db/api-keys-repository.ts'
+import type { ChatValue } from '../../src/chat/codec.ts'
+import { assembleCompletion } from '../../src/chat/chunks.ts'
+import { readsWhole, readWhole, textOf } from '../read-body.ts'
+
+/** Bodies remembered, and the longest: 2,000 of at most 16 KiB. Longer conversations take the whole path. */
+const MEMO_ENTRIES = 2000
+const MEMO_MAX_BODY_BYTES = 16 * 1024
+
+/** Whose entries a key reads and writes: its tenant's, or the shared scope when an admin marked the tenant as sharing. */
+export function scopeOf (key: ApiKey): string {
+  return key.sharing ? 'shared' : `t-${key.tenant}`
+}
+
+/**
+ * The JSON answer of each stored completion, assembled and serialized once:
+ * a hit from the in-process tier holds the same value object every time, so
+ * it answers with this string rather than parsing every chunk again.
+ */
+const assembled = new WeakMap<ChatValue, string>()
+export function completionJson (value: ChatValue): string {
+  let json = assembled.get(value)
+  if (json === undefined) {
+    json = JSON.stringify(assembleCompletion(value.chunks))
+    assembled.set(value, json)
+  }
+  return json
+}
+
+/**
+ * The cache key of each JSON (not streamed) request body seen whole by the
+ * route, by scope and exact text: a body remembered here was parsed and
+ * validated once, so the same text in the same scope is the same key.
+ */
+export class ChatBodyMemo {
+  private readonly keys = new LRUCache<string, string>({ max: MEMO_ENTRIES })
+
+  remember (scope: string, text: string | undefined, key: string): void {
+    if (text !== undefined && text.length <= MEMO_MAX_BODY_BYTES) this.keys.set(`${scope}\u0000${text}`, key)
+  }
+
+  keyOf (scope: string, text: string): string | undefined {
+    return this.keys.get(`${scope}\u0000${text}`)
+  }
+}
+
+/**
+ * The hit path of POST /v1/chat/completions, as the route's preParsing hook
+ * (as routes/narrative/memory-hit.ts does for narratives): a JSON body within
+ * 16 KiB is read whole (its text is `request.jsonBodyText`); when its API key
+ * is one this process checked in the last 30 s, its text was seen before in
+ * that key's scope, and the in-process tier holds a fresh entry, the answer
+ * goes out at once, pre-serialized: no JSON parse, no schema check, no
+ * handler. Everything else (no key yet, Cache-Control, X-Replay-Pace, a
+ * stream, a body never seen) takes the whole path from the bytes read. The
+ * reply still goes through the onSend and onResponse hooks, and every
+ * onRequest hook has run before.
+ */
+export function chatMemoryHitHook (fastify: FastifyInstance, memo: ChatBodyMemo): preParsingHookHandler {
+  return function chatMemoryHit (request, reply, payload, done): void {
+    const authorization = request.headers.authorization
+    if (authorization === undefined || request.headers['cache-control'] !== undefined || request.headers['x-replay-pace'] !== undefined ||
+      !readsWhole(request.headers, MEMO_MAX_BODY_BYTES)) {
+      done(null, payload)
+      return
+    }
+    readWhole(payload, Number(request.headers['content-length']), (err, chunks) => {
+      if (err !== undefined) {
+        done(Object.assign(err, { statusCode: 400 }))
+        return
+      }
+      let answer: { json: string, keyId: string, key: string, writtenAt: number, usd: number | undefined } | undefined
+      try {
+        const text = textOf(chunks)
+        request.jsonBodyText = text
+        const secret = /^Bearer +(\S+)$/i.exec(authorization)?.[1]
+        const apiKey = secret === undefined ? undefined : fastify.chat.knownKey(secret)
+        const key = apiKey === undefined || apiKey === null ? undefined : memo.keyOf(scopeOf(apiKey), text)
+        const hit = key === undefined ? undefined : fastify.chat.engine.localHit(key)
+        if (apiKey !== undefined && apiKey !== null && key !== undefined && hit !== undefined) {
+          answer = { json: completionJson(hit.value), keyId: apiKey.id, key, writtenAt: hit.writtenAt, usd: hit.value.usd }
+        }
+      } catch (error) {
+        done(error as Error)
+        return
+      }
+      if (answer === undefined) {
+        done(null, Readable.from(chunks))
+        return
+      }
+      // Answered without calling the upstream: it saved what the entry's call cost.
+      if (answer.usd !== undefined) fastify.chat.noteSaving(answer.keyId, answer.usd)
+      reply.header('X-Cache', 'HIT').header('X-Cache-Key', answer.key).header('Age', String(Math.max(0, Math.floor((Date.now() - answer.writtenAt) / 1000))))
+      reply.type('application/json; charset=utf-8').send(answer.json)
+    })
+  }
+}

@@ -1,0 +1,55 @@
+import type { IncomingHttpHeaders } from 'node:http'
+
+// Reading a small JSON body whole before Fastify parses it: for the routes
+// that answer hits from memory in their preParsing hook (narrative, chat).
+
+/** A JSON body, as Fastify's parser would take it: `application/json`, parameters allowed. */
+const JSON_TYPE = /^application\/json\s*(;|$)/i
+
+/**
+ * By its headers alone, whether the hook reads a request's body whole before
+ * Fastify parses it: a JSON body within the body limit, with a
+ * Content-Length. Anything else (chunked, too large, another type) goes to
+ * Fastify's parser untouched, which refuses it with its own errors.
+ */
+export function readsWhole (headers: IncomingHttpHeaders, bodyLimit: number): boolean {
+  const length = headers['content-length']
+  const type = headers['content-type']
+  return length !== undefined && type !== undefined && headers['transfer-encoding'] === undefined &&
+    Number(length) <= bodyLimit && (type === 'application/json' || JSON_TYPE.test(type))
+}
+
+/**
+ * Reads a (small) body whole, then calls back once: with its chunks, or with
+ * the stream's error. Done as soon as Content-Length bytes are in (the
+ * stream's own `end` comes a tick later, and nobody needs to wait for it).
+ */
+export function readWhole (stream: NodeJS.ReadableStream, length: number, then: (err: Error | undefined, chunks: Buffer[]) => void): void {
+  const chunks: Buffer[] = []
+  let received = 0
+  let finished = false
+  const finish = (err?: Error): void => {
+    if (finished) return
+    finished = true
+    stream.removeListener('data', onData)
+    stream.removeListener('end', onEnd)
+    // The error listener stays: a stream finished early (its `end` still to
+    // come) must never emit an error nobody listens to. finish() runs once.
+    then(err, chunks)
+  }
+  const onData = (chunk: Buffer | string): void => {
+    const buffer = typeof chunk === 'string' ? Buffer.from(chunk) : chunk
+    chunks.push(buffer)
+    received += buffer.length
+    if (received >= length) finish()
+  }
+  const onEnd = (err?: Error): void => { finish(err) }
+  stream.on('data', onData)
+  stream.on('end', onEnd)
+  stream.on('error', onEnd)
+  stream.resume()
+}
+
+export function textOf (chunks: Buffer[]): string {
+  return chunks.length === 1 ? chunks[0].toString('utf8') : Buffer.concat(chunks).toString('utf8')
+}
