@@ -1,4 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http'
+import { Readable } from 'node:stream'
+import type { FastifyReply, FastifyRequest, preParsingHookHandler } from 'fastify'
 
 // Reading a small JSON body whole before Fastify parses it: for the routes
 // that answer hits from memory in their preParsing hook (narrative, chat).
@@ -50,6 +52,50 @@ export function readWhole (stream: NodeJS.ReadableStream, length: number, then: 
   stream.resume()
 }
 
-export function textOf (chunks: Buffer[]): string {
+function textOf (chunks: Buffer[]): string {
   return chunks.length === 1 ? chunks[0].toString('utf8') : Buffer.concat(chunks).toString('utf8')
+}
+
+/**
+ * A route's preParsing hook that answers from memory, before parsing: for a
+ * JSON body within `bodyLimit` (and a request `wanted` says is worth it), it
+ * reads the body whole, keeps its text in `request.jsonBodyText`, and asks
+ * `find` for an answer to that text. `find` returns how to send the answer,
+ * or undefined: the bytes already read then go on to Fastify's parser, the
+ * schema and the handler. An answered request stops the hook chain here
+ * (done is not called) and its reply still passes the route's onSend and
+ * onResponse hooks.
+ *
+ * Error boundary: anything `find` throws is handed to Fastify as the hook's
+ * error, so it is a 500 with the error handler's body, never an uncaught
+ * exception.
+ */
+export function answerFromMemory (
+  bodyLimit: number,
+  find: (request: FastifyRequest, reply: FastifyReply, text: string) => (() => void) | undefined,
+  wanted: (request: FastifyRequest) => boolean = () => true
+): preParsingHookHandler {
+  return function answerFromMemory (request, reply, payload, done): void {
+    if (!wanted(request) || !readsWhole(request.headers, bodyLimit)) {
+      done(null, payload)
+      return
+    }
+    readWhole(payload, Number(request.headers['content-length']), (err, chunks) => {
+      if (err !== undefined) {
+        done(Object.assign(err, { statusCode: 400 }))
+        return
+      }
+      let send: (() => void) | undefined
+      try {
+        const text = textOf(chunks)
+        request.jsonBodyText = text
+        send = find(request, reply, text)
+      } catch (error) {
+        done(error as Error)
+        return
+      }
+      if (send === undefined) done(null, Readable.from(chunks))
+      else send()
+    })
+  }
 }

@@ -1,10 +1,9 @@
-import { Readable } from 'node:stream'
-import type { FastifyInstance, preParsingHookHandler } from 'fastify'
+import type { FastifyInstance, FastifyRequest, preParsingHookHandler } from 'fastify'
 import { LRUCache } from 'lru-cache'
 import type { ApiKey } from '../../src/db/api-keys-repository.ts'
 import type { ChatValue } from '../../src/chat/codec.ts'
 import { assembleCompletion } from '../../src/chat/chunks.ts'
-import { readsWhole, readWhole, textOf } from '../read-body.ts'
+import { answerFromMemory } from '../read-body.ts'
 
 /** Bodies remembered, and the longest: 2,000 of at most 16 KiB. Longer conversations take the whole path. */
 const MEMO_ENTRIES = 2000
@@ -60,41 +59,22 @@ export class ChatBodyMemo {
  * onRequest hook has run before.
  */
 export function chatMemoryHitHook (fastify: FastifyInstance, memo: ChatBodyMemo): preParsingHookHandler {
-  return function chatMemoryHit (request, reply, payload, done): void {
-    const authorization = request.headers.authorization
-    if (authorization === undefined || request.headers['cache-control'] !== undefined || request.headers['x-replay-pace'] !== undefined ||
-      !readsWhole(request.headers, MEMO_MAX_BODY_BYTES)) {
-      done(null, payload)
-      return
-    }
-    readWhole(payload, Number(request.headers['content-length']), (err, chunks) => {
-      if (err !== undefined) {
-        done(Object.assign(err, { statusCode: 400 }))
-        return
-      }
-      let answer: { json: string, keyId: string, key: string, writtenAt: number, usd: number | undefined } | undefined
-      try {
-        const text = textOf(chunks)
-        request.jsonBodyText = text
-        const secret = /^Bearer +(\S+)$/i.exec(authorization)?.[1]
-        const apiKey = secret === undefined ? undefined : fastify.chat.knownKey(secret)
-        const key = apiKey === undefined || apiKey === null ? undefined : memo.keyOf(scopeOf(apiKey), text)
-        const hit = key === undefined ? undefined : fastify.chat.engine.localHit(key)
-        if (apiKey !== undefined && apiKey !== null && key !== undefined && hit !== undefined) {
-          answer = { json: completionJson(hit.value), keyId: apiKey.id, key, writtenAt: hit.writtenAt, usd: hit.value.usd }
-        }
-      } catch (error) {
-        done(error as Error)
-        return
-      }
-      if (answer === undefined) {
-        done(null, Readable.from(chunks))
-        return
-      }
+  // Only a request with a key and none of the headers that change what is answered.
+  const wanted = (request: FastifyRequest): boolean => request.headers.authorization !== undefined &&
+    request.headers['cache-control'] === undefined && request.headers['x-replay-pace'] === undefined
+  return answerFromMemory(MEMO_MAX_BODY_BYTES, (request, reply, text) => {
+    const secret = /^Bearer +(\S+)$/i.exec(request.headers.authorization ?? '')?.[1]
+    const apiKey = secret === undefined ? undefined : fastify.chat.knownKey(secret)
+    if (apiKey === undefined || apiKey === null) return undefined
+    const key = memo.keyOf(scopeOf(apiKey), text)
+    const hit = key === undefined ? undefined : fastify.chat.engine.localHit(key)
+    if (key === undefined || hit === undefined) return undefined
+    const json = completionJson(hit.value)
+    return () => {
       // Answered without calling the upstream: it saved what the entry's call cost.
-      if (answer.usd !== undefined) fastify.chat.noteSaving(answer.keyId, answer.usd)
-      reply.header('X-Cache', 'HIT').header('X-Cache-Key', answer.key).header('Age', String(Math.max(0, Math.floor((Date.now() - answer.writtenAt) / 1000))))
-      reply.type('application/json; charset=utf-8').send(answer.json)
-    })
-  }
+      if (hit.value.usd !== undefined) fastify.chat.noteSaving(apiKey.id, hit.value.usd)
+      reply.header('X-Cache', 'HIT').header('X-Cache-Key', key).header('Age', String(Math.max(0, Math.floor((Date.now() - hit.writtenAt) / 1000))))
+      reply.type('application/json; charset=utf-8').send(json)
+    }
+  }, wanted)
 }

@@ -1,5 +1,4 @@
-import { Readable } from 'node:stream'
-import { readsWhole, readWhole, textOf } from '../read-body.ts'
+import { answerFromMemory } from '../read-body.ts'
 import type { FastifyInstance, FastifyReply, preParsingHookHandler } from 'fastify'
 import { MEMO_MAX_BODY_CHARS } from '../../src/narrative/service.ts'
 import type { NarrativeResponse } from '../../src/schemas/narrative.ts'
@@ -64,44 +63,19 @@ export class HitTexts {
  * the error handler's body, never an uncaught exception.
  */
 export function memoryHitHook (fastify: FastifyInstance, texts: HitTexts, bodyLimit: number): preParsingHookHandler {
-  return function memoryHit (request, reply, payload, done): void {
-    if (!readsWhole(request.headers, bodyLimit)) {
-      done(null, payload)
-      return
-    }
-    readWhole(payload, Number(request.headers['content-length']), (err, chunks) => {
-      if (err !== undefined) {
-        done(Object.assign(err, { statusCode: 400 }))
-        return
-      }
-      let hit: { text: string } | { body: NarrativeResponse } | undefined
-      try {
-        const text = textOf(chunks)
-        request.jsonBodyText = text
-        // A request with Cache-Control takes the whole path: its directives may refuse this entry, or need a check of who asks.
-        if (text.length <= MEMO_MAX_BODY_CHARS && !acceptsEventStream(request.headers.accept) && request.headers['cache-control'] === undefined) {
-          const served = fastify.narratives.fromMemory(text)
-          if (served !== undefined) {
-            noteAnswer(fastify, request, served.body.cache)
-            texts.learn(reply)
-            hit = texts.ready ? texts.textOf(served.body) : { body: served.body }
-          }
-        }
-      } catch (error) {
-        done(error as Error)
-        return
-      }
-      if (hit === undefined) {
-        // The whole path, from the bytes already read.
-        done(null, Readable.from(chunks))
-        return
-      }
-      // Answered: the hook chain stops here (done is not called), and the
-      // reply goes through the route's onSend hooks as usual. A string with
-      // a JSON content type is sent as it is: already serialized.
+  return answerFromMemory(bodyLimit, (request, reply, text) => {
+    // A request with Cache-Control takes the whole path: its directives may refuse this entry, or need a check of who asks.
+    if (text.length > MEMO_MAX_BODY_CHARS || acceptsEventStream(request.headers.accept) || request.headers['cache-control'] !== undefined) return undefined
+    const served = fastify.narratives.fromMemory(text)
+    if (served === undefined) return undefined
+    noteAnswer(fastify, request, served.body.cache)
+    texts.learn(reply)
+    // A string with a JSON content type is sent as it is: already serialized.
+    const hit = texts.ready ? texts.textOf(served.body) : undefined
+    return () => {
       reply.header('X-Cache', 'HIT')
-      if ('text' in hit) reply.type(JSON_UTF8).send(hit.text)
-      else reply.send(hit.body)
-    })
-  }
+      if (hit !== undefined) reply.type(JSON_UTF8).send(hit.text)
+      else reply.send(served.body)
+    }
+  })
 }
