@@ -472,7 +472,7 @@ async function rolloutScenario (): Promise<void> {
   const pct = (xs: number[], p: number): number => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))] ?? 0
   const counts = (c: Record<string, number>): string => Object.entries(c).map(([k, v]) => `${k} ${v}`).join(', ')
   const summary = (r: Traffic): string =>
-    `${r.ms.length} requests, p50 ${ms(pct(r.ms, 0.5))}, p95 ${ms(pct(r.ms, 0.95))}, p99 ${ms(pct(r.ms, 0.99))}, max ${ms(Math.max(...r.ms))}; ${counts(r.statuses)}; versions ${counts(r.versions)}; models ${counts(r.engines)}`
+    `${r.ms.length} requests, p50 ${ms(pct(r.ms, 0.5))}, p95 ${ms(pct(r.ms, 0.95))}, p99 ${ms(pct(r.ms, 0.99))}, max ${ms(r.ms.reduce((a, b) => Math.max(a, b), 0))}; ${counts(r.statuses)}; versions ${counts(r.versions)}; models ${counts(r.engines)}`
 
   /**
    * Stops `from`, starts three instances with `env` at ROLLOUT_RATE `rate`, and
