@@ -99,6 +99,12 @@ t.test('max-stale and no-store: anyone; a fresh entry is within any max-stale, n
   const noStore = await post(4, { 'cache-control': 'no-store' })
   t.equal(noStore.headers['x-cache'], 'HIT')
   t.equal(noStore.headers['cache-control'], 'no-store', 'nothing downstream keeps it')
+  // The same as a stream: Age, and no-store rather than the stream's usual no-cache.
+  const streamed = await post(4, { 'cache-control': 'no-store', accept: 'text/event-stream' })
+  t.match(streamed.headers['content-type'], /^text\/event-stream/)
+  t.equal(streamed.headers['cache-control'], 'no-store, no-transform')
+  t.ok(Number(streamed.headers.age) >= 0, `a streamed hit has Age (${String(streamed.headers.age)})`)
+  t.equal((await post(4, { accept: 'text/event-stream' })).headers['cache-control'], 'no-cache, no-transform', 'without it, the stream\'s usual header')
   t.equal(s.openai.calls, 1)
   t.equal((await post(4, { 'cache-control': 'max-stale=-1' })).statusCode, 400)
 })

@@ -95,7 +95,7 @@ const routes: FastifyPluginAsyncTypebox<NarrativeRoutesOptions> = async (fastify
   }, async (request, reply) => {
     const cache = await narrativeCacheRequest(fastify, request, reply)
     if (cache.noStore) reply.header('Cache-Control', 'no-store')
-    if (wantsEventStream(request)) return await streamNarrative(fastify, request, request.body, reply, streamOptions, cache.options)
+    if (wantsEventStream(request)) return await streamNarrative(fastify, request, request.body, reply, streamOptions, cache.options, cache.noStore)
     let body, resolution
     try {
       ({ body, resolution } = await fastify.narratives.serve(request.body, { clientIp: request.ip, bodyText: request.jsonBodyText }, cache.options))

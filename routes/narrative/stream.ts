@@ -60,7 +60,7 @@ export function acceptsEventStream (accept: string | undefined): boolean {
  * and a late joiner first gets what was written so far. A client that leaves
  * stops only its own stream: the generation goes on and is cached.
  */
-export async function streamNarrative (fastify: FastifyInstance, request: FastifyRequest, body: NarrativeRequest, reply: FastifyReply, options: StreamOptions, cache: NarrativeCacheOptions = {}): Promise<FastifyReply> {
+export async function streamNarrative (fastify: FastifyInstance, request: FastifyRequest, body: NarrativeRequest, reply: FastifyReply, options: StreamOptions, cache: NarrativeCacheOptions = {}, noStore = false): Promise<FastifyReply> {
   let job
   try {
     job = fastify.narratives.prepare(body, { clientIp: request.ip, bodyText: request.jsonBodyText })
@@ -86,12 +86,14 @@ export async function streamNarrative (fastify: FastifyInstance, request: Fastif
     if (gone || stream === undefined) return
     stream.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`)
   }
-  const start = (status: CacheStatus): void => {
+  // Age and Cache-Control as the JSON answer has them (`no-store` when the request asked for it).
+  const start = (status: CacheStatus, ageSeconds: number): void => {
     if (stream !== undefined) return
     stream = new PassThrough()
     reply
       .header('Content-Type', 'text/event-stream; charset=utf-8')
-      .header('Cache-Control', 'no-cache, no-transform')
+      .header('Cache-Control', noStore ? 'no-store, no-transform' : 'no-cache, no-transform')
+      .header('Age', String(ageSeconds))
       .header('X-Accel-Buffering', 'no')
       .header('X-Cache', status.toUpperCase())
     reply.send(stream)
@@ -113,7 +115,7 @@ export async function streamNarrative (fastify: FastifyInstance, request: Fastif
 
   // Text from a build in this process, piece by piece as it is written (first what was written before we watched).
   const unwatch = fastify.narratives.progress.watch(job.key, newText => {
-    start('miss')
+    start('miss', 0)
     delta(newText)
   })
 
@@ -126,7 +128,7 @@ export async function streamNarrative (fastify: FastifyInstance, request: Fastif
       // The model broke after its text began: say so; nothing was cached.
       write('error', { message: 'the model stopped midway; nothing was cached, the next request will try again' })
     } else {
-      start(answer.cache.status)
+      start(answer.cache.status, answer.cache.ageSeconds)
       if (text.startsWith(shown)) for (const piece of chunkText(text.slice(shown.length))) delta(piece)
       write('done', answer)
     }
