@@ -337,6 +337,22 @@ function repositorySuite (t: Test, getDb: () => Promise<Database>): void {
     t.same((await audit.recent(10))[2], { id: id1, at: 1_000, actor: 'admin-1', action: 'GET /api/narrative/stats', ip: '127.0.0.1', outcome: 'allowed', status: 200, detail: null })
     await t.rejects(audit.insert({ action: 'x', ip: 'y', outcome: 'maybe' as 'allowed', status: 200 }), TypeError)
   })
+
+  t.test('audit: entries land in the order they were given, and only so many wait for a database that does not answer', async t => {
+    // A database that holds every query until the gate opens (then the real one answers).
+    let open!: () => void
+    const gate = new Promise<void>(resolve => { open = resolve })
+    const held: Database = { ...db, query: async (text, params) => { await gate; return await db.query(text, params) } }
+    const audit = new AuditRepository(held, { maxWaiting: 3 })
+    const entry = (n: number) => ({ action: `GET /n/${n}`, ip: '127.0.0.1', outcome: 'allowed' as const, status: 200 })
+    const first = [1, 2, 3].map(async n => await audit.insert(entry(n)))
+    await t.rejects(audit.insert(entry(4)), /3 entries already wait/, 'a fourth waiting entry is refused')
+    open()
+    const ids = await Promise.all(first)
+    t.ok(ids[0] < ids[1] && ids[1] < ids[2], 'written in the order given')
+    t.same((await audit.recent(10)).map(e => e.action), ['GET /n/3', 'GET /n/2', 'GET /n/1'])
+    t.ok(await audit.insert(entry(5)) > ids[2], 'room again once they are written')
+  })
 }
 
 t.test('PostgreSQL', async t => {

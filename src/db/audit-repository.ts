@@ -26,28 +26,39 @@ export interface AuditEntry {
   detail: string | null
 }
 
+/** Entries waiting for their turn at most: past it (a database down for long), new ones are refused. */
+export const AUDIT_MAX_WAITING = 1000
+
 /** The admin audit log. */
 export class AuditRepository {
   readonly #db: Database
   readonly #now: () => number
+  readonly #maxWaiting: number
   /** The write before the next one: entries are written one at a time, in order. */
   #last: Promise<void> = Promise.resolve()
+  #waiting = 0
 
-  constructor (db: Database, opts: { now?: () => number } = {}) {
+  constructor (db: Database, opts: { now?: () => number, maxWaiting?: number } = {}) {
     this.#db = db
     this.#now = opts.now ?? Date.now
+    this.#maxWaiting = opts.maxWaiting ?? AUDIT_MAX_WAITING
   }
 
   /**
    * Appends one entry; resolves with its id. Entries are written one at a
    * time, in the order insert() was called (the order the calls were
    * answered): concurrent INSERTs on a pool's connections could land, and be
-   * numbered, out of order, and the log is read newest first by id.
+   * numbered, out of order, and the log is read newest first by id. While
+   * the database is down each write waits out its timeout: at most
+   * `maxWaiting` entries wait their turn, and further ones are refused (the
+   * caller logs them), so memory stays bounded however long the outage.
    */
   async insert (entry: AuditInput): Promise<number> {
     if (entry.outcome !== 'allowed' && entry.outcome !== 'denied') throw new TypeError(`outcome must be 'allowed' or 'denied', got ${String(entry.outcome)}`)
+    if (this.#waiting >= this.#maxWaiting) throw new Error(`audit log: ${this.#maxWaiting} entries already wait for the database; this one is not written`)
     const at = Math.round(entry.at ?? this.#now())
-    const written = this.#last.then(async () => await this.#write(entry, at))
+    this.#waiting++
+    const written = this.#last.then(async () => await this.#write(entry, at)).finally(() => { this.#waiting-- })
     this.#last = written.then(() => {}, () => {})
     return await written
   }
