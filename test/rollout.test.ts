@@ -111,9 +111,10 @@ t.test('a prompt change over three instances: answered at once from v1, v2 writt
   const worst = worstExcess(at, RATE, 2000)
   const spanS = (at[at.length - 1] - at[0]) / 1000
   // A call reaches the stand-in some ms after its token was taken (a busy event loop, the HTTP request): a window of
-  // arrivals can hold the tokens of a slightly longer one. 150 ms of that lag is 6 calls at this rate; without the
-  // bucket the 144 writers overshoot by 100 calls and more (seen: 500 calls in 7 s where the bound allows 12).
-  const lagCalls = 1 + RATE / 60_000 * 150
+  // arrivals can hold the tokens of a slightly longer one. 300 ms of that lag is 12 calls at this rate (150 ms was
+  // passed by a CI run of three test files at once on two cores: 7.84); without the bucket the 144 writers
+  // overshoot by 100 calls and more (seen: 500 calls in 7 s where the bound allows 12).
+  const lagCalls = 1 + RATE / 60_000 * 300
   t.ok(worst <= lagCalls, `calls within the bound, give or take ${lagCalls.toFixed(0)} calls of arrival lag (worst excess ${worst.toFixed(2)}); ${N} calls over ${spanS.toFixed(1)} s, ${((N - burst) / spanS * 60).toFixed(0)}/min after the burst against ${RATE}/min`)
 
   // After: v2 answers as hits; the same mix for 2 s, to compare.
