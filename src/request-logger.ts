@@ -40,10 +40,11 @@ export class RequestLogger implements FastifyBaseLogger {
 
   /** Whether a line at `level` would be written, without making the child. */
   #writes (level: Level): boolean {
-    const logger = this.#child ?? this.#parent
-    // pino loggers say so; a logger that cannot is asked to write.
-    const enabled = (logger as { isLevelEnabled?: (level: string) => boolean }).isLevelEnabled
-    return this.#child !== undefined || this.#options.level !== undefined || typeof enabled !== 'function' || enabled.call(logger, level)
+    // Once made, the child decides; a route's own level needs the child. Else the
+    // parent says (pino can); a logger that cannot is asked to write.
+    if (this.#child !== undefined || this.#options.level !== undefined) return true
+    const enabled = (this.#parent as { isLevelEnabled?: (level: string) => boolean }).isLevelEnabled
+    return typeof enabled !== 'function' || enabled.call(this.#parent, level)
   }
 
   fatal (...args: LogArgs): void { this.#write('fatal', args) }
