@@ -319,6 +319,27 @@ function paidPerPrompt (): { calls: number, prompts: number, text: string } {
   return { calls, prompts, text: `${calls} model calls for ${prompts} distinct prompts: ${(calls / Math.max(1, prompts)).toFixed(3)} per prompt` }
 }
 
+/**
+ * When a prompt was paid more than once, logs what the instances saw (a
+ * diagnosis, not a figure): when each extra call came, against the fault, and
+ * the counters that tell how a build went ahead.
+ */
+async function explainRepaid (apps: Array<{ port: number }>, t0: number, faultAt: number): Promise<void> {
+  const times = new Map<string, number[]>()
+  for (const r of openai.requests) {
+    const prompt = lastUserMessage(r.body)
+    times.set(prompt, [...(times.get(prompt) ?? []), r.at])
+  }
+  for (const [prompt, at] of times) {
+    if (at.length > 1) log(`  paid ${at.length}×: ${prompt.slice(0, 60)}… at ${at.map(x => `${x - t0} ms`).join(', ')} (the fault at ${faultAt - t0} ms)`)
+  }
+  const wanted = /^narrative_(repaid_generations|durable_reads_given_up|build_claim_waits|builds_without_claim|model_calls|redis_errors)_total\S* \d+/gm
+  for (const [i, a] of apps.entries()) {
+    const text = await (await fetch(`http://127.0.0.1:${a.port}/metrics`)).text().catch(() => '')
+    log(`  instance ${i + 1}: ${(text.match(wanted) ?? []).join(', ')}`)
+  }
+}
+
 interface CostRun {
   section: string
   prefix: string
@@ -348,11 +369,13 @@ async function costRun (o: CostRun): Promise<{ apps: Array<{ port: number, child
   const statuses: Record<string, number> = {}
   let next = 0
   let disrupted: Promise<void> | undefined
+  let disruptedAt = 0
   const t0 = Date.now()
   await Promise.all(Array.from({ length: o.concurrency }, async (_, w) => {
     while (next < sequence.length) {
       const i = next++
       if (disrupted === undefined && i >= o.total / 2) {
+        disruptedAt = Date.now()
         disrupted = o.disrupt === 'flush'
           ? redisClient.flushall().then(() => log(`${o.section}: Redis flushed halfway`))
           // Down for a second, then back empty (no persistence): the apps go direct meanwhile.
@@ -366,6 +389,7 @@ async function costRun (o: CostRun): Promise<{ apps: Array<{ port: number, child
   await disrupted
   const seconds = (Date.now() - t0) / 1000
   const paid = paidPerPrompt()
+  if (paid.calls > paid.prompts) await explainRepaid(apps, t0, disruptedAt)
   const hits = (statuses.hit ?? 0) + (statuses.stale ?? 0) + (statuses.durable ?? 0)
   const fault = `${o.disrupt === 'flush' ? 'Redis flushed' : 'Redis killed (SIGKILL) and restarted empty'} halfway${o.databaseDelayMs === undefined ? '' : `, PostgreSQL slowed by ${2 * o.databaseDelayMs} ms a round trip`}`
   const label = `${o.total} requests, Zipf s=1.1 over ${o.profiles} profiles, 3 instances, ${o.concurrency} in flight, model ${o.modelLatencyMs} ms, ${fault}`

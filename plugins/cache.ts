@@ -178,8 +178,9 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
   await engine.start()
   metrics.provide({
     engine: () => engine.counters,
-    durableReadsGivenUp: () => { const r = durable.readsGivenUp; return r.breakerOpen + r.timeout + r.error },
-    claimWaits: () => buildClaims.counters.waited
+    durableReadsGivenUp: () => { const r = durable.readsGivenUp; return r.breakerOpen + r.timeout + r.stalled + r.error },
+    claimWaits: () => buildClaims.counters.waited,
+    buildsWithoutClaim: () => buildClaims.counters.unavailable
   })
   // Refusals are remembered in this process only (the service's body memo): nothing a client sends is written to the shared store unless it is valid.
   const canonical = {

@@ -21,6 +21,8 @@ export interface MetricSources {
   durableReadsGivenUp?: () => number
   /** Builds that waited on another instance's build claim. */
   claimWaits?: () => number
+  /** Builds that went ahead without a claim: PostgreSQL could not say whether another instance was building. */
+  buildsWithoutClaim?: () => number
 }
 
 /** A circuit breaker as the metrics see it: its name (the label) and its state. */
@@ -92,8 +94,9 @@ export function createMetrics () {
   mirroredCounter(registry, 'narrative_redis_timeouts_total', 'Cache store commands that timed out', storeFailures(x => x.storeTimeouts))
   mirroredCounter(registry, 'narrative_corrupt_entries_total', 'Cache entries found corrupt, deleted and regenerated', c(x => x.corruptEntries))
   mirroredCounter(registry, 'narrative_model_replies_cut_total', 'Model replies cut off past the narrative\'s length limits (the template answered; nothing cached)', () => sources.narrator?.()?.repliesCut)
-  mirroredCounter(registry, 'narrative_durable_reads_given_up_total', 'Durable (PostgreSQL) reads given up: the breaker was open, past the budget, or failed', () => sources.durableReadsGivenUp?.())
+  mirroredCounter(registry, 'narrative_durable_reads_given_up_total', 'Durable (PostgreSQL) reads given up: the breaker was open, the database silent, past the budget, or failed', () => sources.durableReadsGivenUp?.())
   mirroredCounter(registry, 'narrative_build_claim_waits_total', 'Builds that waited for another instance\'s durable build claim instead of paying the model', () => sources.claimWaits?.())
+  mirroredCounter(registry, 'narrative_builds_without_claim_total', 'Builds that went ahead without a durable build claim, PostgreSQL being unable to say whether another instance was building (with Redis lost too, a key may be paid twice)', () => sources.buildsWithoutClaim?.())
   mirroredCounter(registry, 'narrative_analytics_dropped_total', 'Analytics events dropped (buffer full or database down)', () => sources.analytics?.().dropped)
   mirroredCounter(registry, 'narrative_analytics_written_total', 'Analytics events written', () => sources.analytics?.().written)
   new Gauge({ name: 'narrative_locks_in_flight', help: 'Build and refresh locks this instance holds', registers: [registry], collect () { this.set(sources.locksHeld?.() ?? 0) } }) // eslint-disable-line no-new

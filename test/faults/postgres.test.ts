@@ -137,6 +137,10 @@ t.test('PostgreSQL frozen (SIGSTOP): no request waits on it more than its stall 
   const ready = await app.inject('/ready')
   t.equal(ready.statusCode, 200)
   t.equal(ready.json().database, 'down', '/ready names it')
+  // Reads given up on the silence, and the builds that went ahead without a claim, are counted.
+  const metrics = (await app.inject('/metrics')).body
+  t.ok(Number(/^narrative_durable_reads_given_up_total (\d+)$/m.exec(metrics)?.[1]) > 0, 'reads given up on the silence are in the metrics')
+  t.ok(Number(/^narrative_builds_without_claim_total (\d+)$/m.exec(metrics)?.[1]) > 0, 'builds without a claim are in the metrics')
 
   pg.thaw()
   t.ok(await rowCount(url) >= 10, 'the rows written before are still there')
