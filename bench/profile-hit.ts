@@ -40,6 +40,7 @@ const outDir = resolve(values.out)
 /** PROFILE_ENV='A=1 B=2' passes extra variables to the app. */
 const extraEnv = (): Record<string, string> => Object.fromEntries((process.env.PROFILE_ENV ?? '').split(/\s+/).filter(Boolean).map(kv => kv.split('=') as [string, string]))
 mkdirSync(outDir, { recursive: true })
+const profileStarted = Date.now()
 const redis = await startRedis()
 const pg = await startPostgres()
 const openai = await startFakeOpenAI({ latencyMs: 50 })
@@ -116,8 +117,10 @@ async function runMisses (url: string, concurrency: number, seconds: number): Pr
 }
 
 interface Node { id: number, callFrame: { functionName: string, url: string, lineNumber: number }, hitCount?: number }
-// Each thread with JavaScript writes a profile of its own: the main thread's is the largest.
-const file = readdirSync(outDir).filter(f => f.endsWith('.cpuprofile')).map(f => ({ f, size: statSync(join(outDir, f)).size })).sort((a, b) => b.size - a.size)[0]?.f
+// Each thread with JavaScript writes a profile of its own: the main thread's is the largest
+// of those this run wrote (an --out folder used before keeps earlier runs' profiles).
+const file = readdirSync(outDir).filter(f => f.endsWith('.cpuprofile')).map(f => ({ f, stat: statSync(join(outDir, f)) }))
+  .filter(x => x.stat.mtimeMs >= profileStarted).sort((a, b) => b.stat.size - a.stat.size)[0]?.f
 if (file !== undefined) {
   const profile = JSON.parse(readFileSync(join(outDir, file), 'utf8')) as { nodes: Node[] }
   const self = new Map<string, number>()

@@ -13,6 +13,7 @@ import { freePort } from '../test/support/ports.ts'
 import { waitUntil } from '../test/support/wait.ts'
 import { postSse } from '../test/support/sse-client.ts'
 import { combineRuns, percentile, runLoad, type LoadResult } from './load.ts'
+import { treeCpuSeconds } from './process-cpu.ts'
 import { zipfSampler } from './zipf.ts'
 import { APP_SCRIPT, FLOOR_SCRIPT, compileForBench } from './compiled.ts'
 import { startNginx } from '../test/support/fleet.ts'
@@ -33,7 +34,12 @@ const onlyFleet = values.only === 'fleet'
 const onlyRollout = values.only === 'rollout'
 // --only chat: just the OpenAI-compatible endpoint's scenario (8); its figures replace the chat block of bench/RESULTS.md.
 const onlyChat = values.only === 'chat'
-if (values.only !== undefined && !onlyPayOnce && !onlyFleet && !onlyRollout && !onlyChat) throw new Error(`--only takes pay-once, fleet, rollout or chat, not ${values.only}`)
+// --only hits, --only misses: just the hit path (1) or the misses and streaming (2 and 5); the
+// table is printed, bench/RESULTS.md is left as it is. For checking the speed targets quickly.
+const onlyHits = values.only === 'hits'
+const onlyMisses = values.only === 'misses'
+const onlyPrinted = onlyPayOnce || onlyHits || onlyMisses
+if (values.only !== undefined && !onlyPrinted && !onlyFleet && !onlyRollout && !onlyChat) throw new Error(`--only takes pay-once, hits, misses, fleet, rollout or chat, not ${values.only}`)
 // --node PATH (repeatable): run every scenario with the app and the floors on each of these
 // Node.js binaries in turn, in one run, and report them side by side. Default: this Node.
 const nodes = values.node ?? [process.execPath]
@@ -132,8 +138,9 @@ async function post (url: string, b: object): Promise<{ status: number, json: { 
   return { status: res.status, json: await res.json() as { cache: { status: string } } }
 }
 
-function loadRow (section: string, label: string, r: LoadResult, floor?: LoadResult): void {
-  const ratio = floor === undefined ? '' : ` (${(r.rps / floor.rps).toFixed(2)} of the bare floor)`
+/** `floor`: the bare floor's result, or the ratio to it already worked out (the median of paired runs). */
+function loadRow (section: string, label: string, r: LoadResult, floor?: LoadResult | number): void {
+  const ratio = floor === undefined ? '' : ` (${(typeof floor === 'number' ? floor : r.rps / floor.rps).toFixed(2)} of the bare floor)`
   const kinds = Object.entries(r.errorKinds).map(([kind, n]) => `${kind} ${n}`).join(', ')
   record(section, label, `${Math.round(r.rps)} req/s${ratio}, p50 ${ms(r.p50)}, p95 ${ms(r.p95)}, p99 ${ms(r.p99)}, errors ${r.errors}${kinds === '' ? '' : ` (${kinds})`}, non-2xx ${r.non2xx}`)
 }
@@ -174,7 +181,12 @@ async function speedScenarios (): Promise<void> {
   // Each --node pass starts with the stand-in as configured (the cost scenarios change its latency).
   openai.reset()
   openai.setLatency(modelMs)
-  // 1. Hit path against its floors.
+  if (!onlyMisses) await hitPathScenario()
+  if (!onlyHits) await missScenarios()
+}
+
+/** Scenario 1: hits against their floors, in requests a second. */
+async function hitPathScenario (): Promise<void> {
   log('hit path: starting the app (one process, and two workers) and the three floors')
   const [app] = await startApps(1, 'hit')
   const [app2] = await startApps(1, 'hitworkers', 2)
@@ -187,129 +199,145 @@ async function speedScenarios (): Promise<void> {
   const barePort = await freePort()
   const redisPort = await freePort()
   const configuredPort = await freePort()
-  await spawnServer([FLOOR_SCRIPT, String(barePort), 'bare', String(size)], {}, barePort)
-  await spawnServer([FLOOR_SCRIPT, String(redisPort), 'redis', String(size), redis.url], {}, redisPort)
-  await spawnServer([FLOOR_SCRIPT, String(configuredPort), 'configured', String(size)], {}, configuredPort)
+  const bare = await spawnServer([FLOOR_SCRIPT, String(barePort), 'bare', String(size)], {}, barePort)
+  const withRedis = await spawnServer([FLOOR_SCRIPT, String(redisPort), 'redis', String(size), redis.url], {}, redisPort)
+  const configured = await spawnServer([FLOOR_SCRIPT, String(configuredPort), 'configured', String(size)], {}, configuredPort)
   log(`warmed (${warm.json.cache.status}); response ${size} bytes`)
   const targets = [
-    { label: 'floor: bare POST', url: `http://127.0.0.1:${barePort}/api/narrative` },
-    { label: 'floor: POST + one Redis GET', url: `http://127.0.0.1:${redisPort}/api/narrative` },
-    { label: 'floor: Fastify configured like the app, no cache', url: `http://127.0.0.1:${configuredPort}/api/narrative` },
-    { label: 'narrative hit, one process (WORKERS=1, the default)', url: app.url },
-    { label: 'narrative hit, two workers (WORKERS=2, one per core)', url: app2.url }
+    { label: 'floor: bare POST', url: `http://127.0.0.1:${barePort}/api/narrative`, pid: bare.pid },
+    { label: 'floor: POST + one Redis GET', url: `http://127.0.0.1:${redisPort}/api/narrative`, pid: withRedis.pid },
+    { label: 'floor: Fastify configured like the app, no cache', url: `http://127.0.0.1:${configuredPort}/api/narrative`, pid: configured.pid },
+    { label: 'narrative hit, one process (WORKERS=1, the default)', url: app.url, pid: app.child.pid },
+    { label: 'narrative hit, two workers (WORKERS=2, one per core)', url: app2.url, pid: app2.child.pid }
   ]
-  // At 50 connections the targets take turns, three runs each: on this
-  // machine one target's figure can move by a third between two runs a few
-  // seconds apart, and a slow spell should fall on all of them alike. At
-  // 1,000 connections every target is run twice: a process's first run at
-  // that many connections has shown timeouts that the second does not.
+  // At 50 connections the targets take turns in rounds of short runs: on
+  // this machine one target's figure can move by a third between two runs a
+  // few seconds apart. Each round's order is rotated (no target always
+  // follows the same one), and a target's ratio is the median over the
+  // rounds of its run against the bare floor's run of the same round, so a
+  // slow spell is compared with the floor it fell near. At 1,000 connections
+  // every target is run twice: a process's first run at that many
+  // connections has shown timeouts that the second does not.
   // Each target's first seconds under load are slower (its code still being
   // optimized): one unrecorded run each first (2 s; 1 s in quick mode, which must stay under a
   // minute), so the first measured round is not the warm-up.
   for (const target of targets) await runLoad({ url: target.url, body: hitBody, connections: 50, seconds: quick ? 1 : 2 })
-  const passes = quick ? [[50, '', 1, secs], [1000, '', 1, secs]] as const : [[50, '', 3, 5], [1000, ', first run', 1, secs], [1000, ', second run', 1, secs]] as const
+  const passes = quick ? [[50, '', 3, 1], [1000, '', 1, secs]] as const : [[50, '', 7, 3], [1000, ', first run', 1, secs], [1000, ', second run', 1, secs]] as const
   for (const [connections, pass, rounds, seconds] of passes) {
+    if (onlyHits && connections !== 50) continue
     const section = `1. hit path, ${connections} connections${pass}`
     const runs = targets.map(() => [] as LoadResult[])
+    // The server's CPU time (user + system, its process tree) per request answered, run by run:
+    // what the target itself spends on a request, whoever else the machine is busy with.
+    const cpuPerRequest = targets.map(() => [] as number[])
     for (let round = 0; round < rounds; round++) {
-      for (const [i, target] of targets.entries()) runs[i].push(await runLoad({ url: target.url, body: hitBody, connections, seconds }))
+      for (let k = 0; k < targets.length; k++) {
+        const i = (k + round) % targets.length
+        const cpuBefore = treeCpuSeconds(targets[i].pid ?? 0)
+        const run = await runLoad({ url: targets[i].url, body: hitBody, connections, seconds })
+        cpuPerRequest[i].push((treeCpuSeconds(targets[i].pid ?? 0) - cpuBefore) / Math.max(1, run.requests) * 1e6)
+        runs[i].push(run)
+      }
     }
     const results = runs.map(combineRuns)
+    const median = (xs: number[]): number => percentile([...xs].sort((x, y) => x - y), 50)
     for (const [i, target] of targets.entries()) {
-      loadRow(section, target.label, results[i], i === 0 ? undefined : results[0])
-      if (rounds > 1) record(section, `${target.label}: its ${rounds} runs of ${seconds} s, in turn with the others`, results[i].runsRps.map(r => `${Math.round(r)}`).join(', ') + ' req/s')
+      const ratios = runs[i].map((r, round) => r.rps / runs[0][round].rps)
+      loadRow(section, target.label, results[i], i === 0 ? undefined : median(ratios))
+      if (rounds > 1) record(section, `${target.label}: its ${rounds} runs of ${seconds} s, in turn with the others`, runs[i].map(r => `${Math.round(r.rps)}`).join(', ') + ' req/s' + (i === 0 ? '' : `; against the floor's run of the same round: ${ratios.map(x => x.toFixed(2)).join(', ')}`))
+      record(section, `${target.label}: the server's CPU per request (user + system, median of its runs)`, `${median(cpuPerRequest[i]).toFixed(1)} µs` + (rounds > 1 ? ` (runs: ${cpuPerRequest[i].map(x => x.toFixed(0)).join(', ')})` : '') + (i === 0 ? '' : ` (${(median(cpuPerRequest[i]) / median(cpuPerRequest[0])).toFixed(2)}× the bare floor's)`))
     }
   }
   const rss = Number(/process_resident_memory_bytes (\d+)/.exec(await (await fetch(`http://127.0.0.1:${app.port}/metrics`)).text())?.[1])
   record('6. memory', 'resident memory of the hit-path instance after the runs', `${(rss / 1048576).toFixed(0)} MiB`)
   await stopAll(children.splice(0).map(child => ({ child })))
+}
 
-  // 2. Miss overhead: latency on top of the model's own.
-  {
-    const [a] = await startApps(1, 'miss')
-    const [a2] = await startApps(1, 'missworkers', 2)
-    // Each miss says how long it waited on the model (Server-Timing model;dur):
-    // what the client saw beyond that is the overhead. Misses one at a time,
-    // then four at a time (their model calls end together, so their answers
-    // queue on one event loop). The stand-in's own overhead over its
-    // configured latency is measured apart, for reference.
-    const spread = (xs: number[]): string => { xs.sort((x, y) => x - y); return `p50 ${ms(percentile(xs, 50))}, p95 ${ms(percentile(xs, 95))}, p99 ${ms(percentile(xs, 99))}` }
-    let next = 10_000
-    const missOverheads = async (n: number, together: number, url = a.url): Promise<{ client: number[], server: number[] }> => {
-      const client: number[] = []
-      const server: number[] = []
-      for (let i = 0; i < n; i += together) {
-        await Promise.all(Array.from({ length: together }, async () => {
-          const t0 = performance.now()
-          const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body(next++)) })
-          const json = await res.json() as { cache: { status: string } }
-          const total = performance.now() - t0
-          if (json.cache.status !== 'miss') throw new Error(`expected a miss, got ${json.cache.status}`)
-          const timing = res.headers.get('server-timing') ?? ''
-          const model = Number(/model;dur=([0-9.]+)/.exec(timing)?.[1])
-          if (!Number.isFinite(model)) throw new Error(`a miss without Server-Timing: ${timing}`)
-          client.push(total - model)
-          server.push(Number(/app;dur=([0-9.]+)/.exec(timing)?.[1]))
-        }))
-      }
-      return { client, server }
-    }
-    // A fresh process's first misses also pay for compiling their code and
-    // opening its PostgreSQL pool's connections: warm it first, as the hit
-    // path's instances are warmed, and measure the steady state.
-    await missOverheads(quick ? 4 : 12, 4)
-    const alone = await missOverheads(quick ? 8 : 60, 1)
-    record('2. miss overhead', `one miss at a time (${alone.client.length}): seen by the client, beyond the model call`, spread(alone.client))
-    record('2. miss overhead', 'one miss at a time: in the server, beyond the model call (Server-Timing app;dur)', spread(alone.server))
-    // What the client side costs on its own: the same fetch, one at a time, to a route with nothing behind it.
-    const roundTrips: number[] = []
-    for (let i = 0; i < alone.client.length; i++) {
-      const t0 = performance.now()
-      await (await fetch(`http://127.0.0.1:${a.port}/health`)).json()
-      roundTrips.push(performance.now() - t0)
-    }
-    record('2. miss overhead', 'for reference: the same client\'s whole round trip to GET /health, one at a time', spread(roundTrips))
-    const four = await missOverheads(quick ? 12 : 100, 4)
-    record('2. miss overhead', `four misses at a time (${four.client.length}): seen by the client, beyond the model call`, spread(four.client))
-    record('2. miss overhead', 'four misses at a time: in the server, beyond the model call (Server-Timing app;dur)', spread(four.server))
-    // Both workers warm first, as the one-process instance was.
-    await missOverheads(quick ? 4 : 40, 2, a2.url)
-    const fourOnTwo = await missOverheads(quick ? 12 : 100, 4, a2.url)
-    record('2. miss overhead', `four misses at a time, two workers (${fourOnTwo.client.length}): seen by the client, beyond the model call`, spread(fourOnTwo.client))
-    record('2. miss overhead', 'four misses at a time, two workers: in the server, beyond the model call (Server-Timing app;dur)', spread(fourOnTwo.server))
-    const standIn: number[] = []
-    for (let i = 0; i < (quick ? 3 : 25); i++) {
-      await Promise.all([0, 1, 2, 3].map(async () => {
+/** Scenarios 2 and 5: a miss's time beyond the model's, and the time to a stream's first delta. */
+async function missScenarios (): Promise<void> {
+  const [a] = await startApps(1, 'miss')
+  const [a2] = await startApps(1, 'missworkers', 2)
+  // Each miss says how long it waited on the model (Server-Timing model;dur):
+  // what the client saw beyond that is the overhead. Misses one at a time,
+  // then four at a time (their model calls end together, so their answers
+  // queue on one event loop). The stand-in's own overhead over its
+  // configured latency is measured apart, for reference.
+  const spread = (xs: number[]): string => { xs.sort((x, y) => x - y); return `p50 ${ms(percentile(xs, 50))}, p95 ${ms(percentile(xs, 95))}, p99 ${ms(percentile(xs, 99))}` }
+  let next = 10_000
+  const missOverheads = async (n: number, together: number, url = a.url): Promise<{ client: number[], server: number[] }> => {
+    const client: number[] = []
+    const server: number[] = []
+    for (let i = 0; i < n; i += together) {
+      await Promise.all(Array.from({ length: together }, async () => {
         const t0 = performance.now()
-        const res = await fetch(`${openai.baseURL}/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: 'Bearer sk-bench' }, body: JSON.stringify({ model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'x' }] }) })
-        await res.text()
-        standIn.push(performance.now() - t0 - modelMs)
+        const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body(next++)) })
+        const json = await res.json() as { cache: { status: string } }
+        const total = performance.now() - t0
+        if (json.cache.status !== 'miss') throw new Error(`expected a miss, got ${json.cache.status}`)
+        const timing = res.headers.get('server-timing') ?? ''
+        const model = Number(/model;dur=([0-9.]+)/.exec(timing)?.[1])
+        if (!Number.isFinite(model)) throw new Error(`a miss without Server-Timing: ${timing}`)
+        client.push(total - model)
+        server.push(Number(/app;dur=([0-9.]+)/.exec(timing)?.[1]))
       }))
     }
-    record('2. miss overhead', `for reference: the stand-in called directly, four at a time, beyond its ${modelMs} ms`, spread(standIn))
-
-    // 5. Streaming: time to first delta.
-    const firstDelta = async (b: object): Promise<number> => {
-      const t0 = performance.now()
-      let first = NaN
-      await postSse(a.url, b, { onEvent: e => { if (e.event === 'delta' && Number.isNaN(first)) first = performance.now() - t0 } })
-      return first
-    }
-    openai.setStream({ chunks: 10, delayMs: Math.round(modelMs / 10) })
-    openai.setLatency(0)
-    const missFirst: number[] = []
-    const hitFirst: number[] = []
-    for (let i = 0; i < (quick ? 3 : 10); i++) {
-      missFirst.push(await firstDelta(body(20_000 + i)))
-      hitFirst.push(await firstDelta(body(20_000 + i)))
-    }
-    const median = (xs: number[]): number => percentile([...xs].sort((x, y) => x - y), 50)
-    record('5. streaming', `time to first delta, miss (model streams over ${modelMs} ms)`, `median ${ms(median(missFirst))}`)
-    record('5. streaming', 'time to first delta, hit', `median ${ms(median(hitFirst))}`)
-    openai.setStream({ chunks: 10, delayMs: 0 })
-    openai.setLatency(modelMs)
-    await stopAll([a, a2])
+    return { client, server }
   }
+  // A fresh process's first misses also pay for compiling their code and
+  // opening its PostgreSQL pool's connections: warm it first, as the hit
+  // path's instances are warmed, and measure the steady state.
+  await missOverheads(quick ? 4 : 12, 4)
+  const alone = await missOverheads(quick ? 8 : 60, 1)
+  record('2. miss overhead', `one miss at a time (${alone.client.length}): seen by the client, beyond the model call`, spread(alone.client))
+  record('2. miss overhead', 'one miss at a time: in the server, beyond the model call (Server-Timing app;dur)', spread(alone.server))
+  // What the client side costs on its own: the same fetch, one at a time, to a route with nothing behind it.
+  const roundTrips: number[] = []
+  for (let i = 0; i < alone.client.length; i++) {
+    const t0 = performance.now()
+    await (await fetch(`http://127.0.0.1:${a.port}/health`)).json()
+    roundTrips.push(performance.now() - t0)
+  }
+  record('2. miss overhead', 'for reference: the same client\'s whole round trip to GET /health, one at a time', spread(roundTrips))
+  const four = await missOverheads(quick ? 12 : 100, 4)
+  record('2. miss overhead', `four misses at a time (${four.client.length}): seen by the client, beyond the model call`, spread(four.client))
+  record('2. miss overhead', 'four misses at a time: in the server, beyond the model call (Server-Timing app;dur)', spread(four.server))
+  // Both workers warm first, as the one-process instance was.
+  await missOverheads(quick ? 4 : 40, 2, a2.url)
+  const fourOnTwo = await missOverheads(quick ? 12 : 100, 4, a2.url)
+  record('2. miss overhead', `four misses at a time, two workers (${fourOnTwo.client.length}): seen by the client, beyond the model call`, spread(fourOnTwo.client))
+  record('2. miss overhead', 'four misses at a time, two workers: in the server, beyond the model call (Server-Timing app;dur)', spread(fourOnTwo.server))
+  const standIn: number[] = []
+  for (let i = 0; i < (quick ? 3 : 25); i++) {
+    await Promise.all([0, 1, 2, 3].map(async () => {
+      const t0 = performance.now()
+      const res = await fetch(`${openai.baseURL}/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: 'Bearer sk-bench' }, body: JSON.stringify({ model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'x' }] }) })
+      await res.text()
+      standIn.push(performance.now() - t0 - modelMs)
+    }))
+  }
+  record('2. miss overhead', `for reference: the stand-in called directly, four at a time, beyond its ${modelMs} ms`, spread(standIn))
+
+  // 5. Streaming: time to first delta.
+  const firstDelta = async (b: object): Promise<number> => {
+    const t0 = performance.now()
+    let first = NaN
+    await postSse(a.url, b, { onEvent: e => { if (e.event === 'delta' && Number.isNaN(first)) first = performance.now() - t0 } })
+    return first
+  }
+  openai.setStream({ chunks: 10, delayMs: Math.round(modelMs / 10) })
+  openai.setLatency(0)
+  const missFirst: number[] = []
+  const hitFirst: number[] = []
+  for (let i = 0; i < (quick ? 3 : 10); i++) {
+    missFirst.push(await firstDelta(body(20_000 + i)))
+    hitFirst.push(await firstDelta(body(20_000 + i)))
+  }
+  const median = (xs: number[]): number => percentile([...xs].sort((x, y) => x - y), 50)
+  record('5. streaming', `time to first delta, miss (model streams over ${modelMs} ms)`, `median ${ms(median(missFirst))}`)
+  record('5. streaming', 'time to first delta, hit', `median ${ms(median(hitFirst))}`)
+  openai.setStream({ chunks: 10, delayMs: 0 })
+  openai.setLatency(modelMs)
+  await stopAll([a, a2])
 }
 
 /** Model calls against distinct prompts, from what the stand-in received. */
@@ -664,6 +692,10 @@ try {
       await fleetScenario()
       continue
     }
+    if (onlyHits || onlyMisses) {
+      await speedScenarios()
+      continue
+    }
     if (!onlyPayOnce) await speedScenarios()
     await payOnceScenarios()
     if (!onlyPayOnce) await fleetScenario()
@@ -692,8 +724,8 @@ const report = `# Benchmark results
 | --- | --- | ${figureColumns.map(() => '---').join(' | ')} |
 ${table}
 `
-if (onlyPayOnce) {
-  process.stdout.write(`\n${table}\n\n(--only pay-once: bench/RESULTS.md left as it is)\n`)
+if (onlyPrinted) {
+  process.stdout.write(`\n${table}\n\n(--only ${values.only}: bench/RESULTS.md left as it is)\n`)
   process.exit(0)
 }
 const previous = await readFile(new URL('./RESULTS.md', import.meta.url), 'utf8').catch(() => '')

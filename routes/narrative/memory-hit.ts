@@ -73,7 +73,7 @@ export function memoryHitHook (fastify: FastifyInstance, texts: HitTexts, bodyLi
     // A string with a JSON content type is sent as it is: already serialized.
     const hit = texts.ready ? texts.textOf(served.body) : undefined
     return () => {
-      reply.header('X-Cache', 'HIT')
+      reply.header('X-Cache', 'HIT').header('Age', String(served.body.cache.ageSeconds))
       if (hit !== undefined) reply.type(JSON_UTF8).send(hit.text)
       else reply.send(served.body)
     }
