@@ -233,6 +233,12 @@ async function hitPathScenario (): Promise<void> {
     for (let round = 0; round < rounds; round++) {
       for (let k = 0; k < targets.length; k++) {
         const i = (k + round) % targets.length
+        // A second under load first, unrecorded: a process idle for the others' runs (over
+        // V8's 8 s memory-reducer delay) comes back slower for a second or more, and the
+        // more code it runs per request, the longer (measured: the app's first second after
+        // 10 s idle took 2-3× its CPU per request, the bare floor's much less). The steady
+        // state is what is compared, for every target alike.
+        await runLoad({ url: targets[i].url, body: hitBody, connections, seconds: 1 })
         const cpuBefore = treeCpuSeconds(targets[i].pid ?? 0)
         const run = await runLoad({ url: targets[i].url, body: hitBody, connections, seconds })
         cpuPerRequest[i].push((treeCpuSeconds(targets[i].pid ?? 0) - cpuBefore) / Math.max(1, run.requests) * 1e6)
