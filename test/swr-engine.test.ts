@@ -248,6 +248,47 @@ t.test('a waiter whose store fails while the build it waits for is under way, th
   t.equal(builds, 2)
 })
 
+t.test('the claim\'s first look goes out with the lock request, and a claim won by a builder that then loses the lock is released at once (claims in PostgreSQL)', async t => {
+  const db = await openPostgres(await uniqueDatabaseUrl(t))
+  t.teardown(() => db.close())
+  await migrate(db)
+  const repository = new BuildClaimsRepository(db)
+  const store = new MemoryStore({ maxBytes: 1 << 20 })
+  // The lock request is held until the test lets it go, and the claim statements are counted.
+  let lockAsked = (): void => {}
+  let letLockGo = (): void => {}
+  const lockHeld = new Promise<void>(resolve => { letLockGo = resolve })
+  const slowLocks = new Proxy(store, {
+    get (target, name, receiver) {
+      const real = Reflect.get(target, name, receiver)
+      if (name !== 'acquireLock' || typeof real !== 'function') return typeof real === 'function' ? real.bind(target) : real
+      return async (...args: unknown[]) => { lockAsked(); await lockHeld; return await real.apply(target, args) }
+    }
+  }) as CacheStore
+  let claimStatements = 0
+  const counted = { claim: async (...args: Parameters<BuildClaimsRepository['claim']>) => { claimStatements++; return await repository.claim(...args) }, release: repository.release.bind(repository), fail: repository.fail.bind(repository) }
+  const claims = new BuildClaims(counted, async op => await op(), silentLogger, { ttlMs: 30_000, pollMinMs: 20, pollMaxMs: 100, entryVersion: 'quote@1' })
+  const engine = new SwrEngine<Quote>({ store: slowLocks, breaker: new CircuitBreaker({ failureThreshold: 1000, cooldownMs: 1000 }), codec: quoteCodec, logger: silentLogger, claims, options: options('firstlook') })
+  t.teardown(() => engine.close())
+  const q = quotes()
+  const key = 'q:FIRSTLOOK'
+  // Another instance holds the Redis lock (and, as happens in a race, not yet its claim).
+  t.ok(await store.acquireLock(lockKey(key), 'someone-else', 30_000))
+  const asked = new Promise<void>(resolve => { lockAsked = resolve })
+  const call = engine.getOrBuild(key, q.spec('FIRSTLOOK'))
+  await asked
+  await waitUntil(() => claims.counters.won === 1, { intervalMs: 5, what: 'the claim statement, sent and answered while the lock request is still unanswered' })
+  t.equal(claimStatements, 1, 'its first look won the free claim, in one statement')
+  letLockGo()
+  // The lock is someone else's: this call waits for that build, and gives back the claim it won.
+  await waitUntil(async () => await repository.live() === 0, { intervalMs: 10, what: 'the claim released' })
+  t.equal(q.counter.builds, 0, 'no build while another holds the lock')
+  // That build ends without a value (its lock is released): this call takes the lock and builds, once.
+  await store.releaseLock(lockKey(key), 'someone-else')
+  t.equal((await call).status, 'miss')
+  t.equal(q.counter.builds, 1)
+})
+
 t.test('lock lost (a holder paused past its TTL): the later builder\'s value is never overwritten (real Redis)', async t => {
   const { engines, prefix } = await redisEngines(t, 2, { buildDeadlineMs: 500, lockMarginMs: 0 })
   const key = `${prefix}:quote:PAUSE`

@@ -90,42 +90,57 @@ export class BuildClaims {
   }
 
   /**
+   * One look at the claim on `key`, never waiting: its outcome now, or
+   * 'held' while another owner holds a live claim. `takeFailed`: a failed
+   * build's marker is taken over (a new request tries the model again);
+   * otherwise it is answered 'failed'. A builder sends its first look beside
+   * its lock request and hands it to acquire() (a database round trip less
+   * before the build); one that then loses the lock releases what it won.
+   */
+  async attempt (key: string, owner: string, takeFailed: boolean): Promise<ClaimOutcome | 'held'> {
+    let answer: { won: boolean, built: boolean, failed: boolean }
+    try {
+      if (this.options.databaseSilent?.() === true) throw new Error('the database is silent')
+      answer = await this.guard(() => this.store.claim(key, owner, this.options.ttlMs, this.options.entryVersion, takeFailed))
+    } catch (err) {
+      this.counters.unavailable++
+      this.logger.debug({ key, err: (err as Error).message }, 'build claim unavailable: building without one')
+      return 'unavailable'
+    }
+    if (answer.built) {
+      // Our own claim is of no use: the key is built.
+      if (answer.won) this.releaseQuietly(key, owner)
+      this.counters.built++
+      return 'built'
+    }
+    if (answer.won) {
+      this.counters.won++
+      return 'won'
+    }
+    if (answer.failed && !takeFailed) {
+      this.counters.failed++
+      return 'failed'
+    }
+    return 'held'
+  }
+
+  /**
    * Claims `key` for `owner`, waiting up to `waitMs` while another owner holds
    * a live claim (it is building: its row lands, or its claim is released or
    * expires, and then this one is taken). A call that has waited for a build
    * (here, or on a lock before it came here: `waiting`) and finds that build
    * failed gets 'failed', never the claim: one failed build is one model call
-   * paid, not one per waiter.
+   * paid, not one per waiter. `firstLook`: an attempt() already sent for this
+   * owner (with takeFailed = !waiting), taken as the first look.
    */
-  async acquire (key: string, owner: string, waitMs: number, waiting = false): Promise<ClaimOutcome> {
+  async acquire (key: string, owner: string, waitMs: number, waiting = false, firstLook?: Promise<ClaimOutcome | 'held'>): Promise<ClaimOutcome> {
     const deadline = this.clock() + waitMs
     let delay = this.options.pollMinMs
+    let look = firstLook ?? this.attempt(key, owner, !waiting)
     let waited = false
     for (;;) {
-      let answer: { won: boolean, built: boolean, failed: boolean }
-      const takeFailed = !(waiting || waited)
-      try {
-        if (this.options.databaseSilent?.() === true) throw new Error('the database is silent')
-        answer = await this.guard(() => this.store.claim(key, owner, this.options.ttlMs, this.options.entryVersion, takeFailed))
-      } catch (err) {
-        this.counters.unavailable++
-        this.logger.debug({ key, err: (err as Error).message }, 'build claim unavailable: building without one')
-        return 'unavailable'
-      }
-      if (answer.built) {
-        // Our own claim is of no use: the key is built.
-        if (answer.won) this.releaseQuietly(key, owner)
-        this.counters.built++
-        return 'built'
-      }
-      if (answer.won) {
-        this.counters.won++
-        return 'won'
-      }
-      if (answer.failed && !takeFailed) {
-        this.counters.failed++
-        return 'failed'
-      }
+      const outcome = await look
+      if (outcome !== 'held') return outcome
       if (!waited) this.counters.waited++
       waited = true
       const left = deadline - this.clock()
@@ -135,6 +150,8 @@ export class BuildClaims {
       }
       await new Promise(resolve => setTimeout(resolve, Math.min(delay, left)))
       delay = Math.min(delay * 2, this.options.pollMaxMs)
+      // Having waited, a failed build's marker is this call's answer, not a key to take.
+      look = this.attempt(key, owner, false)
     }
   }
 

@@ -264,28 +264,36 @@ export class SwrEngine<V> {
   /** A miss: become the one builder for this key, or wait for the one there is. */
   private async build (key: string, spec: BuildSpec<V>, min?: number): Promise<Resolution<V>> {
     const token = randomUUID()
-    // The builder's first step is the durable read: it goes out with the lock
-    // request rather than after it (a round trip less before the build). Only
-    // one call per key in this process gets here, the others share its
-    // promise, so losing the lock wastes at most one read per instance.
+    // The builder's first steps, the durable read and the first look at the
+    // build claim, go out with the lock request rather than after it: the
+    // database round trips overlap the lock's, and none of them waits for
+    // another. Only one call per key in this process gets here, the others
+    // share its promise, so losing the lock wastes at most one read and one
+    // claim statement per instance; a claim won then is released at once.
     const durableRead = this.deps.durable?.get(key)
+    const owner = `${this.instanceId}/${token}`
+    const firstLook = this.deps.claims?.attempt(key, owner, true)
     const acquired = await this.locks.tryLock(lockKey(key), token, this.buildLockTtlMs)
-    if (acquired === undefined) return await this.buildWithoutStore(key, spec, min)
-    if (acquired) return await this.buildAndStore(key, spec, token, min, durableRead)
+    if (acquired === undefined) return await this.buildWithoutStore(key, spec, min, false, { token, durableRead, firstLook })
+    if (acquired) return await this.buildAndStore(key, spec, token, min, durableRead, false, firstLook)
+    if (firstLook !== undefined) this.background.track(firstLook.then(outcome => { if (outcome === 'won') this.releaseClaim(key, owner) }))
     return await this.waitForBuilder(key, spec, min)
   }
 
-  /** `waiting`: this call waited for another build before it took the lock (see BuildClaims.acquire). */
-  private async buildAndStore (key: string, spec: BuildSpec<V>, token: string, min: number | undefined, durableRead?: ReturnType<DurableTier<V>['get']>, waiting = false): Promise<Resolution<V>> {
+  /**
+   * `waiting`: this call waited for another build before it took the lock (see BuildClaims.acquire).
+   * `firstLook`: the claim's first look, already sent for this token (see build()).
+   */
+  private async buildAndStore (key: string, spec: BuildSpec<V>, token: string, min: number | undefined, durableRead?: ReturnType<DurableTier<V>['get']>, waiting = false, firstLook?: Promise<ClaimOutcome | 'held'>): Promise<Resolution<V>> {
     const lock = lockKey(key)
     const announce = async (outcome: 'ready' | 'failed' | 'released'): Promise<void> => {
       await this.coordinator.releaseAndAnnounce(key, lock, token, this.buildLockTtlMs, outcome)
     }
-    // The build claim goes out as soon as the lock is ours, beside the durable
-    // read already on its way, rather than after it: a database round trip
-    // less before the build. When the read finds the value, the claim is given back.
+    // The build claim goes out beside the durable read (with the lock request
+    // itself for a first build, see build()), rather than after it: a database
+    // round trip less before the build. When the read finds the value, the claim is given back.
     const owner = `${this.instanceId}/${token}`
-    const claiming = this.deps.claims?.acquire(key, owner, this.deps.options.maxWaitMs, waiting)
+    const claiming = this.deps.claims?.acquire(key, owner, this.deps.options.maxWaitMs, waiting, firstLook)
     const fromDurable = await this.fromDurable(key, spec, true, min, durableRead)
     if (fromDurable !== null) {
       if (claiming !== undefined) this.background.track(claiming.then(outcome => { if (outcome === 'won') this.releaseClaim(key, owner) }))
@@ -440,11 +448,18 @@ export class SwrEngine<V> {
    * the store (still one build per key in this process). What was built is
    * kept in the durable tier: it is paid for.
    */
-  private async buildWithoutStore (key: string, spec: BuildSpec<V>, min: number | undefined, waiting = false): Promise<Resolution<V>> {
-    const fromDurable = await this.fromDurable(key, spec, false, min)
-    if (fromDurable !== null) return fromDurable
+  private async buildWithoutStore (key: string, spec: BuildSpec<V>, min: number | undefined, waiting = false, sent?: { token: string, durableRead?: ReturnType<DurableTier<V>['get']>, firstLook?: Promise<ClaimOutcome | 'held'> }): Promise<Resolution<V>> {
+    // What build() already sent beside its lock request: the read, and the claim's first look.
+    const token = sent?.token ?? randomUUID()
+    const owner = `${this.instanceId}/${token}`
+    const claiming = sent?.firstLook === undefined ? undefined : this.deps.claims?.acquire(key, owner, this.deps.options.maxWaitMs, waiting, sent.firstLook)
+    const fromDurable = await this.fromDurable(key, spec, false, min, sent?.durableRead)
+    if (fromDurable !== null) {
+      if (claiming !== undefined) this.background.track(claiming.then(outcome => { if (outcome === 'won') this.releaseClaim(key, owner) }))
+      return fromDurable
+    }
     // Without the store, the durable claim is the only thing between the instances.
-    const claim = await this.claimBuild(key, spec, randomUUID(), false, min, undefined, waiting)
+    const claim = await this.claimBuild(key, spec, token, false, min, claiming, waiting)
     if (claim.answer !== undefined) return claim.answer
     try {
       await this.admit(spec, false)
