@@ -36,6 +36,8 @@ async function migrationSuite (t: Test, open: () => Promise<Database>): Promise<
     t.match(eventIndexes, /\(at\)/, 'index on analytics_events.at')
     t.match(eventIndexes, /\(user_id\)/, 'index on analytics_events.user_id')
     t.match((await indexes(db, 'user_keys')).join('\n'), /\(user_id, key\)/, 'user_keys primary key (user_id, key)')
+    const persistence = await db.query<{ relname: string, relpersistence: string }>("SELECT relname, relpersistence FROM pg_class WHERE relname IN ('build_claims', 'narratives') ORDER BY 1")
+    t.same(persistence.map(r => [r.relname, r.relpersistence]), [['build_claims', 'u'], ['narratives', 'p']], 'build claims are written without WAL (unlogged); narratives with it')
     const rows = await db.query<{ version: number, name: string, applied_at: number }>('SELECT version, name, applied_at FROM schema_migrations')
     t.same(rows.map(r => [r.version, r.name]), migrations.map(m => [m.version, m.name]))
     t.ok(Math.abs(rows[0].applied_at - Date.now()) < 60_000, 'applied_at is a ms timestamp')

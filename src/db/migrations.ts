@@ -144,6 +144,21 @@ CREATE TABLE api_key_spend (
     sql: `
 ALTER TABLE api_keys ADD COLUMN refresh boolean NOT NULL DEFAULT false;
 `
+  },
+  {
+    version: 6,
+    name: 'build claims written without WAL (UNLOGGED): a claim is taken before every first build',
+    // A claim lives no longer than the build it covers (src/swr/build-claims.ts),
+    // and it is written on the miss path, before the model call: without WAL
+    // its commit waits for no log flush. What UNLOGGED gives up is a claim
+    // surviving a crash of PostgreSQL itself (the table is emptied on crash
+    // recovery, and a replica promoted by failover starts with it empty): the
+    // claims in flight then are lost as if they had expired, and the Redis
+    // locks still stand between the instances unless Redis is lost at the
+    // same moment, the limit the claims already state for a database that is down.
+    sql: `
+ALTER TABLE build_claims SET UNLOGGED;
+`
   }
 ]
 
