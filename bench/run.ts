@@ -185,6 +185,49 @@ async function speedScenarios (): Promise<void> {
   if (!onlyHits) await missScenarios()
 }
 
+/** A server the hit scenarios load: where to send, its process (for its CPU), and the headers it needs. */
+interface LoadTarget { label: string, url: string, pid: number | undefined, headers?: Record<string, string> }
+
+/**
+ * Loads each target in turn, `rounds` rounds of `seconds`, the first target
+ * being the bare floor; records each one's requests a second, its ratio to
+ * the floor and its CPU per request. Each round's order is rotated (no
+ * target always follows the same one), and a target's ratio is the median
+ * over the rounds of its run against the floor's run of the same round: on
+ * this machine one target's figure can move by a third between two runs a
+ * few seconds apart, and a slow spell is then compared with the floor it fell near.
+ */
+async function compareWithFloor (section: string, targets: LoadTarget[], body: unknown, connections: number, rounds: number, seconds: number): Promise<void> {
+  const runs = targets.map(() => [] as LoadResult[])
+  // The server's CPU time (user + system, its process tree) per request answered, run by run:
+  // what the target itself spends on a request, whoever else the machine is busy with.
+  const cpuPerRequest = targets.map(() => [] as number[])
+  for (let round = 0; round < rounds; round++) {
+    for (let k = 0; k < targets.length; k++) {
+      const i = (k + round) % targets.length
+      const { url, headers, pid } = targets[i]
+      // A second under load first, unrecorded: a process idle for the others' runs (over
+      // V8's 8 s memory-reducer delay) comes back slower for a second or more, and the
+      // more code it runs per request, the longer (measured: the app's first second after
+      // 10 s idle took 2-3× its CPU per request, the bare floor's much less). The steady
+      // state is what is compared, for every target alike.
+      await runLoad({ url, body, headers, connections, seconds: 1 })
+      const cpuBefore = treeCpuSeconds(pid ?? 0)
+      const run = await runLoad({ url, body, headers, connections, seconds })
+      cpuPerRequest[i].push((treeCpuSeconds(pid ?? 0) - cpuBefore) / Math.max(1, run.requests) * 1e6)
+      runs[i].push(run)
+    }
+  }
+  const results = runs.map(combineRuns)
+  const median = (xs: number[]): number => percentile([...xs].sort((x, y) => x - y), 50)
+  for (const [i, target] of targets.entries()) {
+    const ratios = runs[i].map((r, round) => r.rps / runs[0][round].rps)
+    loadRow(section, target.label, results[i], i === 0 ? undefined : median(ratios))
+    if (rounds > 1) record(section, `${target.label}: its ${rounds} runs of ${seconds} s, in turn with the others`, runs[i].map(r => `${Math.round(r.rps)}`).join(', ') + ' req/s' + (i === 0 ? '' : `; against the floor's run of the same round: ${ratios.map(x => x.toFixed(2)).join(', ')}`))
+    record(section, `${target.label}: the server's CPU per request (user + system, median of its runs)`, `${median(cpuPerRequest[i]).toFixed(1)} µs` + (rounds > 1 ? ` (runs: ${cpuPerRequest[i].map(x => x.toFixed(0)).join(', ')})` : '') + (i === 0 ? '' : ` (${(median(cpuPerRequest[i]) / median(cpuPerRequest[0])).toFixed(2)}× the bare floor's)`))
+  }
+}
+
 /** Scenario 1: hits against their floors, in requests a second. */
 async function hitPathScenario (): Promise<void> {
   log('hit path: starting the app (one process, and two workers) and the three floors')
@@ -210,12 +253,8 @@ async function hitPathScenario (): Promise<void> {
     { label: 'narrative hit, one process (WORKERS=1, the default)', url: app.url, pid: app.child.pid },
     { label: 'narrative hit, two workers (WORKERS=2, one per core)', url: app2.url, pid: app2.child.pid }
   ]
-  // At 50 connections the targets take turns in rounds of short runs: on
-  // this machine one target's figure can move by a third between two runs a
-  // few seconds apart. Each round's order is rotated (no target always
-  // follows the same one), and a target's ratio is the median over the
-  // rounds of its run against the bare floor's run of the same round, so a
-  // slow spell is compared with the floor it fell near. At 1,000 connections
+  // At 50 connections the targets take turns in rounds of short runs
+  // (compareWithFloor says why). At 1,000 connections
   // every target is run twice: a process's first run at that many
   // connections has shown timeouts that the second does not.
   // Each target's first seconds under load are slower (its code still being
@@ -226,33 +265,7 @@ async function hitPathScenario (): Promise<void> {
   for (const [connections, pass, rounds, seconds] of passes) {
     if (onlyHits && connections !== 50) continue
     const section = `1. hit path, ${connections} connections${pass}`
-    const runs = targets.map(() => [] as LoadResult[])
-    // The server's CPU time (user + system, its process tree) per request answered, run by run:
-    // what the target itself spends on a request, whoever else the machine is busy with.
-    const cpuPerRequest = targets.map(() => [] as number[])
-    for (let round = 0; round < rounds; round++) {
-      for (let k = 0; k < targets.length; k++) {
-        const i = (k + round) % targets.length
-        // A second under load first, unrecorded: a process idle for the others' runs (over
-        // V8's 8 s memory-reducer delay) comes back slower for a second or more, and the
-        // more code it runs per request, the longer (measured: the app's first second after
-        // 10 s idle took 2-3× its CPU per request, the bare floor's much less). The steady
-        // state is what is compared, for every target alike.
-        await runLoad({ url: targets[i].url, body: hitBody, connections, seconds: 1 })
-        const cpuBefore = treeCpuSeconds(targets[i].pid ?? 0)
-        const run = await runLoad({ url: targets[i].url, body: hitBody, connections, seconds })
-        cpuPerRequest[i].push((treeCpuSeconds(targets[i].pid ?? 0) - cpuBefore) / Math.max(1, run.requests) * 1e6)
-        runs[i].push(run)
-      }
-    }
-    const results = runs.map(combineRuns)
-    const median = (xs: number[]): number => percentile([...xs].sort((x, y) => x - y), 50)
-    for (const [i, target] of targets.entries()) {
-      const ratios = runs[i].map((r, round) => r.rps / runs[0][round].rps)
-      loadRow(section, target.label, results[i], i === 0 ? undefined : median(ratios))
-      if (rounds > 1) record(section, `${target.label}: its ${rounds} runs of ${seconds} s, in turn with the others`, runs[i].map(r => `${Math.round(r.rps)}`).join(', ') + ' req/s' + (i === 0 ? '' : `; against the floor's run of the same round: ${ratios.map(x => x.toFixed(2)).join(', ')}`))
-      record(section, `${target.label}: the server's CPU per request (user + system, median of its runs)`, `${median(cpuPerRequest[i]).toFixed(1)} µs` + (rounds > 1 ? ` (runs: ${cpuPerRequest[i].map(x => x.toFixed(0)).join(', ')})` : '') + (i === 0 ? '' : ` (${(median(cpuPerRequest[i]) / median(cpuPerRequest[0])).toFixed(2)}× the bare floor's)`))
-    }
+    await compareWithFloor(section, targets, hitBody, connections, rounds, seconds)
   }
   const rss = Number(/process_resident_memory_bytes (\d+)/.exec(await (await fetch(`http://127.0.0.1:${app.port}/metrics`)).text())?.[1])
   record('6. memory', 'resident memory of the hit-path instance after the runs', `${(rss / 1048576).toFixed(0)} MiB`)
@@ -666,17 +679,12 @@ async function chatScenario (): Promise<void> {
   if (sample.headers.get('x-cache') !== 'HIT') throw new Error(`expected a hit, got ${sample.headers.get('x-cache') ?? ''}`)
   const barePort = await freePort()
   const floor = await spawnServer([FLOOR_SCRIPT, String(barePort), 'bare', String(size)], {}, barePort)
-  const targets: Array<{ label: string, url: string, headers: Record<string, string> }> = [
-    { label: 'floor: bare POST (same run, a body of the hit\'s size)', url: `http://127.0.0.1:${barePort}/api/narrative`, headers: {} },
-    { label: 'chat completion hit (JSON), one process', url: chatUrl, headers: { authorization: `Bearer ${secret}` } }
+  const targets: LoadTarget[] = [
+    { label: 'floor: bare POST (same run, a body of the hit\'s size)', url: `http://127.0.0.1:${barePort}/api/narrative`, pid: floor.pid },
+    { label: 'chat completion hit (JSON), one process', url: chatUrl, pid: app.child.pid, headers: { authorization: `Bearer ${secret}` } }
   ]
   for (const target of targets) await runLoad({ url: target.url, body: hitBody, headers: target.headers, connections: 50, seconds: quick ? 1 : 2 })
-  const runs = targets.map(() => [] as LoadResult[])
-  for (let round = 0; round < (quick ? 1 : 3); round++) {
-    for (const [i, target] of targets.entries()) runs[i].push(await runLoad({ url: target.url, body: hitBody, headers: target.headers, connections: 50, seconds: quick ? secs : 5 }))
-  }
-  const results = runs.map(combineRuns)
-  for (const [i, target] of targets.entries()) loadRow(`${section}, hits at 50 connections`, target.label, results[i], i === 0 ? undefined : results[0])
+  await compareWithFloor(`${section}, hits at 50 connections`, targets, hitBody, 50, quick ? 3 : 7, quick ? 1 : 3)
   await stopAll([app, { child: floor }])
 }
 
