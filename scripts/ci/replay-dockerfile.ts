@@ -321,6 +321,15 @@ async function main (): Promise<void> {
       check(res.status === 200 && typeof body.narrative?.summary === 'string', `POST /api/narrative answered ${res.status} (${body.cache?.status})`)
       const token = (await runCli(state, { JWT_SECRET: secret }, ['token', '--', '--sub', 'replay', '--ttl', '10m'])).trim()
       check(/^[\w-]+\.[\w-]+\.[\w-]+$/.test(token), '`npm run token` ran from the compiled output and printed a token')
+      // The server answers before its embedded database is open (GET /api/narrative/stats is a 503
+      // meanwhile, and /ready says `starting`): wait for it, as an operator's readiness probe would.
+      const opening = performance.now()
+      let database = 'starting'
+      while (database === 'starting' && performance.now() - opening < 120_000) {
+        database = ((await (await fetch(`${base}/ready`)).json()) as { database?: string }).database ?? 'unknown'
+        if (database === 'starting') await new Promise(resolve => setTimeout(resolve, 100))
+      }
+      check(database === 'embedded', `/ready says the embedded database is open (${database}, ${((performance.now() - opening) / 1000).toFixed(1)} s after the token)`)
       const stats = await fetch(`${base}/api/narrative/stats`, { headers: { authorization: `Bearer ${token}` } })
       await stats.arrayBuffer()
       check(stats.status === 200, `the token opens GET /api/narrative/stats (${stats.status})`)
