@@ -276,7 +276,7 @@ export class SwrEngine<V> {
     const acquired = await this.locks.tryLock(lockKey(key), token, this.buildLockTtlMs)
     if (acquired === undefined) return await this.buildWithoutStore(key, spec, min, false, { token, durableRead, firstLook })
     if (acquired) return await this.buildAndStore(key, spec, token, min, durableRead, false, firstLook)
-    if (firstLook !== undefined) this.background.track(firstLook.then(outcome => { if (outcome === 'won') this.releaseClaim(key, owner) }))
+    this.releaseIfWon(key, owner, firstLook)
     return await this.waitForBuilder(key, spec, min)
   }
 
@@ -296,7 +296,7 @@ export class SwrEngine<V> {
     const claiming = this.deps.claims?.acquire(key, owner, this.deps.options.maxWaitMs, waiting, firstLook)
     const fromDurable = await this.fromDurable(key, spec, true, min, durableRead)
     if (fromDurable !== null) {
-      if (claiming !== undefined) this.background.track(claiming.then(outcome => { if (outcome === 'won') this.releaseClaim(key, owner) }))
+      this.releaseIfWon(key, owner, claiming)
       await announce('ready')
       return fromDurable
     }
@@ -304,7 +304,7 @@ export class SwrEngine<V> {
     if (claiming !== undefined && this.deps.durable?.silent === true) {
       // The read beside it just gave up on a silent database: the claim would wait out
       // a stall window of its own. Build without it, as when the database is down.
-      this.background.track(claiming.then(outcome => { if (outcome === 'won') this.releaseClaim(key, owner) }))
+      this.releaseIfWon(key, owner, claiming)
       acquiring = Promise.resolve('unavailable')
     }
     const claim = await this.claimBuild(key, spec, token, true, min, acquiring)
@@ -455,7 +455,7 @@ export class SwrEngine<V> {
     const claiming = sent?.firstLook === undefined ? undefined : this.deps.claims?.acquire(key, owner, this.deps.options.maxWaitMs, waiting, sent.firstLook)
     const fromDurable = await this.fromDurable(key, spec, false, min, sent?.durableRead)
     if (fromDurable !== null) {
-      if (claiming !== undefined) this.background.track(claiming.then(outcome => { if (outcome === 'won') this.releaseClaim(key, owner) }))
+      this.releaseIfWon(key, owner, claiming)
       return fromDurable
     }
     // Without the store, the durable claim is the only thing between the instances.
@@ -520,6 +520,11 @@ export class SwrEngine<V> {
   private failClaim (key: string, owner: string | undefined): void {
     if (owner === undefined || this.deps.claims === undefined) return
     this.background.track(this.deps.claims.fail(key, owner))
+  }
+
+  /** Gives back, in the background, a claim asked for and no longer needed, once (and if) it is won. */
+  private releaseIfWon (key: string, owner: string, asked: Promise<ClaimOutcome | 'held'> | undefined): void {
+    if (asked !== undefined) this.background.track(asked.then(outcome => { if (outcome === 'won') this.releaseClaim(key, owner) }))
   }
 
   /** Frees a claim this build took (none when `owner` is undefined), in the background. */
