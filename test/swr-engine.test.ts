@@ -289,6 +289,56 @@ t.test('the claim\'s first look goes out with the lock request, and a claim won 
   t.equal(q.counter.builds, 1)
 })
 
+t.test('a waiter that takes the lock just after the builder landed its value and released it answers with that value: no second build', async t => {
+  // The race: the waiter reads the store (nothing yet), the builder writes and
+  // releases, then the waiter's lock request succeeds. Held open here on purpose.
+  const shared = new MemoryStore({ maxBytes: 1 << 20 })
+  let lockCalls = 0
+  let letLockGo = (): void => {}
+  const held = new Promise<void>(resolve => { letLockGo = resolve })
+  let pollAsked = (): void => {}
+  const asked = new Promise<void>(resolve => { pollAsked = resolve })
+  const waiterStore = new Proxy(shared, {
+    get (target, name, receiver) {
+      const real = Reflect.get(target, name, receiver)
+      if (typeof real !== 'function') return real
+      if (name !== 'acquireLock') return real.bind(target)
+      return async (...args: unknown[]) => {
+        // The first lock request is the waiter's own miss; the second is its poll's.
+        if (++lockCalls === 2) { pollAsked(); await held }
+        return await real.apply(target, args)
+      }
+    }
+  }) as CacheStore
+  const make = (store: CacheStore): SwrEngine<Quote> => {
+    const engine = new SwrEngine<Quote>({ store, breaker: new CircuitBreaker({ failureThreshold: 1000, cooldownMs: 1000 }), codec: quoteCodec, logger: silentLogger, options: options('race') })
+    t.teardown(() => engine.close())
+    return engine
+  }
+  const builder = make(shared)
+  const waiter = make(waiterStore)
+  await Promise.all([builder.start(), waiter.start()])
+  let builds = 0
+  let endBuild = (): void => {}
+  const spec: BuildSpec<Quote> = {
+    build: async () => { builds++; if (builds === 1) await new Promise<void>(resolve => { endBuild = resolve }); return { symbol: 'RACE', cents: builds } },
+    fallback: () => ({ symbol: 'RACE', cents: -1 })
+  }
+  const key = 'q:RACE'
+  const first = builder.getOrBuild(key, spec)
+  await waitUntil(() => builds === 1, { intervalMs: 5, what: 'the build started' })
+  const second = waiter.getOrBuild(key, spec)
+  await asked
+  endBuild()
+  t.equal((await first).status, 'miss')
+  await builder.idle() // written, then the lock released
+  letLockGo()
+  const waited = await second
+  t.equal(builds, 1, 'one build')
+  t.equal(waited.status, 'coalesced')
+  t.equal(waited.value.cents, 1, 'the builder\'s value')
+})
+
 t.test('lock lost (a holder paused past its TTL): the later builder\'s value is never overwritten (real Redis)', async t => {
   const { engines, prefix } = await redisEngines(t, 2, { buildDeadlineMs: 500, lockMarginMs: 0 })
   const key = `${prefix}:quote:PAUSE`

@@ -431,11 +431,19 @@ export class SwrEngine<V> {
       if (!acquired) continue
       // A poll can free-ride on the lock a failed builder just released, before
       // its 'failed' announcement arrives: the marker, written before that
-      // release, answers as the announcement would have. Read after taking the
-      // lock, as a read before it would leave the same window open.
-      if (await this.coordinator.buildJustFailed(key)) {
+      // release, answers as the announcement would have. And a builder can land
+      // its value and release the lock between this poll's read and its lock:
+      // the value is read again. Both after taking the lock (a read before it
+      // would leave the same window open), together: one round trip.
+      const [justFailed, landed] = await Promise.all([this.coordinator.buildJustFailed(key), this.tiers.read(key)])
+      if (justFailed) {
         await this.locks.release(lockKey(key), token, this.buildLockTtlMs)
         return this.fallback(key, spec, new Error('the build this call waited for failed'))
+      }
+      if (landed !== undefined && landed !== null && !tooOld(landed, min)) {
+        await this.locks.release(lockKey(key), token, this.buildLockTtlMs)
+        this.counters.coalesced++
+        return { ...this.fromEntry(key, spec, landed, false), status: 'coalesced' }
       }
       return await this.buildAndStore(key, spec, token, min, undefined, true)
     }
