@@ -271,7 +271,7 @@ export class SwrEngine<V> {
     // share its promise, so losing the lock wastes at most one read and one
     // claim statement per instance; a claim won then is released at once.
     const durableRead = this.deps.durable?.get(key)
-    const owner = `${this.instanceId}/${token}`
+    const owner = this.claimOwner(token)
     const firstLook = this.deps.claims?.attempt(key, owner, true)
     const acquired = await this.locks.tryLock(lockKey(key), token, this.buildLockTtlMs)
     if (acquired === undefined) return await this.buildWithoutStore(key, spec, min, false, { token, durableRead, firstLook })
@@ -292,7 +292,7 @@ export class SwrEngine<V> {
     // The build claim goes out beside the durable read (with the lock request
     // itself for a first build, see build()), rather than after it: a database
     // round trip less before the build. When the read finds the value, the claim is given back.
-    const owner = `${this.instanceId}/${token}`
+    const owner = this.claimOwner(token)
     const claiming = this.deps.claims?.acquire(key, owner, this.deps.options.maxWaitMs, waiting, firstLook)
     const fromDurable = await this.fromDurable(key, spec, true, min, durableRead)
     if (fromDurable !== null) {
@@ -423,8 +423,7 @@ export class SwrEngine<V> {
       if (entry === undefined) return await this.buildWithoutStore(key, spec, min, true)
       if (entry !== null && !tooOld(entry, min)) {
         // Someone else paid for it: this call waited for that build.
-        this.counters.coalesced++
-        return { ...this.fromEntry(key, spec, entry, false), status: 'coalesced' }
+        return this.coalescedWith(key, spec, entry)
       }
       const token = randomUUID()
       const acquired = (await this.locks.tryLock(lockKey(key), token, this.buildLockTtlMs)) === true
@@ -442,8 +441,7 @@ export class SwrEngine<V> {
       }
       if (landed !== undefined && landed !== null && !tooOld(landed, min)) {
         await this.locks.release(lockKey(key), token, this.buildLockTtlMs)
-        this.counters.coalesced++
-        return { ...this.fromEntry(key, spec, landed, false), status: 'coalesced' }
+        return this.coalescedWith(key, spec, landed)
       }
       return await this.buildAndStore(key, spec, token, min, undefined, true)
     }
@@ -459,7 +457,7 @@ export class SwrEngine<V> {
   private async buildWithoutStore (key: string, spec: BuildSpec<V>, min: number | undefined, waiting = false, sent?: { token: string, durableRead?: ReturnType<DurableTier<V>['get']>, firstLook?: Promise<ClaimOutcome | 'held'> }): Promise<Resolution<V>> {
     // What build() already sent beside its lock request: the read, and the claim's first look.
     const token = sent?.token ?? randomUUID()
-    const owner = `${this.instanceId}/${token}`
+    const owner = this.claimOwner(token)
     const claiming = sent?.firstLook === undefined ? undefined : this.deps.claims?.acquire(key, owner, this.deps.options.maxWaitMs, waiting, sent.firstLook)
     const fromDurable = await this.fromDurable(key, spec, false, min, sent?.durableRead)
     if (fromDurable !== null) {
@@ -504,7 +502,7 @@ export class SwrEngine<V> {
   private async claimBuild (key: string, spec: BuildSpec<V>, token: string, repopulate: boolean, min: number | undefined, acquiring?: Promise<ClaimOutcome>, waiting = false): Promise<{ answer?: Resolution<V>, owner?: string }> {
     const claims = this.deps.claims
     if (claims === undefined) return {}
-    const owner = `${this.instanceId}/${token}`
+    const owner = this.claimOwner(token)
     const outcome = await (acquiring ?? claims.acquire(key, owner, this.deps.options.maxWaitMs, waiting))
     if (outcome === 'won') return { owner }
     // The database cannot say: build, as before there were claims (the guarantee's limit).
@@ -528,6 +526,17 @@ export class SwrEngine<V> {
   private failClaim (key: string, owner: string | undefined): void {
     if (owner === undefined || this.deps.claims === undefined) return
     this.background.track(this.deps.claims.fail(key, owner))
+  }
+
+  /** A call that waited for another's build answers with the entry that build landed. */
+  private coalescedWith (key: string, spec: BuildSpec<V>, entry: Entry<V>): Resolution<V> {
+    this.counters.coalesced++
+    return { ...this.fromEntry(key, spec, entry, false), status: 'coalesced' }
+  }
+
+  /** Who a build claim belongs to: this instance and the build's lock token. */
+  private claimOwner (token: string): string {
+    return `${this.instanceId}/${token}`
   }
 
   /** Gives back, in the background, a claim asked for and no longer needed, once (and if) it is won. */
