@@ -20,6 +20,11 @@ export function percentile (sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]
 }
 
+/** The median of unsorted figures. */
+export function median (xs: number[]): number {
+  return percentile([...xs].sort((a, b) => a - b), 50)
+}
+
 /**
  * autocannon against one URL with one body. Every response time is kept, so
  * p95 is exact (autocannon's own table has p97.5 but no p95).
@@ -71,7 +76,7 @@ export function combineRuns (runs: LoadResult[]): LoadResult & { runsRps: number
   for (const r of runs) for (const [kind, n] of Object.entries(r.errorKinds)) errorKinds[kind] = (errorKinds[kind] ?? 0) + n
   return {
     requests: runs.reduce((n, r) => n + r.requests, 0),
-    rps: percentile([...runsRps].sort((a, b) => a - b), 50),
+    rps: median(runsRps),
     p50: percentile(latencies, 50),
     p95: percentile(latencies, 95),
     p99: percentile(latencies, 99),

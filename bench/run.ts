@@ -12,7 +12,7 @@ import { startFaultProxy } from '../test/support/fault-proxy.ts'
 import { freePort } from '../test/support/ports.ts'
 import { waitUntil } from '../test/support/wait.ts'
 import { postSse } from '../test/support/sse-client.ts'
-import { combineRuns, percentile, runLoad, type LoadResult } from './load.ts'
+import { combineRuns, median, percentile, runLoad, type LoadResult } from './load.ts'
 import { treeCpuSeconds } from './process-cpu.ts'
 import { zipfSampler } from './zipf.ts'
 import { APP_SCRIPT, FLOOR_SCRIPT, compileForBench } from './compiled.ts'
@@ -219,7 +219,6 @@ async function compareWithFloor (section: string, targets: LoadTarget[], body: u
     }
   }
   const results = runs.map(combineRuns)
-  const median = (xs: number[]): number => percentile([...xs].sort((x, y) => x - y), 50)
   for (const [i, target] of targets.entries()) {
     const ratios = runs[i].map((r, round) => r.rps / runs[0][round].rps)
     loadRow(section, target.label, results[i], i === 0 ? undefined : median(ratios))
@@ -351,7 +350,6 @@ async function missScenarios (): Promise<void> {
     missFirst.push(await firstDelta(body(20_000 + i)))
     hitFirst.push(await firstDelta(body(20_000 + i)))
   }
-  const median = (xs: number[]): number => percentile([...xs].sort((x, y) => x - y), 50)
   record('5. streaming', `time to first delta, miss (model streams over ${modelMs} ms)`, `median ${ms(median(missFirst))}`)
   record('5. streaming', 'time to first delta, hit', `median ${ms(median(hitFirst))}`)
   openai.setStream({ chunks: 10, delayMs: 0 })
