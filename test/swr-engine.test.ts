@@ -53,6 +53,18 @@ const options = (prefix: string, more: Partial<EngineOptions> = {}): EngineOptio
   prefix, ttlSeconds: 3600, staleSeconds: 60, buildDeadlineMs: 2000, refreshDeadlineMs: 2000, maxWaitMs: 5000, pollMinMs: 20, pollMaxMs: 100, ...more
 })
 
+/** The store, with each lock request made to wait for `before()` first (a race held open on purpose). */
+function holdingLockRequests (store: CacheStore, before: () => Promise<void>): CacheStore {
+  return new Proxy(store, {
+    get (target, name, receiver) {
+      const real = Reflect.get(target, name, receiver)
+      if (typeof real !== 'function') return real
+      if (name !== 'acquireLock') return real.bind(target)
+      return async (...args: unknown[]) => { await before(); return await real.apply(target, args) }
+    }
+  })
+}
+
 function fakeClock (start = 1_700_000_000_000) {
   let now = start
   return { now: () => now, advance: (ms: number) => { now += ms } }
@@ -258,13 +270,7 @@ t.test('the claim\'s first look goes out with the lock request, and a claim won 
   let lockAsked = (): void => {}
   let letLockGo = (): void => {}
   const lockHeld = new Promise<void>(resolve => { letLockGo = resolve })
-  const slowLocks = new Proxy(store, {
-    get (target, name, receiver) {
-      const real = Reflect.get(target, name, receiver)
-      if (name !== 'acquireLock' || typeof real !== 'function') return typeof real === 'function' ? real.bind(target) : real
-      return async (...args: unknown[]) => { lockAsked(); await lockHeld; return await real.apply(target, args) }
-    }
-  }) as CacheStore
+  const slowLocks = holdingLockRequests(store, async () => { lockAsked(); await lockHeld })
   let claimStatements = 0
   const counted = { claim: async (...args: Parameters<BuildClaimsRepository['claim']>) => { claimStatements++; return await repository.claim(...args) }, release: repository.release.bind(repository), fail: repository.fail.bind(repository) }
   const claims = new BuildClaims(counted, async op => await op(), silentLogger, { ttlMs: 30_000, pollMinMs: 20, pollMaxMs: 100, entryVersion: 'quote@1' })
@@ -298,18 +304,8 @@ t.test('a waiter that takes the lock just after the builder landed its value and
   const held = new Promise<void>(resolve => { letLockGo = resolve })
   let pollAsked = (): void => {}
   const asked = new Promise<void>(resolve => { pollAsked = resolve })
-  const waiterStore = new Proxy(shared, {
-    get (target, name, receiver) {
-      const real = Reflect.get(target, name, receiver)
-      if (typeof real !== 'function') return real
-      if (name !== 'acquireLock') return real.bind(target)
-      return async (...args: unknown[]) => {
-        // The first lock request is the waiter's own miss; the second is its poll's.
-        if (++lockCalls === 2) { pollAsked(); await held }
-        return await real.apply(target, args)
-      }
-    }
-  }) as CacheStore
+  // The first lock request is the waiter's own miss; the second is its poll's.
+  const waiterStore = holdingLockRequests(shared, async () => { if (++lockCalls === 2) { pollAsked(); await held } })
   const make = (store: CacheStore): SwrEngine<Quote> => {
     const engine = new SwrEngine<Quote>({ store, breaker: new CircuitBreaker({ failureThreshold: 1000, cooldownMs: 1000 }), codec: quoteCodec, logger: silentLogger, options: options('race') })
     t.teardown(() => engine.close())
