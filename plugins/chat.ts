@@ -65,11 +65,11 @@ export default fp(async (fastify) => {
   // As for narratives: a completion paid for is kept in the database, and a
   // build claim there stops a second call when Redis lost its lock.
   const durable = new DurableTier(durableChat(new ChatEntriesRepository(db.database)), databaseBreaker, fastify.log, { readTimeoutMs: deadlineMs, available: db.isOpen })
-  const claims = new BuildClaims(new BuildClaimsRepository(db.database), async op => await durable.guard(op), fastify.log, {
+  const claims = new BuildClaims(new BuildClaimsRepository(db.database, 'chat_entries'), async op => await durable.guard(op), fastify.log, {
     ttlMs: deadlineMs + 5000,
     pollMinMs: 50,
     pollMaxMs: 1000,
-    // Claims only: a chat key is never in the narratives table the claim looks at.
+    // Chat rows carry no engine version: the claim's look at chat_entries ignores it.
     entryVersion: 'chat',
     databaseSilent: () => durable.silent
   })

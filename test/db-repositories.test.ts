@@ -10,6 +10,7 @@ import { openPglite, openPostgres, type Database } from '../src/db/database.ts'
 import { migrate } from '../src/db/migrations.ts'
 import { globToLike, NarrativesRepository } from '../src/db/narratives-repository.ts'
 import { BuildClaimsRepository } from '../src/db/build-claims-repository.ts'
+import { ChatEntriesRepository } from '../src/db/chat-entries-repository.ts'
 import { uniqueDatabaseUrl } from './support/env.ts'
 import { sleep } from './support/wait.ts'
 
@@ -134,6 +135,16 @@ function repositorySuite (t: Test, getDb: () => Promise<Database>): void {
     t.equal(await claims.live(), 1, 'c still holds it')
     const race = await Promise.all(Array.from({ length: 10 }, (_, i) => claims.claim('race', `o${i}`, 60_000, V, true)))
     t.equal(race.filter(r => r.won).length, 1, 'ten owners at once: one wins')
+  })
+
+  t.test('build claims of chat completions: "built" once the completion is in chat_entries, not in narratives', async t => {
+    const claims = new BuildClaimsRepository(db, 'chat_entries')
+    t.same(await claims.claim('c', 'a', 60_000, 'chat', true), { won: true, built: false, failed: false }, 'a fresh key is claimed')
+    await new NarrativesRepository(db).upsert('c', narrative('x'), 1, null, null)
+    t.same(await claims.claim('c', 'b', 60_000, 'chat', true), { won: false, built: false, failed: false }, 'a narrative of the same key is not a completion')
+    await claims.release('c', 'a')
+    await new ChatEntriesRepository(db).write('c', { chunks: ['{}'], createdAt: 1, refreshedAt: 1, staleAfter: 2 }, 1)
+    t.same(await claims.claim('c', 'b', 60_000, 'chat', true), { won: true, built: true, failed: false }, 'built: the completion is there (the waiter that takes the claim reads it rather than paying again)')
   })
 
   t.test('build claims: a failed build leaves a marker that waiters see and a new request takes over', async t => {

@@ -8,6 +8,20 @@ const DB_NOW_MS = '(extract(epoch from clock_timestamp()) * 1000)::bigint'
 const FAILED = '!failed'
 
 /**
+ * Where the rows an engine builds are kept, for a claim's `built`: the
+ * narratives of one engine version, or the chat completions. A claim that
+ * looked in another engine's table would never see its own builds land, and a
+ * waiter that took the claim once the builder released it would pay again.
+ */
+export type BuiltRows = 'narratives' | 'chat_entries'
+
+const BUILT: Record<BuiltRows, string> = {
+  narratives: "EXISTS (SELECT 1 FROM narratives WHERE key = $1 AND entry->>'version' = $4)",
+  // A chat row has no engine version: any row is the completion ($4 is typed, not compared).
+  chat_entries: 'EXISTS (SELECT 1 FROM chat_entries WHERE key = $1 AND $4::text IS NOT NULL)'
+}
+
+/**
  * Build claims in PostgreSQL (table build_claims, migration 3): one row per
  * key being built, with its owner and expiry. Taken with INSERT … ON
  * CONFLICT: a fresh key is inserted, an expired claim (its owner died) is
@@ -16,9 +30,11 @@ const FAILED = '!failed'
  */
 export class BuildClaimsRepository implements BuildClaimStore {
   readonly #db: Database
+  readonly #built: string
 
-  constructor (db: Database) {
+  constructor (db: Database, builtRows: BuiltRows = 'narratives') {
     this.#db = db
+    this.#built = BUILT[builtRows]
   }
 
   async claim (key: string, owner: string, ttlMs: number, entryVersion: string, takeFailed: boolean): Promise<{ won: boolean, built: boolean, failed: boolean }> {
@@ -26,7 +42,7 @@ export class BuildClaimsRepository implements BuildClaimStore {
     // One round trip: the claim, whether the narrative is already there and
     // whether a failed build's marker was (both read in the statement's
     // snapshot: as they were before it began), the narrative written by this
-    // engine version (an older one's row is rebuilt, not served).
+    // engine version (an older one's row is rebuilt, not served), or the chat completion.
     const rows = await this.#db.query<{ won: boolean, built: boolean, failed: boolean }>(
       `WITH taken AS (
          INSERT INTO build_claims AS c (key, owner, claimed_at, expires_at)
@@ -36,7 +52,7 @@ export class BuildClaimsRepository implements BuildClaimStore {
          RETURNING 1
        )
        SELECT EXISTS (SELECT 1 FROM taken) AS won,
-              EXISTS (SELECT 1 FROM narratives WHERE key = $1 AND entry->>'version' = $4) AS built,
+              ${this.#built} AS built,
               EXISTS (SELECT 1 FROM build_claims WHERE key = $1 AND owner = '${FAILED}' AND expires_at > ${DB_NOW_MS}) AS failed`,
       [key, owner, Math.ceil(ttlMs), entryVersion, takeFailed])
     return { won: rows[0]?.won === true, built: rows[0]?.built === true, failed: rows[0]?.failed === true }

@@ -11,6 +11,7 @@ import { startRedis, type RedisProc } from '../support/redis-server.ts'
 import { uniqueDatabaseUrl } from '../support/env.ts'
 import { sleep } from '../support/wait.ts'
 import { zipfSampler } from '../../bench/zipf.ts'
+import { mintAdminToken } from '../../src/admin/token.ts'
 import { postNarrative, startLoad, summary } from './helpers.ts'
 
 /** Requests, profiles (Zipf s = 1.1) and requests in flight of the cost workloads. */
@@ -94,4 +95,29 @@ t.test('target 4: 1,000 identical misses over 3 instances, FLUSHALL while the bu
   t.same(results.filter(x => x.status === 'fallback').length, 0, 'nobody answered from the template')
   t.equal(r.openai.calls, 1, 'one model call')
   t.equal(r.apps.reduce((n, a) => n + a.buildClaims.counters.waited, 0) > 0, true, 'an instance waited on the build claim after the flush')
+})
+
+t.test('target 4 for chat completions: 300 identical requests over 3 instances, FLUSHALL while the upstream call is in flight: 1 upstream call', async t => {
+  // The chat engine's build claims must see its own rows (chat_entries): a
+  // waiter that takes the claim after the builder released it finds the
+  // completion there, rather than paying the upstream a second time.
+  const secret = 'pay-once-chat-secret-that-is-long-enough-0123'
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const s = await stack(t)
+  s.openai.setLatency(800)
+  const env = { ...s.env, JWT_SECRET: secret, REDIS_URL: redis.url, DATABASE_URL: await uniqueDatabaseUrl(t) }
+  const apps = [await build(t, { env, breaker }), await build(t, { env, breaker }), await build(t, { env, breaker })]
+  const made = await apps[0].inject({ method: 'POST', url: '/api/keys', headers: { authorization: `Bearer ${mintAdminToken(secret, 'alice', 3600)}` }, payload: { name: 'pay-once', rateLimit: 0 } })
+  t.equal(made.statusCode, 201, 'an API key')
+  const key = made.json().secret as string
+  const ask = { model: 'gpt-4o', messages: [{ role: 'user', content: 'paid once, whatever Redis loses' }] }
+  const answers = Promise.all(Array.from({ length: 300 }, async (_, i) => await apps[i % 3].inject({ method: 'POST', url: '/v1/chat/completions', headers: { authorization: `Bearer ${key}` }, payload: ask })))
+  await s.openai.waitForCalls(1, 10_000)
+  await redis.flushall()
+  const results = await answers
+  await Promise.all(apps.map(a => a.chat.engine.idle()))
+  t.same(results.filter(r => r.statusCode !== 200).map(r => r.body), [], 'every request answered 200')
+  t.same([...new Set(results.map(r => r.json().choices[0].message.content))].length, 1, 'one answer for all')
+  t.equal(s.openai.calls, 1, 'one upstream call')
 })
