@@ -66,6 +66,7 @@ export default fp(async (fastify) => {
   // build claim there stops a second call when Redis lost its lock.
   const durable = new DurableTier(durableChat(new ChatEntriesRepository(db.database)), databaseBreaker, fastify.log, { readTimeoutMs: deadlineMs, available: db.isOpen })
   const claims = new BuildClaims(new BuildClaimsRepository(db.database, 'chat_entries'), async op => await durable.guard(op), fastify.log, {
+    lookup: async op => await durable.lookup(op),
     ttlMs: deadlineMs + 5000,
     pollMinMs: 50,
     pollMaxMs: 1000,

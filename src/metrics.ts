@@ -94,7 +94,7 @@ export function createMetrics () {
   mirroredCounter(registry, 'narrative_redis_timeouts_total', 'Cache store commands that timed out', storeFailures(x => x.storeTimeouts))
   mirroredCounter(registry, 'narrative_corrupt_entries_total', 'Cache entries found corrupt, deleted and regenerated', c(x => x.corruptEntries))
   mirroredCounter(registry, 'narrative_model_replies_cut_total', 'Model replies cut off past the narrative\'s length limits (the template answered; nothing cached)', () => sources.narrator?.()?.repliesCut)
-  mirroredCounter(registry, 'narrative_durable_reads_given_up_total', 'Durable (PostgreSQL) reads given up: the breaker was open, the database silent, past the budget, or failed', () => sources.durableReadsGivenUp?.())
+  mirroredCounter(registry, 'narrative_durable_reads_given_up_total', 'Durable (PostgreSQL) reads given up (a row read, or a build claim\'s look, which reads whether the row is there): the breaker was open, the database silent, past the budget, or failed', () => sources.durableReadsGivenUp?.())
   mirroredCounter(registry, 'narrative_build_claim_waits_total', 'Builds that waited for another instance\'s durable build claim instead of paying the model', () => sources.claimWaits?.())
   mirroredCounter(registry, 'narrative_builds_without_claim_total', 'Builds that went ahead without a durable build claim, PostgreSQL being unable to say whether another instance was building (with Redis lost too, a key may be paid twice)', () => sources.buildsWithoutClaim?.())
   mirroredCounter(registry, 'narrative_analytics_dropped_total', 'Analytics events dropped (buffer full or database down)', () => sources.analytics?.().dropped)

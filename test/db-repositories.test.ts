@@ -131,6 +131,10 @@ function repositorySuite (t: Test, getDb: () => Promise<Database>): void {
     t.same(await claims.claim('k', 'c', 60_000, V, true), { won: true, built: false, failed: false }, 'expired (its owner died): taken over')
     await new NarrativesRepository(db).upsert('k', narrative('x'), 1, null, null)
     t.same(await claims.claim('k', 'd', 60_000, V, true), { won: false, built: true, failed: false }, 'built: the row is there')
+    t.same(await claims.claim('k2', 'd', 60_000, V, true), { won: true, built: false, failed: false }, 'another key is claimed')
+    await new NarrativesRepository(db).upsert('k3', narrative('y'), 1, null, null)
+    t.same(await claims.claim('k3', 'd', 60_000, V, true), { won: false, built: true, failed: false }, 'a free key whose row is there is not claimed: nothing to build, nothing to release')
+    await claims.release('k2', 'd')
     t.same(await claims.claim('k', 'd', 60_000, 'narrative@2.0.0', true), { won: false, built: false, failed: false }, 'a row of another engine version is not what the caller can serve')
     t.equal(await claims.live(), 1, 'c still holds it')
     const race = await Promise.all(Array.from({ length: 10 }, (_, i) => claims.claim('race', `o${i}`, 60_000, V, true)))
@@ -144,7 +148,8 @@ function repositorySuite (t: Test, getDb: () => Promise<Database>): void {
     t.same(await claims.claim('c', 'b', 60_000, 'chat', true), { won: false, built: false, failed: false }, 'a narrative of the same key is not a completion')
     await claims.release('c', 'a')
     await new ChatEntriesRepository(db).write('c', { chunks: ['{}'], createdAt: 1, refreshedAt: 1, staleAfter: 2 }, 1)
-    t.same(await claims.claim('c', 'b', 60_000, 'chat', true), { won: true, built: true, failed: false }, 'built: the completion is there (the waiter that takes the claim reads it rather than paying again)')
+    t.same(await claims.claim('c', 'b', 60_000, 'chat', true), { won: false, built: true, failed: false }, 'built: the completion is there (the waiter reads it rather than paying again); the claim is not taken')
+    t.equal(await claims.live(), 0, 'no claim was taken')
   })
 
   t.test('build claims: a failed build leaves a marker that waiters see and a new request takes over', async t => {

@@ -13,7 +13,8 @@ import { RedisStore } from '../src/swr/redis-store.ts'
 import { failedBuildKey, lockKey } from '../src/swr/keys.ts'
 import type { CacheStore } from '../src/swr/store.ts'
 import { BuildFailedError, BuildRefusedError, type BuildSpec, type Entry } from '../src/swr/types.ts'
-import { BuildClaims } from '../src/swr/build-claims.ts'
+import { BuildClaims, type BuildClaimStore } from '../src/swr/build-claims.ts'
+import { DurableTier, type DurableRepository } from '../src/swr/durable-tier.ts'
 import { BuildClaimsRepository } from '../src/db/build-claims-repository.ts'
 import { openPostgres } from '../src/db/database.ts'
 import { migrate } from '../src/db/migrations.ts'
@@ -418,4 +419,45 @@ t.test('the in-process tier bounded by bytes: a large value makes room by evicti
   t.equal(tier.get('b'), undefined, 'least recently used: evicted for the bytes')
   t.equal(tier.size, 2)
   t.throws(() => new LocalTier<Quote>({ maxEntries: 1, ttlMs: 1, maxBytes: 10 }), /maxBytes must be at least 1, with sizeOf/)
+})
+
+t.test('with build claims, a first build reads nothing from the durable tier (the claim\'s statement says the row is not there); a row that is there is read once, through the claim\'s look', async t => {
+  // The durable tier in memory, its reads counted, and a claim store that sees its rows as PostgreSQL's does.
+  const rows = new Map<string, { entry: Entry<Quote>, version: number }>()
+  let reads = 0
+  const repository: DurableRepository<Quote> = {
+    get: async key => { reads++; return rows.get(key) ?? null },
+    write: async (key, entry, version) => { const existed = rows.has(key); rows.set(key, { entry, version }); return { written: true, existed } }
+  }
+  const owners = new Map<string, string>()
+  const claimStore: BuildClaimStore = {
+    claim: async (key, owner) => {
+      const built = rows.has(key)
+      const won = !built && (owners.get(key) ?? owner) === owner
+      if (won) owners.set(key, owner)
+      return { won, built, failed: false }
+    },
+    release: async (key, owner) => { if (owners.get(key) === owner) owners.delete(key) },
+    fail: async (key, owner) => { if (owners.get(key) === owner) owners.delete(key) }
+  }
+  const breaker = new CircuitBreaker({ failureThreshold: 5, cooldownMs: 1000 })
+  const durable = new DurableTier(repository, breaker, silentLogger, { readTimeoutMs: 2000 })
+  const claims = new BuildClaims(claimStore, async op => await durable.guard(op), silentLogger, { ttlMs: 30_000, pollMinMs: 20, pollMaxMs: 100, entryVersion: 'quote@1', lookup: async op => await durable.lookup(op) })
+  const engine = new SwrEngine<Quote>({ store: new MemoryStore({ maxBytes: 1 << 20 }), breaker, codec: quoteCodec, logger: silentLogger, durable, claims, options: options('claimlook') })
+  t.teardown(() => engine.close())
+  const q = quotes()
+  t.equal((await engine.getOrBuild('q:NEW', q.spec('NEW'))).status, 'miss')
+  t.equal(reads, 0, 'no durable read on the way to a first build: the claim said the row is not there')
+  await engine.idle()
+  t.ok(rows.has('q:NEW'), 'the built value landed in the durable tier')
+  t.equal(owners.size, 0, 'and its claim was released')
+  // Another instance's row, the store having lost it: found through the claim's look, read once, not built.
+  rows.set('q:OLD', { entry: { value: { symbol: 'OLD', cents: 7 }, createdAt: Date.now(), refreshedAt: Date.now(), staleAfter: Date.now() + 60_000 }, version: 1 })
+  const old = await engine.getOrBuild('q:OLD', q.spec('OLD'))
+  t.equal(old.status, 'durable')
+  t.equal(old.value.cents, 7)
+  t.equal(reads, 1, 'one durable read: the row the claim said is there')
+  t.equal(owners.size, 0, 'no claim taken for a row that is there')
+  t.equal(q.counter.builds, 1, 'no build for it')
+  t.equal(durable.readsGivenUp.error, 0)
 })

@@ -31,22 +31,26 @@ const BUILT: Record<BuiltRows, string> = {
 export class BuildClaimsRepository implements BuildClaimStore {
   readonly #db: Database
   readonly #built: string
+  /** The claim statement's name (see Database.query): one per text. */
+  readonly #claimStatement: string
 
   constructor (db: Database, builtRows: BuiltRows = 'narratives') {
     this.#db = db
     this.#built = BUILT[builtRows]
+    this.#claimStatement = `build-claim-${builtRows}`
   }
 
   async claim (key: string, owner: string, ttlMs: number, entryVersion: string, takeFailed: boolean): Promise<{ won: boolean, built: boolean, failed: boolean }> {
     if (!(Number.isFinite(ttlMs) && ttlMs > 0)) throw new TypeError(`ttlMs must be a positive number of ms, got ${ttlMs}`)
-    // One round trip: the claim, whether the narrative is already there and
+    // One round trip: the claim (not taken when the row is there: nothing to
+    // build, and nothing to release), whether the row is already there and
     // whether a failed build's marker was (both read in the statement's
     // snapshot: as they were before it began), the narrative written by this
     // engine version (an older one's row is rebuilt, not served), or the chat completion.
     const rows = await this.#db.query<{ won: boolean, built: boolean, failed: boolean }>(
       `WITH taken AS (
          INSERT INTO build_claims AS c (key, owner, claimed_at, expires_at)
-         VALUES ($1, $2, ${DB_NOW_MS}, ${DB_NOW_MS} + $3)
+         SELECT $1, $2, ${DB_NOW_MS}, ${DB_NOW_MS} + $3 WHERE NOT ${this.#built}
          ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, claimed_at = excluded.claimed_at, expires_at = excluded.expires_at
          WHERE c.expires_at <= excluded.claimed_at OR c.owner = excluded.owner OR (c.owner = '${FAILED}' AND $5::boolean)
          RETURNING 1
@@ -54,7 +58,7 @@ export class BuildClaimsRepository implements BuildClaimStore {
        SELECT EXISTS (SELECT 1 FROM taken) AS won,
               ${this.#built} AS built,
               EXISTS (SELECT 1 FROM build_claims WHERE key = $1 AND owner = '${FAILED}' AND expires_at > ${DB_NOW_MS}) AS failed`,
-      [key, owner, Math.ceil(ttlMs), entryVersion, takeFailed])
+      [key, owner, Math.ceil(ttlMs), entryVersion, takeFailed], this.#claimStatement)
     return { won: rows[0]?.won === true, built: rows[0]?.built === true, failed: rows[0]?.failed === true }
   }
 
@@ -64,7 +68,7 @@ export class BuildClaimsRepository implements BuildClaimStore {
   }
 
   async release (key: string, owner: string): Promise<void> {
-    await this.#db.query('DELETE FROM build_claims WHERE key = $1 AND owner = $2', [key, owner])
+    await this.#db.query('DELETE FROM build_claims WHERE key = $1 AND owner = $2', [key, owner], 'build-claim-release')
   }
 
   /** Claims whose owner has not released them and that have not expired, failed builds' markers aside (for the admin and tests). */

@@ -14,7 +14,7 @@ export class ChatEntriesRepository {
   }
 
   async get (key: string): Promise<{ entry: unknown, version: number } | null> {
-    const rows = await this.#db.query<{ entry: unknown, version: number | string }>('SELECT entry, version FROM chat_entries WHERE key = $1', [key])
+    const rows = await this.#db.query<{ entry: unknown, version: number | string }>('SELECT entry, version FROM chat_entries WHERE key = $1', [key], 'chat-entry-get')
     return rows.length === 0 ? null : { entry: rows[0].entry, version: Number(rows[0].version) }
   }
 
@@ -28,7 +28,7 @@ export class ChatEntriesRepository {
          WHERE c.version < excluded.version
          RETURNING 1)
        SELECT (SELECT count(*) FROM w) AS written, EXISTS (SELECT 1 FROM prior) AS existed`,
-      [key, Math.floor(version), JSON.stringify(entry), this.#now()])
+      [key, Math.floor(version), JSON.stringify(entry), this.#now()], 'chat-entry-write')
     return { written: Number(rows[0]?.written ?? 0) > 0, existed: rows[0]?.existed === true }
   }
 }

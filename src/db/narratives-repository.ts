@@ -64,7 +64,7 @@ export class NarrativesRepository {
         optionalText(locale, 100),
         now,
         entry.version
-      ])
+      ], 'narrative-write')
     return { written: Number(rows[0]?.written ?? 0) > 0, existed: rows[0]?.existed === true }
   }
 
@@ -74,7 +74,7 @@ export class NarrativesRepository {
    */
   async get (key: string): Promise<DurableNarrative | null> {
     const rows = await this.#db.query<{ entry: unknown, version: number | string }>(
-      'SELECT entry, version FROM narratives WHERE key = $1', [key])
+      'SELECT entry, version FROM narratives WHERE key = $1', [key], 'narrative-get')
     if (rows.length === 0) return null
     const { entry, version } = rows[0]
     if (!checkShape.Check(entry)) return null

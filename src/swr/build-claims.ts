@@ -57,6 +57,12 @@ export interface BuildClaimsOptions {
   failedMarkerMs?: number
   /** The engine version of the rows that count as built (an older version's row is rebuilt). */
   entryVersion: string
+  /**
+   * Runs a claim's look (which also reads whether the row is there) instead of
+   * the guard: the durable tier's lookup(), which counts the looks given up
+   * with its reads. Default: the guard. Releases and failures always use the guard.
+   */
+  lookup?: DatabaseGuard
   /** True while the database is known to say nothing (the durable tier's `silent`): no claim is tried then. */
   databaseSilent?: () => boolean
   clock?: () => number
@@ -101,7 +107,7 @@ export class BuildClaims {
     let answer: { won: boolean, built: boolean, failed: boolean }
     try {
       if (this.options.databaseSilent?.() === true) throw new Error('the database is silent')
-      answer = await this.guard(() => this.store.claim(key, owner, this.options.ttlMs, this.options.entryVersion, takeFailed))
+      answer = await (this.options.lookup ?? this.guard)(() => this.store.claim(key, owner, this.options.ttlMs, this.options.entryVersion, takeFailed))
     } catch (err) {
       this.counters.unavailable++
       this.logger.debug({ key, err: (err as Error).message }, 'build claim unavailable: building without one')

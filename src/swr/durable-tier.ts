@@ -124,10 +124,10 @@ export class DurableTier<V> {
 
   /**
    * True from a call given up on the database's silence until any call ends:
-   * a caller with a call of its own that can be skipped (a build claim after
-   * the read it follows was given up) skips it rather than wait out another
-   * stall window. Reads never consult it: they are the probe that sees the
-   * database answer again.
+   * a caller with a call of its own that can be skipped (a build claim, when
+   * an earlier look or read was given up) skips it rather than wait out
+   * another stall window. Reads never consult it: they, and the builds'
+   * writes, are the probes that see the database answer again.
    */
   get silent (): boolean {
     return this.lastStallAt >= this.lastAnswerAt
@@ -149,14 +149,27 @@ export class DurableTier<V> {
       return null
     }
     try {
-      return await this.guard(() => this.repository.get(key))
+      return await this.lookup(() => this.repository.get(key))
+    } catch (err) {
+      this.logger.debug({ key, err: (err as Error).message }, 'durable read skipped')
+      return null
+    }
+  }
+
+  /**
+   * A read under guard(), counted in readsGivenUp when it is given up or
+   * fails: a row read, or a build claim's look (whose statement also says
+   * whether the row is there, so a first build reads nothing else). Rejects as guard() does.
+   */
+  async lookup<T> (op: () => Promise<T>): Promise<T> {
+    try {
+      return await this.guard(op)
     } catch (err) {
       if (err instanceof ReadTimeoutError) this.readsGivenUp.timeout++
       else if (err instanceof DatabaseStalledError) this.readsGivenUp.stalled++
       else if (err instanceof BreakerOpenError) this.readsGivenUp.breakerOpen++
-      else this.readsGivenUp.error++
-      this.logger.debug({ key, err: (err as Error).message }, 'durable read skipped')
-      return null
+      else if (!(err instanceof DatabaseOpeningError)) this.readsGivenUp.error++
+      throw err
     }
   }
 

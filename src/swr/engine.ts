@@ -264,13 +264,15 @@ export class SwrEngine<V> {
   /** A miss: become the one builder for this key, or wait for the one there is. */
   private async build (key: string, spec: BuildSpec<V>, min?: number): Promise<Resolution<V>> {
     const token = randomUUID()
-    // The builder's first steps, the durable read and the first look at the
-    // build claim, go out with the lock request rather than after it: the
-    // database round trips overlap the lock's, and none of them waits for
-    // another. Only one call per key in this process gets here, the others
-    // share its promise, so losing the lock wastes at most one read and one
-    // claim statement per instance; a claim won then is released at once.
-    const durableRead = this.deps.durable?.get(key)
+    // The builder's first database step goes out with the lock request rather
+    // than after it, so its round trip overlaps the lock's: the first look at
+    // the build claim, whose statement also says whether the key's row is in
+    // the durable tier (then, and only then, the row is read: see
+    // buildAndStore). Without claims, the durable read itself goes out. Only
+    // one call per key in this process gets here, the others share its
+    // promise, so losing the lock wastes at most one statement per instance;
+    // a claim won then is released at once.
+    const durableRead = this.deps.claims === undefined ? this.deps.durable?.get(key) : undefined
     const owner = this.claimOwner(token)
     const firstLook = this.deps.claims?.attempt(key, owner, true)
     const acquired = await this.locks.tryLock(lockKey(key), token, this.buildLockTtlMs)
@@ -289,25 +291,20 @@ export class SwrEngine<V> {
     const announce = async (outcome: 'ready' | 'failed' | 'released'): Promise<void> => {
       await this.coordinator.releaseAndAnnounce(key, lock, token, this.buildLockTtlMs, outcome)
     }
-    // The build claim goes out beside the durable read (with the lock request
-    // itself for a first build, see build()), rather than after it: a database
-    // round trip less before the build. When the read finds the value, the claim is given back.
+    // With build claims, the claim's statement says whether the durable tier
+    // holds the key (claimBuild reads the row only then): one database round
+    // trip before the build, not a read and a claim side by side. The claim
+    // went out with the lock request for a first build (see build()).
     const owner = this.claimOwner(token)
     const claiming = this.deps.claims?.acquire(key, owner, this.deps.options.maxWaitMs, waiting, firstLook)
-    const fromDurable = await this.fromDurable(key, spec, true, min, durableRead)
-    if (fromDurable !== null) {
-      this.releaseIfWon(key, owner, claiming)
-      await announce('ready')
-      return fromDurable
+    if (claiming === undefined) {
+      const fromDurable = await this.fromDurable(key, spec, true, min, durableRead)
+      if (fromDurable !== null) {
+        await announce('ready')
+        return fromDurable
+      }
     }
-    let acquiring = claiming
-    if (claiming !== undefined && this.deps.durable?.silent === true) {
-      // The read beside it just gave up on a silent database: the claim would wait out
-      // a stall window of its own. Build without it, as when the database is down.
-      this.releaseIfWon(key, owner, claiming)
-      acquiring = Promise.resolve('unavailable')
-    }
-    const claim = await this.claimBuild(key, spec, token, true, min, acquiring)
+    const claim = await this.claimBuild(key, spec, token, true, min, claiming)
     if (claim.answer !== undefined) {
       await announce(claim.answer.status === 'fallback' ? 'released' : 'ready')
       return claim.answer
@@ -455,14 +452,15 @@ export class SwrEngine<V> {
    * kept in the durable tier: it is paid for.
    */
   private async buildWithoutStore (key: string, spec: BuildSpec<V>, min: number | undefined, waiting = false, sent?: { token: string, durableRead?: ReturnType<DurableTier<V>['get']>, firstLook?: Promise<ClaimOutcome | 'held'> }): Promise<Resolution<V>> {
-    // What build() already sent beside its lock request: the read, and the claim's first look.
+    // What build() already sent beside its lock request: the claim's first look
+    // (its statement says whether the row is there), or the read without claims.
+    // Otherwise (the store could not even be read) the row is read first: with
+    // the store down, most keys asked for are in the durable tier.
     const token = sent?.token ?? randomUUID()
-    const owner = this.claimOwner(token)
-    const claiming = sent?.firstLook === undefined ? undefined : this.deps.claims?.acquire(key, owner, this.deps.options.maxWaitMs, waiting, sent.firstLook)
-    const fromDurable = await this.fromDurable(key, spec, false, min, sent?.durableRead)
-    if (fromDurable !== null) {
-      this.releaseIfWon(key, owner, claiming)
-      return fromDurable
+    const claiming = sent?.firstLook === undefined ? undefined : this.deps.claims?.acquire(key, this.claimOwner(token), this.deps.options.maxWaitMs, waiting, sent.firstLook)
+    if (claiming === undefined) {
+      const fromDurable = await this.fromDurable(key, spec, false, min, sent?.durableRead)
+      if (fromDurable !== null) return fromDurable
     }
     // Without the store, the durable claim is the only thing between the instances.
     const claim = await this.claimBuild(key, spec, token, false, min, claiming, waiting)
