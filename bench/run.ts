@@ -186,7 +186,8 @@ async function speedScenarios (): Promise<void> {
 }
 
 /** A server the hit scenarios load: where to send, its process (for its CPU), and the headers it needs. */
-interface LoadTarget { label: string, url: string, pid: number | undefined, headers?: Record<string, string> }
+/** `body`: this target's own request body, instead of the one every target shares. */
+interface LoadTarget { label: string, url: string, pid: number | undefined, headers?: Record<string, string>, body?: unknown }
 
 /**
  * Loads each target in turn, `rounds` rounds of `seconds`, the first target
@@ -197,7 +198,7 @@ interface LoadTarget { label: string, url: string, pid: number | undefined, head
  * this machine one target's figure can move by a third between two runs a
  * few seconds apart, and a slow spell is then compared with the floor it fell near.
  */
-async function compareWithFloor (section: string, targets: LoadTarget[], body: unknown, connections: number, rounds: number, seconds: number): Promise<void> {
+async function compareWithFloor (section: string, targets: LoadTarget[], sharedBody: unknown, connections: number, rounds: number, seconds: number): Promise<void> {
   const runs = targets.map(() => [] as LoadResult[])
   // The server's CPU time (user + system, its process tree) per request answered, run by run:
   // what the target itself spends on a request, whoever else the machine is busy with.
@@ -206,6 +207,7 @@ async function compareWithFloor (section: string, targets: LoadTarget[], body: u
     for (let k = 0; k < targets.length; k++) {
       const i = (k + round) % targets.length
       const { url, headers, pid } = targets[i]
+      const body = targets[i].body ?? sharedBody
       // A second under load first, unrecorded: a process idle for the others' runs (over
       // V8's 8 s memory-reducer delay) comes back slower for a second or more, and the
       // more code it runs per request, the longer (measured: the app's first second after
@@ -677,11 +679,16 @@ async function chatScenario (): Promise<void> {
   if (sample.headers.get('x-cache') !== 'HIT') throw new Error(`expected a hit, got ${sample.headers.get('x-cache') ?? ''}`)
   const barePort = await freePort()
   const floor = await spawnServer([FLOOR_SCRIPT, String(barePort), 'bare', String(size)], {}, barePort)
+  // For reference, in the same rounds: a narrative hit on the same instance (the hit path
+  // scenario 1 measures), so that a gap to the floor can be told apart from this run's conditions.
+  const narrativeBody = body(1)
+  for (let i = 0; i < 2; i++) await fetch(app.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(narrativeBody) }).then(async r => await r.text())
   const targets: LoadTarget[] = [
     { label: 'floor: bare POST (same run, a body of the hit\'s size)', url: `http://127.0.0.1:${barePort}/api/narrative`, pid: floor.pid },
-    { label: 'chat completion hit (JSON), one process', url: chatUrl, pid: app.child.pid, headers: { authorization: `Bearer ${secret}` } }
+    { label: 'chat completion hit (JSON), one process', url: chatUrl, pid: app.child.pid, headers: { authorization: `Bearer ${secret}` } },
+    { label: 'for reference: narrative hit on the same instance', url: app.url, pid: app.child.pid, body: narrativeBody }
   ]
-  for (const target of targets) await runLoad({ url: target.url, body: hitBody, headers: target.headers, connections: 50, seconds: quick ? 1 : 2 })
+  for (const target of targets) await runLoad({ url: target.url, body: target.body ?? hitBody, headers: target.headers, connections: 50, seconds: quick ? 1 : 2 })
   await compareWithFloor(`${section}, hits at 50 connections`, targets, hitBody, 50, quick ? 3 : 7, quick ? 1 : 3)
   await stopAll([app, { child: floor }])
 }
