@@ -67,3 +67,11 @@ t.test('the look for an earlier entry: a store that does not answer costs one bu
   const took = performance.now() - started
   t.ok(took >= 290, `given up after the budget (${took.toFixed(0)} ms)`)
 })
+
+t.test('the look for an earlier entry reads the key\'s own entry and the earlier writers\' together: one store round trip, not one each', async t => {
+  // Each read takes 200 ms and the budget is 300 ms: one after the other (400 ms) the
+  // look would give up and send the request on to the model; together, it answers.
+  const { rollout, job } = await rolloutOver(200)
+  t.match(await rollout.earlierAnswer(job), { status: 'stale', value: { engine: 'model-a' } }, 'answered from model A\'s entry, within the budget')
+  t.equal(rollout.counters.earlierAnswers, 1)
+})

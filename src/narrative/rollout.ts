@@ -212,20 +212,23 @@ export class Rollout {
     const { engine, selection } = this.deps
     const candidates = this.earlierFor(job, false)
     if (candidates.length === 0 || this.present.has(job.key)) return undefined
+    // The key's own entry and each earlier writer's, looked up together: one round trip
+    // before a miss's usual path rather than one per writer (a key found present is not
+    // looked up again, so the earlier writers' reads are spent once per key and process).
+    const keys = candidates.map(other => selection.keyFor(job.profile, job.locale, other.prompt, other.model))
+    const [current, ...earlier] = await Promise.all([job.key, ...keys].map(async key => await engine.peek(key)))
     // Present, or the store cannot say: the usual path (a hit, or the way it handles a store that fails).
-    const current = await engine.peek(job.key)
     if (current !== null) {
       if (current !== undefined) this.present.set(job.key, true)
       return undefined
     }
-    for (const other of candidates) {
-      const key = selection.keyFor(job.profile, job.locale, other.prompt, other.model)
-      const entry = await engine.peek(key)
+    // The first writer in the selection's order that has an entry answers.
+    for (const [i, entry] of earlier.entries()) {
       if (entry === undefined) return undefined
       if (entry === null) continue
       this.counters.earlierAnswers++
       this.enqueue(job, 1)
-      return { status: 'stale', key, value: entry.value, writtenAt: entry.refreshedAt, built: false }
+      return { status: 'stale', key: keys[i], value: entry.value, writtenAt: entry.refreshedAt, built: false }
     }
     return undefined
   }
