@@ -291,20 +291,7 @@ export class SwrEngine<V> {
     const announce = async (outcome: 'ready' | 'failed' | 'released'): Promise<void> => {
       await this.coordinator.releaseAndAnnounce(key, lock, token, this.buildLockTtlMs, outcome)
     }
-    // With build claims, the claim's statement says whether the durable tier
-    // holds the key (claimBuild reads the row only then): one database round
-    // trip before the build, not a read and a claim side by side. The claim
-    // went out with the lock request for a first build (see build()).
-    const owner = this.claimOwner(token)
-    const claiming = this.deps.claims?.acquire(key, owner, this.deps.options.maxWaitMs, waiting, firstLook)
-    if (claiming === undefined) {
-      const fromDurable = await this.fromDurable(key, spec, true, min, durableRead)
-      if (fromDurable !== null) {
-        await announce('ready')
-        return fromDurable
-      }
-    }
-    const claim = await this.claimBuild(key, spec, token, true, min, claiming)
+    const claim = await this.claimBuild(key, spec, token, true, min, { durableRead, firstLook, waiting })
     if (claim.answer !== undefined) {
       await announce(claim.answer.status === 'fallback' ? 'released' : 'ready')
       return claim.answer
@@ -452,18 +439,12 @@ export class SwrEngine<V> {
    * kept in the durable tier: it is paid for.
    */
   private async buildWithoutStore (key: string, spec: BuildSpec<V>, min: number | undefined, waiting = false, sent?: { token: string, durableRead?: ReturnType<DurableTier<V>['get']>, firstLook?: Promise<ClaimOutcome | 'held'> }): Promise<Resolution<V>> {
-    // What build() already sent beside its lock request: the claim's first look
-    // (its statement says whether the row is there), or the read without claims.
-    // Otherwise (the store could not even be read) the row is read first: with
-    // the store down, most keys asked for are in the durable tier.
-    const token = sent?.token ?? randomUUID()
-    const claiming = sent?.firstLook === undefined ? undefined : this.deps.claims?.acquire(key, this.claimOwner(token), this.deps.options.maxWaitMs, waiting, sent.firstLook)
-    if (claiming === undefined) {
-      const fromDurable = await this.fromDurable(key, spec, false, min, sent?.durableRead)
-      if (fromDurable !== null) return fromDurable
-    }
-    // Without the store, the durable claim is the only thing between the instances.
-    const claim = await this.claimBuild(key, spec, token, false, min, claiming, waiting)
+    // What build() already sent beside its lock request (the claim's first look, or
+    // the read without claims) is used. Otherwise the store could not even be read:
+    // the row is read before the claim, as with the store down most keys asked for
+    // are in the durable tier. Without the store, the durable claim is the only
+    // thing between the instances.
+    const claim = await this.claimBuild(key, spec, sent?.token ?? randomUUID(), false, min, { ...sent, waiting, readFirst: sent?.firstLook === undefined })
     if (claim.answer !== undefined) return claim.answer
     try {
       await this.admit(spec, false)
@@ -489,19 +470,27 @@ export class SwrEngine<V> {
   // ---- Durable build claims: a build outlives a store that lost its lock. ----
 
   /**
-   * Called by a builder once the durable tier had nothing for the key and
-   * before it builds. `answer` set: do not build, answer with it (another
-   * instance's build landed meanwhile, or it was waited for in vain and the
-   * fallback stands in, as for a waiter on a lock). Otherwise build; `owner`
-   * is the claim to release once the durable row is written. `acquiring`:
-   * the claim, when it was already asked for (with `token`). `waiting`: this
-   * call already waited for another build (on its lock).
+   * Called by a builder before it builds: the durable tier and the build claim.
+   * With claims, the claim's statement says whether the durable tier holds the
+   * key, and the row is read only then: one database round trip before a build,
+   * not a read and a claim side by side (`readFirst`: the row is read first all
+   * the same). Without claims, the row is read. `answer` set: do not build,
+   * answer with it (the row, another instance's build that landed meanwhile, or
+   * the fallback after a wait in vain, as for a waiter on a lock). Otherwise
+   * build; `owner` is the claim to release once the durable row is written.
+   * `durableRead`, `firstLook`: what build() already sent with `token`.
+   * `waiting`: this call already waited for another build (on its lock).
    */
-  private async claimBuild (key: string, spec: BuildSpec<V>, token: string, repopulate: boolean, min: number | undefined, acquiring?: Promise<ClaimOutcome>, waiting = false): Promise<{ answer?: Resolution<V>, owner?: string }> {
+  private async claimBuild (key: string, spec: BuildSpec<V>, token: string, repopulate: boolean, min: number | undefined,
+    sent: { durableRead?: ReturnType<DurableTier<V>['get']>, firstLook?: Promise<ClaimOutcome | 'held'>, waiting?: boolean, readFirst?: boolean } = {}): Promise<{ answer?: Resolution<V>, owner?: string }> {
     const claims = this.deps.claims
-    if (claims === undefined) return {}
+    if (claims === undefined || sent.readFirst === true) {
+      const answer = await this.fromDurable(key, spec, repopulate, min, sent.durableRead)
+      if (answer !== null) return { answer }
+      if (claims === undefined) return {}
+    }
     const owner = this.claimOwner(token)
-    const outcome = await (acquiring ?? claims.acquire(key, owner, this.deps.options.maxWaitMs, waiting))
+    const outcome = await claims.acquire(key, owner, this.deps.options.maxWaitMs, sent.waiting, sent.firstLook)
     if (outcome === 'won') return { owner }
     // The database cannot say: build, as before there were claims (the guarantee's limit).
     if (outcome === 'unavailable') return {}
