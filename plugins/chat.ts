@@ -10,6 +10,7 @@ import { ChatCompletions } from '../src/chat/completions.ts'
 import { chatCodec, type ChatValue } from '../src/chat/codec.ts'
 import { StreamRelay } from '../src/stream-relay.ts'
 import { ApiKeysRepository, monthOf, type ApiKey } from '../src/db/api-keys-repository.ts'
+import { SavingsLedger } from '../src/chat/savings-ledger.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -162,20 +163,13 @@ export default fp(async (fastify) => {
     return known !== undefined && known.until > Date.now() ? known.key : undefined
   }
   // Savings are summed in memory and written every 5 s: a hit costs no database write.
-  const savings = new Map<string, number>()
-  // The month's name, worked out once a minute rather than on every hit.
-  let month = { name: monthOf(Date.now()), until: Date.now() + 60_000 }
+  const savings = new SavingsLedger()
   function noteSaving (keyId: string, usd: number): void {
     metrics.saving.inc(usd)
-    if (Date.now() >= month.until) month = { name: monthOf(Date.now()), until: Date.now() + 60_000 }
-    const id = `${keyId}\u0000${month.name}`
-    savings.set(id, (savings.get(id) ?? 0) + usd)
+    savings.note(keyId, usd)
   }
   async function flushSavings (): Promise<void> {
-    const owed = [...savings]
-    savings.clear()
-    await Promise.all(owed.map(async ([id, usd]) => {
-      const [keyId, month] = id.split('\u0000')
+    await Promise.all(savings.take().map(async ({ keyId, month, usd }) => {
       await apiKeys.addSaved(keyId, month, usd).catch(err => fastify.log.warn({ err: (err as Error).message, key: keyId }, 'API key savings not recorded'))
     }))
   }

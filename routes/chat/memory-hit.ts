@@ -9,9 +9,22 @@ import { answerFromMemory } from '../read-body.ts'
 const MEMO_ENTRIES = 2000
 const MEMO_MAX_BODY_BYTES = 16 * 1024
 
-/** Whose entries a key reads and writes: its tenant's, or the shared scope when an admin marked the tenant as sharing. */
+/** Each key's scope, made once per key object (a key is looked up again every 30 s, as a new object). */
+const scopes = new WeakMap<ApiKey, string>()
+
+/**
+ * Whose entries a key reads and writes: its tenant's, or the shared scope
+ * when an admin marked the tenant as sharing. The same string for the same
+ * key object every time: the hit path looks it up in a map on every hit, and
+ * a string made anew would be hashed anew.
+ */
 export function scopeOf (key: ApiKey): string {
-  return key.sharing ? 'shared' : `t-${key.tenant}`
+  let scope = scopes.get(key)
+  if (scope === undefined) {
+    scope = key.sharing ? 'shared' : `t-${key.tenant}`
+    scopes.set(key, scope)
+  }
+  return scope
 }
 
 /**
@@ -29,20 +42,32 @@ export function completionJson (value: ChatValue): string {
   return json
 }
 
+/** Scopes remembered for one body text: identical bodies from more tenants than this start again. */
+const MEMO_SCOPES_PER_BODY = 16
+
 /**
  * The cache key of each JSON (not streamed) request body seen whole by the
- * route, by scope and exact text: a body remembered here was parsed and
- * validated once, so the same text in the same scope is the same key.
+ * route, by exact text and scope: a body remembered here was parsed and
+ * validated once, so the same text in the same scope is the same key. By
+ * text, then scope (not one string of both): a hit then builds no string.
  */
 export class ChatBodyMemo {
-  private readonly keys = new LRUCache<string, string>({ max: MEMO_ENTRIES })
+  private readonly keys = new LRUCache<string, Map<string, string>>({ max: MEMO_ENTRIES })
 
   remember (scope: string, text: string | undefined, key: string): void {
-    if (text !== undefined && text.length <= MEMO_MAX_BODY_BYTES) this.keys.set(`${scope}\u0000${text}`, key)
+    if (text === undefined || text.length > MEMO_MAX_BODY_BYTES) return
+    let byScope = this.keys.get(text)
+    if (byScope === undefined) {
+      byScope = new Map()
+      this.keys.set(text, byScope)
+    } else if (byScope.size >= MEMO_SCOPES_PER_BODY && !byScope.has(scope)) {
+      byScope.clear()
+    }
+    byScope.set(scope, key)
   }
 
   keyOf (scope: string, text: string): string | undefined {
-    return this.keys.get(`${scope}\u0000${text}`)
+    return this.keys.get(text)?.get(scope)
   }
 }
 
