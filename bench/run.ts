@@ -192,40 +192,57 @@ interface LoadTarget { label: string, url: string, pid: number | undefined, head
 /**
  * Loads each target in turn, `rounds` rounds of `seconds`, the first target
  * being the bare floor; records each one's requests a second, its ratio to
- * the floor and its CPU per request. Each round's order is rotated (no
- * target always follows the same one), and a target's ratio is the median
- * over the rounds of its run against the floor's run of the same round: on
- * this machine one target's figure can move by a third between two runs a
- * few seconds apart, and a slow spell is then compared with the floor it fell near.
+ * the floor and its CPU per request. The floor runs between every two other
+ * runs (floor, A, floor, B, floor, ...), and each run of a target is set
+ * against the floor's runs right before and right after it: on this machine
+ * the same server's figure can halve or double between two runs a few seconds
+ * apart, so a target is compared with the floor under the conditions it met,
+ * not with a floor run ten seconds away. Each round's order is rotated (no
+ * target always follows the same one); a target's ratio is the median of its
+ * runs' ratios.
  */
 async function compareWithFloor (section: string, targets: LoadTarget[], sharedBody: unknown, connections: number, rounds: number, seconds: number): Promise<void> {
   const runs = targets.map(() => [] as LoadResult[])
+  // Each target's runs' ratio to the floor around them (none for the floor itself).
+  const ratios = targets.map(() => [] as number[])
   // The server's CPU time (user + system, its process tree) per request answered, run by run:
   // what the target itself spends on a request, whoever else the machine is busy with.
   const cpuPerRequest = targets.map(() => [] as number[])
+  const load = async (i: number): Promise<LoadResult> => {
+    const { url, headers, pid } = targets[i]
+    const body = targets[i].body ?? sharedBody
+    // A second under load first, unrecorded: a process idle for the others' runs (over
+    // V8's 8 s memory-reducer delay) comes back slower for a second or more, and the
+    // more code it runs per request, the longer (measured: the app's first second after
+    // 10 s idle took 2-3× its CPU per request, the bare floor's much less). The steady
+    // state is what is compared, for every target alike.
+    await runLoad({ url, body, headers, connections, seconds: 1 })
+    const cpuBefore = treeCpuSeconds(pid ?? 0)
+    const run = await runLoad({ url, body, headers, connections, seconds })
+    cpuPerRequest[i].push((treeCpuSeconds(pid ?? 0) - cpuBefore) / Math.max(1, run.requests) * 1e6)
+    runs[i].push(run)
+    return run
+  }
+  const others = targets.length - 1
+  let floorBefore = await load(0)
   for (let round = 0; round < rounds; round++) {
-    for (let k = 0; k < targets.length; k++) {
-      const i = (k + round) % targets.length
-      const { url, headers, pid } = targets[i]
-      const body = targets[i].body ?? sharedBody
-      // A second under load first, unrecorded: a process idle for the others' runs (over
-      // V8's 8 s memory-reducer delay) comes back slower for a second or more, and the
-      // more code it runs per request, the longer (measured: the app's first second after
-      // 10 s idle took 2-3× its CPU per request, the bare floor's much less). The steady
-      // state is what is compared, for every target alike.
-      await runLoad({ url, body, headers, connections, seconds: 1 })
-      const cpuBefore = treeCpuSeconds(pid ?? 0)
-      const run = await runLoad({ url, body, headers, connections, seconds })
-      cpuPerRequest[i].push((treeCpuSeconds(pid ?? 0) - cpuBefore) / Math.max(1, run.requests) * 1e6)
-      runs[i].push(run)
+    for (let k = 0; k < others; k++) {
+      const i = 1 + (k + round) % others
+      const run = await load(i)
+      const floorAfter = await load(0)
+      ratios[i].push(run.rps / ((floorBefore.rps + floorAfter.rps) / 2))
+      floorBefore = floorAfter
     }
   }
   const results = runs.map(combineRuns)
   for (const [i, target] of targets.entries()) {
-    const ratios = runs[i].map((r, round) => r.rps / runs[0][round].rps)
-    loadRow(section, target.label, results[i], i === 0 ? undefined : median(ratios))
-    if (rounds > 1) record(section, `${target.label}: its ${rounds} runs of ${seconds} s, in turn with the others`, runs[i].map(r => `${Math.round(r.rps)}`).join(', ') + ' req/s' + (i === 0 ? '' : `; against the floor's run of the same round: ${ratios.map(x => x.toFixed(2)).join(', ')}`))
-    record(section, `${target.label}: the server's CPU per request (user + system, median of its runs)`, `${median(cpuPerRequest[i]).toFixed(1)} µs` + (rounds > 1 ? ` (runs: ${cpuPerRequest[i].map(x => x.toFixed(0)).join(', ')})` : '') + (i === 0 ? '' : ` (${(median(cpuPerRequest[i]) / median(cpuPerRequest[0])).toFixed(2)}× the bare floor's)`))
+    loadRow(section, target.label, results[i], i === 0 ? undefined : median(ratios[i]))
+    if (rounds > 1 || i === 0) {
+      const own = runs[i].map(r => `${Math.round(r.rps)}`).join(', ') + ' req/s'
+      record(section, i === 0 ? `${target.label}: its ${runs[i].length} runs of ${seconds} s, one between every two runs of the others` : `${target.label}: its ${rounds} runs of ${seconds} s`,
+        i === 0 ? own : `${own}; against the mean of the floor's runs right before and after each: ${ratios[i].map(x => x.toFixed(2)).join(', ')}`)
+    }
+    record(section, `${target.label}: the server's CPU per request (user + system, median of its runs)`, `${median(cpuPerRequest[i]).toFixed(1)} µs` + (runs[i].length > 1 ? ` (runs: ${cpuPerRequest[i].map(x => x.toFixed(0)).join(', ')})` : '') + (i === 0 ? '' : ` (${(median(cpuPerRequest[i]) / median(cpuPerRequest[0])).toFixed(2)}× the bare floor's)`))
   }
 }
 
