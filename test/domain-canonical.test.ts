@@ -12,6 +12,16 @@ t.test('locales: one canonical tag, invalid ones undefined; served locales by RF
   t.equal(canonicalLocale('iw'), 'he', 'a deprecated code is its replacement')
   t.equal(canonicalLocale('zh-hant-tw'), 'zh-Hant-TW')
   t.equal(canonicalLocale('en-zz99'), undefined)
+  // Remembered answers are the same answers, valid or not, past the memory's bound too.
+  t.equal(canonicalLocale('EN-us'), 'en-US')
+  t.equal(canonicalLocale('en-zz99'), undefined)
+  const icu = (tag: string): string | undefined => { try { return Intl.getCanonicalLocales(tag)[0] } catch { return undefined } }
+  const tags = Array.from({ length: 1100 }, (_, i) => i % 2 === 0 ? `EN-x-t${i}` : `en-${i}zz`)
+  let mismatches = 0
+  for (let round = 0; round < 2; round++) for (const tag of tags) if (canonicalLocale(tag) !== icu(tag)) mismatches++
+  t.equal(mismatches, 0, '1,100 tags twice, valid and invalid: every answer is ICU\'s')
+  t.ok(tags.some(tag => icu(tag) === undefined) && tags.some(tag => icu(tag) !== undefined), 'both kinds were asked')
+  t.equal(canonicalLocale('iw'), 'he')
   const served = new Set(['en', 'zh-Hant', 'fr-CA'])
   t.equal(servedLocale('en-GB', served), 'en')
   t.equal(servedLocale('zh-Hant-TW', served), 'zh-Hant')

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto'
+import { hash as digest } from 'node:crypto'
 
 /** Fields that never change the answer: how it is delivered, or who asked. */
 export const DELIVERY_FIELDS: readonly string[] = ['stream', 'stream_options', 'user', 'metadata', 'store']
@@ -51,7 +51,7 @@ export function canonicalChat (body: Record<string, unknown>): CanonicalChat {
 
 /** `{prefix}:chat:v1:{tenant}:{sha256 of the canonical JSON}`. */
 export function chatKey (prefix: string, scope: string, canonical: Record<string, unknown>): string {
-  const hash = createHash('sha256').update(JSON.stringify(canonical)).digest('hex').slice(0, 40)
+  const hash = digest('sha256', JSON.stringify(canonical)).slice(0, 40)
   return `${prefix}:chat:v1:${scope}:${hash}`
 }
 

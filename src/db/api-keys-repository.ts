@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { hash, randomBytes } from 'node:crypto'
 import type { Database } from './database.ts'
 
 export interface ApiKey {
@@ -20,7 +20,7 @@ export interface ApiKey {
 
 /** The SHA-256 of a secret, as stored. */
 export function secretHash (secret: string): string {
-  return createHash('sha256').update(secret).digest('hex')
+  return hash('sha256', secret)
 }
 
 interface Row { id: string, name: string, tenant: string, sharing?: boolean | null, rate_limit: number | string, monthly_budget_usd: number | string | null, refresh?: boolean | null, created_at: number | string, revoked_at: number | string | null }
