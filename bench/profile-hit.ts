@@ -83,7 +83,7 @@ try {
   const startedAt = Date.now()
   const loaderBefore = process.cpuUsage()
   const r = values.misses
-    ? await runMisses(url, Number(values.connections), Number(values.seconds))
+    ? await runMisses(url, Number(values.connections), Number(values.seconds), values.chat ? headers : undefined)
     : await runLoad({ url, body, headers, connections: Number(values.connections), seconds: Number(values.seconds), ...(values.rate !== undefined ? { rate: Number(values.rate) } : {}) })
   const wall = (Date.now() - startedAt) / 1000
   const loader = process.cpuUsage(loaderBefore)
@@ -96,8 +96,11 @@ try {
   await Promise.allSettled([redis.stop(), pg.stop()])
 }
 
-/** `concurrency` loops posting a distinct profile each time; the latency kept is the server's own beyond the model (Server-Timing app;dur). */
-async function runMisses (url: string, concurrency: number, seconds: number): Promise<LoadResult> {
+/**
+ * `concurrency` loops posting a distinct profile each time; the latency kept is the server's own beyond the model (Server-Timing app;dur).
+ * With `chatHeaders` (--chat): a distinct chat completion request each time, and the whole request's latency (chat answers carry no Server-Timing).
+ */
+async function runMisses (url: string, concurrency: number, seconds: number, chatHeaders?: Record<string, string>): Promise<LoadResult> {
   const appMs: number[] = []
   const end = Date.now() + seconds * 1000
   let next = 0
@@ -107,9 +110,11 @@ async function runMisses (url: string, concurrency: number, seconds: number): Pr
       const i = next++
       // Distinct keys for 21,000 requests (the bench's own sequence).
       const profile = { classification: 'primary', primary: 'Vega', percentages: { Vega: 10 + (i % 50), Sirius: (Math.floor(i / 50) % 60) / 2, Pleiades: (i % 7) / 2 } }
-      const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ profile, locale: 'en' }) })
+      const body = chatHeaders === undefined ? { profile, locale: 'en' } : { model: 'gpt-4o', messages: [{ role: 'user', content: `profile miss ${i}` }] }
+      const t0 = performance.now()
+      const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...chatHeaders }, body: JSON.stringify(body) })
       await res.arrayBuffer()
-      const app = /app;dur=([0-9.]+)/.exec(res.headers.get('server-timing') ?? '')?.[1]
+      const app = chatHeaders !== undefined ? String(performance.now() - t0) : /app;dur=([0-9.]+)/.exec(res.headers.get('server-timing') ?? '')?.[1]
       if (res.status !== 200 || app === undefined) errors++
       else appMs.push(Number(app))
     }

@@ -76,11 +76,34 @@ export class StreamRelay {
     }
     // A new writer replaces whatever an earlier one left (a writer that died): its begin marker is the follower's cue.
     redis.multi().del(key).xadd(key, ...cap, 'b', randomUUID()).pexpire(key, ttlMs).exec().catch(fail)
+    // Items pushed together (the events of one network read of the upstream's
+    // stream, say) go out together: one pipeline, one write, at the end of the
+    // tick, rather than a write (and a Redis read) each. Order is kept: one
+    // connection, and end() sends what is pending first.
+    let pending: string[] = []
+    const flush = (): void => {
+      const items = pending
+      pending = []
+      if (broken || items.length === 0) return
+      if (items.length === 1) {
+        redis.xadd(key, ...cap, 'i', items[0]).catch(fail)
+        return
+      }
+      const batch = redis.pipeline()
+      for (const item of items) batch.xadd(key, ...cap, 'i', item)
+      batch.exec().then(results => {
+        const failed = results?.find(([err]) => err !== null)?.[0]
+        if (failed !== undefined && failed !== null) fail(failed)
+      }, fail)
+    }
     return {
       push: item => {
-        if (!broken) redis.xadd(key, ...cap, 'i', item).catch(fail)
+        if (broken) return
+        pending.push(item)
+        if (pending.length === 1) queueMicrotask(flush)
       },
       end: outcome => {
+        flush()
         if (!broken) redis.multi().xadd(key, ...cap, 'e', outcome).pexpire(key, endedTtlMs).exec().catch(fail)
       }
     }

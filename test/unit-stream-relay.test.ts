@@ -89,3 +89,33 @@ t.test('an open breaker: no writer, no follower (the caller does without)', asyn
   t.equal(relay.writer('k'), undefined)
   t.equal(relay.follow('k', () => {}, () => {}), undefined)
 })
+
+t.test('items pushed in one tick go to Redis in one pipeline, in order, and end() sends what is pending first', async t => {
+  // Counting on the real client: each pipeline is one write; a lone XADD is one write of its own.
+  const counted = new Redis(await sharedRedisUrl(t))
+  t.teardown(() => counted.quit())
+  let pipelines = 0
+  let loneAdds = 0
+  const pipeline = counted.pipeline.bind(counted)
+  const xadd = counted.xadd.bind(counted)
+  counted.pipeline = ((...args: Parameters<typeof pipeline>) => { pipelines++; return pipeline(...args) }) as typeof counted.pipeline
+  counted.xadd = ((...args: Parameters<typeof xadd>) => { loneAdds++; return xadd(...args) }) as typeof counted.xadd
+  const relay = new StreamRelay({ redis: counted, breaker: new CircuitBreaker({ failureThreshold: 1, cooldownMs: 60_000 }), maxLength: 100, ttlMs: 5000, blockMs: 100 })
+  t.teardown(() => relay.close())
+  const key = uniquePrefix('relay')
+  const writer = relay.writer(key)
+  if (writer === undefined) throw new Error('no writer')
+  const follower = follow(relay, key)
+  for (const item of ['a', 'b', 'c', 'd', 'e']) writer.push(item)
+  await pause(20)
+  t.equal(pipelines, 1, 'five items of one tick: one pipeline')
+  t.equal(loneAdds, 0)
+  writer.push('f')
+  await pause(20)
+  t.equal(loneAdds, 1, 'a lone item: a plain XADD')
+  writer.push('g')
+  writer.push('h')
+  writer.end('done')
+  t.same(await follower.result, { items: ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'], how: 'done' }, 'every item, in order, the pending ones before the end')
+  t.equal(pipelines, 2, 'the items pending at end() went out together before the end marker')
+})
