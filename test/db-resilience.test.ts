@@ -5,6 +5,7 @@ import { NarrativesRepository } from '../src/db/narratives-repository.ts'
 import { freePort } from './support/ports.ts'
 import { startPostgres } from './support/postgres-server.ts'
 import { waitUntil } from './support/wait.ts'
+import { uniqueDatabaseUrl } from './support/env.ts'
 
 /** How long `p` takes to settle, and how. */
 async function timed (p: Promise<unknown>): Promise<{ ms: number, error: unknown }> {
@@ -100,4 +101,22 @@ t.test('a slow statement is cancelled by the server after statement_timeout, and
   const failed = await timed(db.transaction(async tx => { await tx.query('SELECT 1/0') }))
   t.match(String((failed.error as Error)?.message), /division by zero/)
   t.same(await db.query('SELECT 2 AS x'), [{ x: 2 }], 'rolled back; the single connection is usable again')
+})
+
+t.test('idle connections are closed down to the pool\'s minimum, never below: a burst after a quiet spell finds some open', async t => {
+  const url = await uniqueDatabaseUrl(t)
+  const name = new URL(url).pathname.slice(1)
+  const watcher = await openPostgres(url, { max: 1, min: 0 })
+  t.teardown(() => watcher.close())
+  const open = async (): Promise<number> => Number((await watcher.query<{ n: string }>(
+    "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = 'narrative-cache' AND pid <> pg_backend_pid()", [name]))[0].n)
+  for (const [min, expected] of [[undefined, 2], [0, 0], [3, 3]] as const) {
+    const db = await openPostgres(url, { idleTimeoutMs: 100, ...(min === undefined ? {} : { min }) })
+    await Promise.all(Array.from({ length: 6 }, async () => await db.query('SELECT pg_sleep(0.05)')))
+    t.equal(await open(), 6, 'six statements at once: six connections')
+    await waitUntil(async () => await open() <= expected, { timeoutMs: 5000, intervalMs: 50, what: 'idle connections closed' })
+    await new Promise(resolve => setTimeout(resolve, 300))
+    t.equal(await open(), expected, `min ${min ?? 'by default (2)'}: ${expected} kept open`)
+    await db.close()
+  }
 })
