@@ -111,9 +111,11 @@ t.test('idle connections are closed down to the pool\'s minimum, never below: a 
   const open = async (): Promise<number> => Number((await watcher.query<{ n: string }>(
     "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = 'narrative-cache' AND pid <> pg_backend_pid()", [name]))[0].n)
   for (const [min, expected] of [[undefined, 2], [0, 0], [3, 3]] as const) {
-    const db = await openPostgres(url, { idleTimeoutMs: 100, ...(min === undefined ? {} : { min }) })
+    const db = await openPostgres(url, { idleTimeoutMs: 1000, ...(min === undefined ? {} : { min }) })
     await Promise.all(Array.from({ length: 6 }, async () => await db.query('SELECT pg_sleep(0.05)')))
-    t.equal(await open(), 6, 'six statements at once: six connections')
+    // Up to six (a slow machine may have closed one that finished first): more than are kept.
+    const opened = await open()
+    t.ok(opened > expected && opened <= 6, `six statements at once: ${opened} connections open, more than the ${expected} kept`)
     await waitUntil(async () => await open() <= expected, { timeoutMs: 5000, intervalMs: 50, what: 'idle connections closed' })
     await new Promise(resolve => setTimeout(resolve, 300))
     t.equal(await open(), expected, `min ${min ?? 'by default (2)'}: ${expected} kept open`)
