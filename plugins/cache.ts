@@ -89,16 +89,13 @@ export default fp<CachePluginOptions>(async (fastify, opts) => {
   // A durable read is waited for up to the model's own deadline, not a short
   // one of its own: the rule and its reason are in src/swr/durable-tier.ts.
   const durable = new DurableTier(durableNarratives(db.narratives, ENGINE_VERSION, config.ttlSeconds), databaseBreaker, fastify.log, { readTimeoutMs: deadlineMs, available: db.isOpen })
-  // Claims go through the durable tier's guard: one database, one verdict on whether it is up.
-  // A claim's look also reads whether the row is there: its give-ups count with the reads'.
-  const buildClaims = new BuildClaims(new BuildClaimsRepository(db.database), async op => await durable.guard(op), fastify.log, {
-    lookup: async op => await durable.lookup(op),
+  // Claims go through the durable tier's rules: one database, one verdict on whether it is up.
+  const buildClaims = new BuildClaims(new BuildClaimsRepository(db.database), durable, fastify.log, {
     // Like the build lock: the longest build it covers, and a margin for the durable write.
     ttlMs: deadlineMs + 5000,
     pollMinMs: opts.pollMinMs ?? 50,
     pollMaxMs: opts.pollMaxMs ?? 1000,
     entryVersion: ENGINE_VERSION,
-    databaseSilent: () => durable.silent,
     clock: opts.clock
   })
 

@@ -66,14 +66,12 @@ export default fp(async (fastify) => {
   // As for narratives: a completion paid for is kept in the database, and a
   // build claim there stops a second call when Redis lost its lock.
   const durable = new DurableTier(durableChat(new ChatEntriesRepository(db.database)), databaseBreaker, fastify.log, { readTimeoutMs: deadlineMs, available: db.isOpen })
-  const claims = new BuildClaims(new BuildClaimsRepository(db.database, 'chat_entries'), async op => await durable.guard(op), fastify.log, {
-    lookup: async op => await durable.lookup(op),
+  const claims = new BuildClaims(new BuildClaimsRepository(db.database, 'chat_entries'), durable, fastify.log, {
     ttlMs: deadlineMs + 5000,
     pollMinMs: 50,
     pollMaxMs: 1000,
     // Chat rows carry no engine version: the claim's look at chat_entries ignores it.
-    entryVersion: 'chat',
-    databaseSilent: () => durable.silent
+    entryVersion: 'chat'
   })
   // As for narratives, an in-process first tier in front of Redis: a hit costs no round trip.
   // Completions vary in size (up to 1 MiB), so it is bounded by bytes too.

@@ -229,7 +229,7 @@ t.test('a waiter whose store fails while the build it waits for is under way, th
     }
   }) as CacheStore
   const engineOn = (store: CacheStore): { engine: SwrEngine<Quote>, claims: BuildClaims } => {
-    const claims = new BuildClaims(new BuildClaimsRepository(db), async op => await op(), silentLogger, { ttlMs: 30_000, pollMinMs: 20, pollMaxMs: 100, entryVersion: 'quote@1' })
+    const claims = new BuildClaims(new BuildClaimsRepository(db), { guard: async op => await op() }, silentLogger, { ttlMs: 30_000, pollMinMs: 20, pollMaxMs: 100, entryVersion: 'quote@1' })
     const engine = new SwrEngine<Quote>({ store, breaker: new CircuitBreaker({ failureThreshold: 1000, cooldownMs: 1000 }), codec: quoteCodec, logger: silentLogger, claims, options: options('claims') })
     t.teardown(() => engine.close())
     return { engine, claims }
@@ -274,7 +274,7 @@ t.test('the claim\'s first look goes out with the lock request, and a claim won 
   const slowLocks = holdingLockRequests(store, async () => { lockAsked(); await lockHeld })
   let claimStatements = 0
   const counted = { claim: async (...args: Parameters<BuildClaimsRepository['claim']>) => { claimStatements++; return await repository.claim(...args) }, release: repository.release.bind(repository), fail: repository.fail.bind(repository) }
-  const claims = new BuildClaims(counted, async op => await op(), silentLogger, { ttlMs: 30_000, pollMinMs: 20, pollMaxMs: 100, entryVersion: 'quote@1' })
+  const claims = new BuildClaims(counted, { guard: async op => await op() }, silentLogger, { ttlMs: 30_000, pollMinMs: 20, pollMaxMs: 100, entryVersion: 'quote@1' })
   const engine = new SwrEngine<Quote>({ store: slowLocks, breaker: new CircuitBreaker({ failureThreshold: 1000, cooldownMs: 1000 }), codec: quoteCodec, logger: silentLogger, claims, options: options('firstlook') })
   t.teardown(() => engine.close())
   const q = quotes()
@@ -442,7 +442,7 @@ t.test('with build claims, a first build reads nothing from the durable tier (th
   }
   const breaker = new CircuitBreaker({ failureThreshold: 5, cooldownMs: 1000 })
   const durable = new DurableTier(repository, breaker, silentLogger, { readTimeoutMs: 2000 })
-  const claims = new BuildClaims(claimStore, async op => await durable.guard(op), silentLogger, { ttlMs: 30_000, pollMinMs: 20, pollMaxMs: 100, entryVersion: 'quote@1', lookup: async op => await durable.lookup(op) })
+  const claims = new BuildClaims(claimStore, durable, silentLogger, { ttlMs: 30_000, pollMinMs: 20, pollMaxMs: 100, entryVersion: 'quote@1' })
   const engine = new SwrEngine<Quote>({ store: new MemoryStore({ maxBytes: 1 << 20 }), breaker, codec: quoteCodec, logger: silentLogger, durable, claims, options: options('claimlook') })
   t.teardown(() => engine.close())
   const q = quotes()

@@ -31,7 +31,7 @@ function memoryClaims () {
 }
 
 const options = { ttlMs: 10_000, pollMinMs: 10, pollMaxMs: 40, entryVersion: 'narrative@1.0.0' }
-const direct = async <T>(op: () => Promise<T>): Promise<T> => await op()
+const direct = { guard: async <T>(op: () => Promise<T>): Promise<T> => await op() }
 
 t.test('a free key is won; a key another owner holds is waited for, and won once that claim is released', async t => {
   const m = memoryClaims()
@@ -64,11 +64,11 @@ t.test('a holder that never finishes: timeout after waitMs (answer without payin
 
 t.test('the database cannot say (fails, or known silent): unavailable at once', async t => {
   const m = memoryClaims()
-  const failing = new BuildClaims(m.store, async () => { throw new Error('down') }, silentLogger, options)
+  const failing = new BuildClaims(m.store, { guard: async () => { throw new Error('down') } }, silentLogger, options)
   t.equal(await failing.acquire('k', 'a', 1000), 'unavailable')
   let calls = 0
   const counting = async <T>(op: () => Promise<T>): Promise<T> => { calls++; return await op() }
-  const silent = new BuildClaims(m.store, counting, silentLogger, { ...options, databaseSilent: () => true })
+  const silent = new BuildClaims(m.store, { guard: counting, silent: true }, silentLogger, options)
   t.equal(await silent.acquire('k', 'a', 1000), 'unavailable')
   t.equal(calls, 0, 'not even tried')
 })

@@ -56,9 +56,10 @@ export interface PostgresOptions {
    * Connections kept open however long they are idle. Default 2. Under a mostly
    * hit workload the pool would otherwise close every connection; when Redis is
    * then lost and every key misses at once, each statement first opens its
-   * connection (several round trips), and with a slow network the database
-   * answered nothing for over a second: long enough to be taken for frozen, so
-   * builds went ahead without their claims (bench scenario 4c paid 12 keys twice).
+   * connection (several round trips). With a slow network, the likely cause of
+   * bench scenario 4c paying 12 keys twice once: the database answered nothing
+   * for a second, long enough to be taken for frozen, and builds went ahead
+   * without their claims.
    */
   min?: number
   /** Checks the server answers before resolving (default true): a down server rejects in about connectionTimeoutMs. */

@@ -57,19 +57,28 @@ export interface BuildClaimsOptions {
   failedMarkerMs?: number
   /** The engine version of the rows that count as built (an older version's row is rebuilt). */
   entryVersion: string
-  /**
-   * Runs a claim's look (which also reads whether the row is there) instead of
-   * the guard: the durable tier's lookup(), which counts the looks given up
-   * with its reads. Default: the guard. Releases and failures always use the guard.
-   */
-  lookup?: DatabaseGuard
-  /** True while the database is known to say nothing (the durable tier's `silent`): no claim is tried then. */
-  databaseSilent?: () => boolean
   clock?: () => number
 }
 
 /** Runs a database call, or rejects when it is given up (the durable tier's guard: breaker, budget, stall). */
 export type DatabaseGuard = <T>(op: () => Promise<T>) => Promise<T>
+
+/**
+ * The rules the claims' database calls go through. The durable tier
+ * (src/swr/durable-tier.ts) is one, passed as it is: claims and reads then
+ * share one verdict on whether the database is up.
+ */
+export interface ClaimDatabase {
+  /** Runs releases and failed builds' markers (and looks, without `lookup`). */
+  guard: DatabaseGuard
+  /**
+   * Runs a claim's look, which also reads whether the row is there: the
+   * durable tier's lookup() counts the looks given up with its reads.
+   */
+  lookup?: DatabaseGuard
+  /** True while the database is known to say nothing: no claim is tried then. */
+  readonly silent?: boolean
+}
 
 /**
  * Takes and waits on build claims for the engine. Calls go through the
@@ -81,13 +90,13 @@ export class BuildClaims {
   readonly counters = { won: 0, waited: 0, built: 0, failed: 0, unavailable: 0, timeouts: 0 }
 
   private readonly store: BuildClaimStore
-  private readonly guard: DatabaseGuard
+  private readonly database: ClaimDatabase
   private readonly logger: Logger
   private readonly options: BuildClaimsOptions
 
-  constructor (store: BuildClaimStore, guard: DatabaseGuard, logger: Logger, options: BuildClaimsOptions) {
+  constructor (store: BuildClaimStore, database: ClaimDatabase, logger: Logger, options: BuildClaimsOptions) {
     this.store = store
-    this.guard = guard
+    this.database = database
     this.logger = logger
     this.options = options
     if (!(options.ttlMs > 0)) throw new Error('build claims ttlMs must be positive')
@@ -106,8 +115,10 @@ export class BuildClaims {
   async attempt (key: string, owner: string, takeFailed: boolean): Promise<ClaimOutcome | 'held'> {
     let answer: { won: boolean, built: boolean, failed: boolean }
     try {
-      if (this.options.databaseSilent?.() === true) throw new Error('the database is silent')
-      answer = await (this.options.lookup ?? this.guard)(() => this.store.claim(key, owner, this.options.ttlMs, this.options.entryVersion, takeFailed))
+      const { database } = this
+      if (database.silent === true) throw new Error('the database is silent')
+      const look = async (): Promise<{ won: boolean, built: boolean, failed: boolean }> => await this.store.claim(key, owner, this.options.ttlMs, this.options.entryVersion, takeFailed)
+      answer = await (database.lookup !== undefined ? database.lookup(look) : database.guard(look))
     } catch (err) {
       this.counters.unavailable++
       this.logger.debug({ key, err: (err as Error).message }, 'build claim unavailable: building without one')
@@ -164,7 +175,7 @@ export class BuildClaims {
   /** Frees a claim taken by acquire(); never rejects (an unreleased claim expires). */
   async release (key: string, owner: string): Promise<void> {
     try {
-      await this.guard(() => this.store.release(key, owner))
+      await this.database.guard(() => this.store.release(key, owner))
     } catch (err) {
       this.logger.debug({ key, err: (err as Error).message }, 'build claim not released: it expires')
     }
@@ -177,7 +188,7 @@ export class BuildClaims {
    */
   async fail (key: string, owner: string): Promise<void> {
     try {
-      await this.guard(() => this.store.fail(key, owner, this.options.failedMarkerMs ?? this.options.pollMaxMs + 2000))
+      await this.database.guard(() => this.store.fail(key, owner, this.options.failedMarkerMs ?? this.options.pollMaxMs + 2000))
     } catch (err) {
       this.logger.debug({ key, err: (err as Error).message }, 'failed build not marked on its claim: it expires')
     }
