@@ -6,6 +6,7 @@ import app, { serverOptions } from '../src/app.ts'
 import { loadConfig } from '../src/config.ts'
 import { build, bodyFor, stack } from './helper.ts'
 import { uniqueDatabaseUrl } from './support/env.ts'
+import { waitUntil } from './support/wait.ts'
 import { mintAdminToken } from '../src/admin/token.ts'
 
 function metricValue (text: string, name: string, labels = ''): number {
@@ -20,6 +21,9 @@ t.test('GET /metrics: the design\'s metrics, with figures that follow the reques
   await app.inject({ method: 'POST', url: '/api/narrative', payload: bodyFor(1) })
   await app.inject({ method: 'POST', url: '/api/narrative', payload: bodyFor(1) })
   await app.inject({ method: 'POST', url: '/api/narrative', payload: { profile: { classification: 'primary', primary: 'Vega', percentages: { Sirius: 1 } } } })
+  // The build's entry is written to the store off the answer's path (its size is
+  // observed then): wait for that write rather than race it.
+  await waitUntil(async () => metricValue((await app.inject('/metrics')).body, 'narrative_value_size_bytes_count') === 1, { timeoutMs: 5000, what: 'the built entry written to the store' })
   const res = await app.inject('/metrics')
   t.equal(res.statusCode, 200)
   t.match(res.headers['content-type'], /text\/plain/)
