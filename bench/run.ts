@@ -190,59 +190,65 @@ async function speedScenarios (): Promise<void> {
 interface LoadTarget { label: string, url: string, pid: number | undefined, headers?: Record<string, string>, body?: unknown }
 
 /**
- * Loads each target in turn, `rounds` rounds of `seconds`, the first target
- * being the bare floor; records each one's requests a second, its ratio to
- * the floor and its CPU per request. The floor runs between every two other
- * runs (floor, A, floor, B, floor, ...), and each run of a target is set
- * against the floor's runs right before and right after it: on this machine
- * the same server's figure can halve or double between two runs a few seconds
- * apart, so a target is compared with the floor under the conditions it met,
- * not with a floor run ten seconds away. Each round's order is rotated (no
- * target always follows the same one); a target's ratio is the median of its
- * runs' ratios.
+ * Sets each target against the bare floor (the first target), in a duel of
+ * short runs taken in turn: floor, target, floor, target, ..., floor, `pairs`
+ * runs of the target of `seconds` each. Records each one's requests a second,
+ * its ratio to the floor and its CPU per request. On this machine the same
+ * server's figure can halve or double within seconds, so each run of a target
+ * is set against the floor's runs right before and right after it (the
+ * conditions it met), the runs are short and back to back (neither server is
+ * idle more than one run), and a target's ratio is the median of its runs'
+ * ratios. Its CPU per request is set against the floor's the same way.
  */
-async function compareWithFloor (section: string, targets: LoadTarget[], sharedBody: unknown, connections: number, rounds: number, seconds: number): Promise<void> {
+async function compareWithFloor (section: string, targets: LoadTarget[], sharedBody: unknown, connections: number, pairs: number, seconds: number): Promise<void> {
   const runs = targets.map(() => [] as LoadResult[])
   // Each target's runs' ratio to the floor around them (none for the floor itself).
   const ratios = targets.map(() => [] as number[])
   // The server's CPU time (user + system, its process tree) per request answered, run by run:
   // what the target itself spends on a request, whoever else the machine is busy with.
   const cpuPerRequest = targets.map(() => [] as number[])
-  const load = async (i: number): Promise<LoadResult> => {
+  const cpuRatios = targets.map(() => [] as number[])
+  const load = async (i: number, recorded = true): Promise<{ run: LoadResult, cpu: number }> => {
     const { url, headers, pid } = targets[i]
     const body = targets[i].body ?? sharedBody
-    // A second under load first, unrecorded: a process idle for the others' runs (over
-    // V8's 8 s memory-reducer delay) comes back slower for a second or more, and the
-    // more code it runs per request, the longer (measured: the app's first second after
-    // 10 s idle took 2-3× its CPU per request, the bare floor's much less). The steady
-    // state is what is compared, for every target alike.
-    await runLoad({ url, body, headers, connections, seconds: 1 })
     const cpuBefore = treeCpuSeconds(pid ?? 0)
-    const run = await runLoad({ url, body, headers, connections, seconds })
-    cpuPerRequest[i].push((treeCpuSeconds(pid ?? 0) - cpuBefore) / Math.max(1, run.requests) * 1e6)
-    runs[i].push(run)
-    return run
+    const run = await runLoad({ url, body, headers, connections, seconds: recorded ? seconds : 1 })
+    const cpu = (treeCpuSeconds(pid ?? 0) - cpuBefore) / Math.max(1, run.requests) * 1e6
+    if (recorded) {
+      cpuPerRequest[i].push(cpu)
+      runs[i].push(run)
+    }
+    return { run, cpu }
   }
-  const others = targets.length - 1
+  // A second under load first, unrecorded, for the floor and then for each target as
+  // its turn comes: a process left idle during the others' runs (over V8's 8 s
+  // memory-reducer delay) comes back slower for a second or more, and the more code it
+  // runs per request, the longer (measured: the app's first second after 10 s idle took
+  // 2-3× its CPU per request, the bare floor's much less). The steady state is what is
+  // compared, for every target alike. The floor runs throughout, never idle for long.
+  await load(0, false)
   let floorBefore = await load(0)
-  for (let round = 0; round < rounds; round++) {
-    for (let k = 0; k < others; k++) {
-      const i = 1 + (k + round) % others
-      const run = await load(i)
+  for (let i = 1; i < targets.length; i++) {
+    await load(i, false)
+    for (let pair = 0; pair < pairs; pair++) {
+      const { run, cpu } = await load(i)
       const floorAfter = await load(0)
-      ratios[i].push(run.rps / ((floorBefore.rps + floorAfter.rps) / 2))
+      ratios[i].push(run.rps / ((floorBefore.run.rps + floorAfter.run.rps) / 2))
+      cpuRatios[i].push(cpu / ((floorBefore.cpu + floorAfter.cpu) / 2))
       floorBefore = floorAfter
     }
   }
   const results = runs.map(combineRuns)
+  const list = (xs: number[], digits: number): string => xs.map(x => x.toFixed(digits)).join(', ')
   for (const [i, target] of targets.entries()) {
     loadRow(section, target.label, results[i], i === 0 ? undefined : median(ratios[i]))
-    if (rounds > 1 || i === 0) {
+    if (pairs > 1 || i === 0) {
       const own = runs[i].map(r => `${Math.round(r.rps)}`).join(', ') + ' req/s'
-      record(section, i === 0 ? `${target.label}: its ${runs[i].length} runs of ${seconds} s, one between every two runs of the others` : `${target.label}: its ${rounds} runs of ${seconds} s`,
-        i === 0 ? own : `${own}; against the mean of the floor's runs right before and after each: ${ratios[i].map(x => x.toFixed(2)).join(', ')}`)
+      record(section, i === 0 ? `${target.label}: its ${runs[i].length} runs of ${seconds} s, before and after every run of the others` : `${target.label}: its ${pairs} runs of ${seconds} s`,
+        i === 0 ? own : `${own}; against the mean of the floor's runs right before and after each: ${list(ratios[i], 2)}`)
     }
-    record(section, `${target.label}: the server's CPU per request (user + system, median of its runs)`, `${median(cpuPerRequest[i]).toFixed(1)} µs` + (runs[i].length > 1 ? ` (runs: ${cpuPerRequest[i].map(x => x.toFixed(0)).join(', ')})` : '') + (i === 0 ? '' : ` (${(median(cpuPerRequest[i]) / median(cpuPerRequest[0])).toFixed(2)}× the bare floor's)`))
+    record(section, `${target.label}: the server's CPU per request (user + system, median of its runs)`, `${median(cpuPerRequest[i]).toFixed(1)} µs` + (runs[i].length > 1 ? ` (runs: ${list(cpuPerRequest[i], 0)})` : '') +
+      (i === 0 ? '' : `; against the floor's runs right before and after each, median ${median(cpuRatios[i]).toFixed(2)}× (${list(cpuRatios[i], 2)})`))
   }
 }
 
@@ -271,19 +277,19 @@ async function hitPathScenario (): Promise<void> {
     { label: 'narrative hit, one process (WORKERS=1, the default)', url: app.url, pid: app.child.pid },
     { label: 'narrative hit, two workers (WORKERS=2, one per core)', url: app2.url, pid: app2.child.pid }
   ]
-  // At 50 connections the targets take turns in rounds of short runs
-  // (compareWithFloor says why). At 1,000 connections
+  // At 50 connections each target takes turns with the floor in twelve runs
+  // of a second (compareWithFloor says why). At 1,000 connections
   // every target is run twice: a process's first run at that many
   // connections has shown timeouts that the second does not.
   // Each target's first seconds under load are slower (its code still being
   // optimized): one unrecorded run each first (2 s; 1 s in quick mode, which must stay under a
   // minute), so the first measured round is not the warm-up.
   for (const target of targets) await runLoad({ url: target.url, body: hitBody, connections: 50, seconds: quick ? 1 : 2 })
-  const passes = quick ? [[50, '', 3, 1], [1000, '', 1, secs]] as const : [[50, '', 7, 3], [1000, ', first run', 1, secs], [1000, ', second run', 1, secs]] as const
-  for (const [connections, pass, rounds, seconds] of passes) {
+  const passes = quick ? [[50, '', 3, 1], [1000, '', 1, secs]] as const : [[50, '', 12, 1], [1000, ', first run', 1, secs], [1000, ', second run', 1, secs]] as const
+  for (const [connections, pass, pairs, seconds] of passes) {
     if (onlyHits && connections !== 50) continue
     const section = `1. hit path, ${connections} connections${pass}`
-    await compareWithFloor(section, targets, hitBody, connections, rounds, seconds)
+    await compareWithFloor(section, targets, hitBody, connections, pairs, seconds)
   }
   const rss = Number(/process_resident_memory_bytes (\d+)/.exec(await (await fetch(`http://127.0.0.1:${app.port}/metrics`)).text())?.[1])
   record('6. memory', 'resident memory of the hit-path instance after the runs', `${(rss / 1048576).toFixed(0)} MiB`)
@@ -706,7 +712,7 @@ async function chatScenario (): Promise<void> {
     { label: 'for reference: narrative hit on the same instance', url: app.url, pid: app.child.pid, body: narrativeBody }
   ]
   for (const target of targets) await runLoad({ url: target.url, body: target.body ?? hitBody, headers: target.headers, connections: 50, seconds: quick ? 1 : 2 })
-  await compareWithFloor(`${section}, hits at 50 connections`, targets, hitBody, 50, quick ? 3 : 7, quick ? 1 : 3)
+  await compareWithFloor(`${section}, hits at 50 connections`, targets, hitBody, 50, quick ? 3 : 12, 1)
   await stopAll([app, { child: floor }])
 }
 

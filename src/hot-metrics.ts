@@ -27,7 +27,14 @@ abstract class HotMetric<S> {
   readonly help: string
   readonly aggregator = 'sum' as const
   protected readonly labelNames: readonly string[]
-  readonly #series = new Map<string, { labels: Labels, series: S }>()
+  /** Every series made, in the order made: what get() exposes. */
+  readonly #series: Array<{ labels: Labels, series: S }> = []
+  /**
+   * The series by label values, one Map level per label: a lookup of the
+   * values as they come, with no string joined on every call (the two-label
+   * latency histogram is observed on every answer).
+   */
+  #byValues = new Map<string, unknown>()
 
   constructor (opts: HotOptions) {
     this.name = opts.name
@@ -41,21 +48,35 @@ abstract class HotMetric<S> {
 
   /** The series of these label values: keep it, and call it on the hot path. */
   labels (...values: string[]): S {
-    const id = values.length === 1 ? values[0] : values.join('\u0000')
-    let entry = this.#series.get(id)
-    if (entry === undefined) {
-      entry = { labels: labelsOf(this.name, this.labelNames, values), series: this.newSeries() }
-      this.#series.set(id, entry)
+    // Checked on every call, not only when a series is made: the levels must all be Maps but the last.
+    if (values.length !== this.labelNames.length) labelsOf(this.name, this.labelNames, values)
+    const last = values.length - 1
+    let level = this.#byValues
+    for (let i = 0; i < last; i++) {
+      let next = level.get(values[i]) as Map<string, unknown> | undefined
+      if (next === undefined) {
+        next = new Map()
+        level.set(values[i], next)
+      }
+      level = next
     }
-    return entry.series
+    const id = last < 0 ? '' : values[last]
+    let series = level.get(id) as S | undefined
+    if (series === undefined) {
+      series = this.newSeries()
+      this.#series.push({ labels: labelsOf(this.name, this.labelNames, values), series })
+      level.set(id, series)
+    }
+    return series
   }
 
   protected get series (): Iterable<{ labels: Labels, series: S }> {
-    return this.#series.values()
+    return this.#series
   }
 
   reset (): void {
-    this.#series.clear()
+    this.#series.length = 0
+    this.#byValues = new Map()
   }
 }
 

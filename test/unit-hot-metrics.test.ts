@@ -57,4 +57,19 @@ t.test('wrong label counts and values that are not finite are refused, as prom-c
   t.throws(() => hot.h.labels('/a'), /takes 2 label value/)
   t.throws(() => hot.h.labels('/a', 'hit').observe(Number.NaN), /finite/)
   t.throws(() => hot.c.labels('hit').inc(-1), /goes up/)
+  // Also once a series with that first value exists (the lookup is one level per label).
+  hot.h.labels('/a', 'hit').observe(0.5)
+  t.throws(() => hot.h.labels('/a'), /takes 2 label value/)
+  t.throws(() => hot.h.labels('/a', 'hit', 'x'), /takes 2 label value/)
+  t.equal(hot.h.labels('/a', 'hit').count, 1, 'the same series for the same values')
+  t.not(hot.h.labels('/a', 'miss'), hot.h.labels('/a', 'hit'))
+})
+
+t.test('a series made after a reset is exposed, and the old ones are not', async t => {
+  const p = pair()
+  feed(p)
+  p.ours.resetMetrics()
+  p.theirs.resetMetrics()
+  feed(p, observations.slice(2, 4))
+  t.equal(await p.ours.metrics(), await p.theirs.metrics())
 })
