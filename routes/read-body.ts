@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http'
+import { isUtf8 } from 'node:buffer'
 import { Readable } from 'node:stream'
 import type { FastifyReply, FastifyRequest, preParsingHookHandler } from 'fastify'
 
@@ -11,13 +12,14 @@ const JSON_TYPE = /^application\/json\s*(;|$)/i
 /**
  * By its headers alone, whether the hook reads a request's body whole before
  * Fastify parses it: a JSON body within the body limit, with a
- * Content-Length. Anything else (chunked, too large, another type) goes to
- * Fastify's parser untouched, which refuses it with its own errors.
+ * Content-Length, sent as it is (no Content-Encoding). Anything else
+ * (chunked, coded, too large, another type) goes to Fastify's parser
+ * untouched, which takes it or refuses it with its own errors.
  */
 export function readsWhole (headers: IncomingHttpHeaders, bodyLimit: number): boolean {
   const length = headers['content-length']
   const type = headers['content-type']
-  return length !== undefined && type !== undefined && headers['transfer-encoding'] === undefined &&
+  return length !== undefined && type !== undefined && headers['transfer-encoding'] === undefined && headers['content-encoding'] === undefined &&
     Number(length) <= bodyLimit && (type === 'application/json' || JSON_TYPE.test(type))
 }
 
@@ -52,8 +54,10 @@ export function readWhole (stream: NodeJS.ReadableStream, length: number, then: 
   stream.resume()
 }
 
-function textOf (chunks: Buffer[]): string {
-  return chunks.length === 1 ? chunks[0].toString('utf8') : Buffer.concat(chunks).toString('utf8')
+/** The body's text; undefined when its bytes are not UTF-8 (the parser then refuses them: app.ts). */
+function textOf (chunks: Buffer[]): string | undefined {
+  const bytes = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)
+  return isUtf8(bytes) ? bytes.toString('utf8') : undefined
 }
 
 /**
@@ -88,8 +92,10 @@ export function answerFromMemory (
       let send: (() => void) | undefined
       try {
         const text = textOf(chunks)
-        request.jsonBodyText = text
-        send = find(request, reply, text)
+        if (text !== undefined) {
+          request.jsonBodyText = text
+          send = find(request, reply, text)
+        }
       } catch (error) {
         done(error as Error)
         return

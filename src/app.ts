@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer'
 import { STATUS_CODES, type Server } from 'node:http'
 import { LogController, type FastifyError, type FastifyHttpOptions, type FastifyInstance, type FastifyRequest, type FastifyServerOptions } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
@@ -20,13 +21,16 @@ import dashboardRoutes from '../routes/dashboard/index.ts'
 import narrativeRoutes, { type NarrativeRoutesOptions } from '../routes/narrative/index.ts'
 import adminRoutes from '../routes/admin/index.ts'
 import chatRoutes from '../routes/chat/index.ts'
+import { OpenAIError, sendOpenAIError } from '../routes/chat/openai-error.ts'
 import keysRoutes from '../routes/keys/index.ts'
 import healthRoutes from '../routes/health/index.ts'
 import rolloutRoutes from '../routes/rollout/index.ts'
 import prewarmSchedulePlugin, { type PrewarmSchedulePluginOptions } from '../plugins/prewarm-schedule.ts'
 import type { Config } from './config.ts'
 import type { Narrator } from './narrator/narrator.ts'
-import { BodyTooLargeError, EmptyJsonBodyError, ForbiddenJsonKeyError, InvalidJsonError, MethodNotAllowedError, NotFoundError, UnsupportedMediaTypeError } from './errors.ts'
+import { BodyTooLargeError, EmptyJsonBodyError, ForbiddenJsonKeyError, InvalidJsonError, InvalidUtf8Error, MethodNotAllowedError, NotFoundError, UnsupportedEncodingError, UnsupportedMediaTypeError } from './errors.ts'
+import { codedBody } from './body-coding.ts'
+import { clientErrorHandler } from './client-error.ts'
 import { lenientUserPath } from './admin/user-path.ts'
 import { formatValidationError } from './schemas/validation-message.ts'
 import { requestIdOf } from './request-id.ts'
@@ -120,6 +124,8 @@ export function serverOptions (config: Pick<Config, 'logLevel' | 'trustProxy'>, 
     // close(): idle keep-alive connections are closed at once (the default,
     // said here); the rest are cut CLOSE_CONNECTIONS_AFTER_MS later (app's preClose).
     forceCloseConnections: 'idle',
+    // A request Node refuses before Fastify sees it is answered in the app's shape, saying why.
+    clientErrorHandler: clientErrorHandler(REQUEST_MS),
     ajv: {
       customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false, strictNumbers: true }
     },
@@ -134,6 +140,21 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
   // any other content type (text/plain included, which Fastify would take as
   // a string) is a 415 naming application/json (ownError below).
   instance.removeContentTypeParser('text/plain')
+  // Fastify's own JSON parser, given the body's bytes: they must be UTF-8 (Node
+  // would read other bytes as U+FFFD, so two different bodies would become one)
+  // and sent as they are. The text is kept for the error handler, which says
+  // where a syntax error is (jsonError below).
+  const parseJson = instance.getDefaultJsonParser('error', 'error')
+  instance.removeContentTypeParser('application/json')
+  instance.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
+    const bytes = body as Buffer
+    const coded = codedBody(request.headers)
+    if (coded !== undefined) return done(new UnsupportedEncodingError(...coded), undefined)
+    if (!isUtf8(bytes)) return done(new InvalidUtf8Error(), undefined)
+    const text = bytes.toString('utf8')
+    request.jsonBodyText ??= text
+    parseJson(request, text, done)
+  })
   // The JSON text of a small body, read whole by the narrative route's
   // preParsing hook before Fastify parses it: the service's memo keys on it.
   instance.decorateRequest('jsonBodyText', undefined)
@@ -199,11 +220,16 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
   instance.setNotFoundHandler((request, reply) => {
     const path = request.url.split('?')[0]
     const methods = allowed.of(path)
+    // Under /v1, OpenAI's shape: what an SDK pointed at this server can read.
+    const openAI = path.startsWith('/v1/')
     if (methods.length > 0 && !methods.includes(request.method)) {
       const notAllowed = new MethodNotAllowedError(request.method, path, methods.join(', '))
-      return reply.code(405).header('Allow', methods.join(', ')).send({ statusCode: 405, code: notAllowed.code, error: 'Method Not Allowed', message: notAllowed.message })
+      reply.header('Allow', methods.join(', '))
+      if (openAI) return sendOpenAIError(reply, new OpenAIError(405, notAllowed.message, 'invalid_request_error', 'method_not_allowed'))
+      return reply.code(405).send({ statusCode: 405, code: notAllowed.code, error: 'Method Not Allowed', message: notAllowed.message })
     }
     const error = new NotFoundError(request.method, path)
+    if (openAI) return sendOpenAIError(reply, new OpenAIError(404, `${error.message}; this server answers /v1/chat/completions, /v1/models and /v1/cache/explain`, 'invalid_request_error', 'not_found'))
     return reply.code(404).send({ statusCode: 404, code: error.code, error: 'Not Found', message: error.message })
   })
 

@@ -4,6 +4,7 @@ import { Type } from '@sinclair/typebox'
 import { ADMIN_RATE_LIMIT } from '../../plugins/rate-limit.ts'
 import { errorResponses } from '../../src/schemas/error.ts'
 import { ApiKeyNotFoundError } from '../../src/errors.ts'
+import { USER_ID_PATTERN } from '../../src/schemas/narrative.ts'
 
 const ApiKeySchema = Type.Object({
   id: Type.String(),
@@ -20,7 +21,7 @@ const ApiKeySchema = Type.Object({
 })
 const NewKeySchema = Type.Object({
   // No control characters: a name is shown in lists and logs (and PostgreSQL refuses NUL in text).
-  name: Type.String({ minLength: 1, maxLength: 100, pattern: '^[^\\u0000-\\u001f\\u007f]+$' }),
+  name: Type.String({ minLength: 1, maxLength: 100, pattern: USER_ID_PATTERN, description: '1 to 100 characters, no control characters (U+0000 to U+001F, U+007F to U+009F) and no lone surrogates (PostgreSQL could not store them as sent)' }),
   tenant: Type.Optional(Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9_.-]+$' })),
   rateLimit: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000 })),
   monthlyBudgetUsd: Type.Optional(Type.Number({ minimum: 0, maximum: 1_000_000_000 })),

@@ -45,11 +45,14 @@ export function wantsEventStream (request: FastifyRequest): boolean {
   return acceptsEventStream(request.headers.accept)
 }
 
-/** True when an Accept header asks for Server-Sent Events. */
+/** True when an Accept header asks for Server-Sent Events (`text/event-stream`, unless at `q=0`: refused). */
 export function acceptsEventStream (accept: string | undefined): boolean {
   // Most requests never mention it: one regular expression, no split (this runs on every hit).
   if (accept === undefined || !/event-stream/i.test(accept)) return false
-  return accept.split(',').some(part => part.trim().toLowerCase().startsWith('text/event-stream'))
+  return accept.split(',').some(part => {
+    const [type, ...params] = part.split(';').map(p => p.trim().toLowerCase())
+    return type === 'text/event-stream' && !params.some(p => /^q\s*=\s*0(\.0{0,3})?$/.test(p))
+  })
 }
 
 /**

@@ -37,9 +37,10 @@ export const ProfileSchema = Type.Object({
 }, {
   additionalProperties: false,
   // primary/hybrid required by classification: checked in the schema so the 400 names the field.
+  // Each `if` requires classification too: without it an absent one matched, and the 400 named primary.
   allOf: [
-    { if: { properties: { classification: { const: 'primary' } } }, then: { required: ['primary'] } },
-    { if: { properties: { classification: { const: 'hybrid' } } }, then: { required: ['hybrid'] } }
+    { if: { required: ['classification'], properties: { classification: { const: 'primary' } } }, then: { required: ['primary'] } },
+    { if: { required: ['classification'], properties: { classification: { const: 'hybrid' } } }, then: { required: ['hybrid'] } }
   ]
 })
 
