@@ -1,6 +1,6 @@
 import { isUtf8 } from 'node:buffer'
 import { STATUS_CODES, type Server } from 'node:http'
-import { LogController, type FastifyError, type FastifyHttpOptions, type FastifyInstance, type FastifyRequest, type FastifyServerOptions } from 'fastify'
+import { LogController, type FastifyError, type FastifyHttpOptions, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import configPlugin from '../plugins/config.ts'
 import redisPlugin from '../plugins/redis.ts'
@@ -28,14 +28,14 @@ import rolloutRoutes from '../routes/rollout/index.ts'
 import prewarmSchedulePlugin, { type PrewarmSchedulePluginOptions } from '../plugins/prewarm-schedule.ts'
 import type { Config } from './config.ts'
 import type { Narrator } from './narrator/narrator.ts'
-import { BodyTooLargeError, EmptyJsonBodyError, ForbiddenJsonKeyError, InvalidJsonError, InvalidUtf8Error, MethodNotAllowedError, NotFoundError, UnsupportedEncodingError, UnsupportedMediaTypeError } from './errors.ts'
+import { InvalidUtf8Error, MethodNotAllowedError, NotFoundError, UnsupportedEncodingError } from './errors.ts'
+import { ownError } from './body-errors.ts'
 import { codedBody } from './body-coding.ts'
 import { clientErrorHandler } from './client-error.ts'
 import { lenientUserPath } from './admin/user-path.ts'
 import { formatValidationError } from './schemas/validation-message.ts'
 import { requestIdOf } from './request-id.ts'
 import { requestLogger } from './request-logger.ts'
-import sjson from 'secure-json-parse'
 import { fastifyTrustProxy } from './proxy-trust.ts'
 
 export interface AppOptions {
@@ -101,7 +101,7 @@ export function serverOptions (config: Pick<Config, 'logLevel' | 'trustProxy'>, 
     // One line per request instead of Fastify's two: plugins/metrics.ts writes it.
     logController: new LogController({ disableRequestLogging: true }),
     // Fastify's own JSON parser refuses `__proto__` and `constructor.prototype`
-    // keys (the app's error handler says which: jsonError below).
+    // keys (the app's error handler says which: src/body-errors.ts).
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
     // A slow client cannot hold a connection open for ever: headers within 10 s,
@@ -125,7 +125,7 @@ export function serverOptions (config: Pick<Config, 'logLevel' | 'trustProxy'>, 
     // said here); the rest are cut CLOSE_CONNECTIONS_AFTER_MS later (app's preClose).
     forceCloseConnections: 'idle',
     // A request Node refuses before Fastify sees it is answered in the app's shape, saying why.
-    clientErrorHandler: clientErrorHandler(REQUEST_MS),
+    clientErrorHandler: clientErrorHandler({ headersMs: HEADERS_MS, requestMs: REQUEST_MS }),
     ajv: {
       customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false, strictNumbers: true }
     },
@@ -138,12 +138,12 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
   const instance = fastify.withTypeProvider<TypeBoxTypeProvider>()
   // JSON is the only body this server takes, parsed by Fastify's own parser:
   // any other content type (text/plain included, which Fastify would take as
-  // a string) is a 415 naming application/json (ownError below).
+  // a string) is a 415 naming application/json (ownError: src/body-errors.ts).
   instance.removeContentTypeParser('text/plain')
   // Fastify's own JSON parser, given the body's bytes: they must be UTF-8 (Node
   // would read other bytes as U+FFFD, so two different bodies would become one)
   // and sent as they are. The text is kept for the error handler, which says
-  // where a syntax error is (jsonError below).
+  // where a syntax error is (src/body-errors.ts).
   const parseJson = instance.getDefaultJsonParser('error', 'error')
   instance.removeContentTypeParser('application/json')
   instance.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
@@ -246,39 +246,6 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
     await pages.register(swaggerUiPlugin)
     await pages.register(dashboardRoutes)
   })
-}
-
-/** Fastify's own body errors, restated so that they say what the server takes. */
-function ownError (error: FastifyError, request: FastifyRequest): FastifyError {
-  switch (error.code) {
-    case 'FST_ERR_CTP_BODY_TOO_LARGE': return new BodyTooLargeError(BODY_LIMIT / 1024, BODY_LIMIT)
-    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE': return new UnsupportedMediaTypeError(request.headers['content-type'] ?? 'no Content-Type')
-    case 'FST_ERR_CTP_EMPTY_JSON_BODY': return new EmptyJsonBodyError()
-    case 'FST_ERR_CTP_INVALID_JSON_BODY': return jsonError(request.jsonBodyText)
-    default: return error
-  }
-}
-
-/**
- * What was wrong with a body Fastify's parser refused (its own error says
- * only "not a valid JSON"), from the text when the route kept it: the syntax
- * error and where it is, or the forbidden key. Only ever run on a refusal.
- */
-export function jsonError (text: string | undefined): FastifyError {
-  if (text === undefined) return new InvalidJsonError('the body could not be parsed')
-  if (text.trim() === '') return new EmptyJsonBodyError()
-  try {
-    JSON.parse(text)
-  } catch (err) {
-    return new InvalidJsonError((err as Error).message)
-  }
-  // Valid JSON that secure-json-parse refused: a prototype key. Which one?
-  try {
-    sjson.parse(text, undefined, { protoAction: 'error', constructorAction: 'ignore' })
-    return new ForbiddenJsonKeyError('"constructor.prototype"')
-  } catch {
-    return new ForbiddenJsonKeyError('"__proto__"')
-  }
 }
 
 /** Route paths (`:param` and `*` included) and the methods each takes. */

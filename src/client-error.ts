@@ -12,10 +12,10 @@ interface ClientError extends Error {
 }
 
 /** The status and what was wrong, in the words a caller can act on. */
-function describe (err: ClientError, requestMs: number): [status: number, code: string, message: string] {
+function describe (err: ClientError, limits: { headersMs: number, requestMs: number }): [status: number, code: string, message: string] {
   switch (err.code) {
     case 'ERR_HTTP_REQUEST_TIMEOUT':
-      return [408, 'NARR_REQUEST_TIMEOUT', `The request did not arrive whole within ${requestMs / 1000} s (was its Content-Length more than the bytes sent?)`]
+      return [408, 'NARR_REQUEST_TIMEOUT', `The request did not arrive whole in time: its headers within ${limits.headersMs / 1000} s, all of it within ${limits.requestMs / 1000} s (was its Content-Length more than the bytes sent?)`]
     case 'HPE_HEADER_OVERFLOW':
       return [431, 'NARR_HEADERS_TOO_LARGE', 'The request\'s headers are too large']
     case 'HPE_INVALID_METHOD':
@@ -33,10 +33,10 @@ function describe (err: ClientError, requestMs: number): [status: number, code: 
  * id, and in OpenAI's shape on /v1 paths; then the connection is closed (its
  * framing can no longer be trusted). Fastify's own says only "Client Error".
  */
-export function clientErrorHandler (requestMs: number) {
+export function clientErrorHandler (limits: { headersMs: number, requestMs: number }) {
   return function answerClientError (err: ClientError, socket: Socket): void {
     if (err.code === 'ECONNRESET' || socket.destroyed) return
-    const [status, code, message] = describe(err, requestMs)
+    const [status, code, message] = describe(err, limits)
     const label = STATUS_CODES[status] ?? 'Error'
     const start = Buffer.isBuffer(err.rawPacket) ? err.rawPacket.subarray(0, 2048).toString('latin1') : ''
     const path = /^[A-Z]+ (\S+)/.exec(start)?.[1] ?? ''

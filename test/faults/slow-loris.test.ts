@@ -63,6 +63,7 @@ t.test('slow-loris clients (headers a byte at a time, never finished) are cut of
   const cutAfter = slow.map(l => (l.closedAt ?? Date.now()) - listeningAt)
   t.comment(`cut off ${Math.min(...cutAfter)} to ${Math.max(...cutAfter)} ms after the server started listening`)
   t.same(slow.filter(l => !/^HTTP\/1\.1 408 /.test(l.reply)).map(l => l.reply.slice(0, 40)), [], 'each with a 408')
+  t.same(slow.filter(l => !/"code":"NARR_REQUEST_TIMEOUT".*headers within 10 s/.test(l.reply)).map(l => l.reply.slice(-120)), [], 'in the app\'s shape, saying what was too slow')
   t.comment(`meanwhile: ${summary(served)}`)
   // One request every half second or so, for as long as the slow clients were held.
   const expected = Math.floor((Math.min(...cutAfter) - 1000) / 1000)
