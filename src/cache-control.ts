@@ -36,7 +36,8 @@ export function parseCacheControl (header: string | undefined): CacheControl {
     else if (name === 'no-store') out.noStore = true
     else if (name === 'only-if-cached') out.onlyIfCached = true
     else if (name === 'max-age') out.maxAge = seconds(name, value)
-    else if (name === 'max-stale') out.maxStale = seconds(name, value)
+    // Without a value (no `=`), RFC 9111: a stale entry of any age will do, as with no directive.
+    else if (name === 'max-stale' && rest.length > 0) out.maxStale = seconds(name, value)
     else if (name === 'stale-if-error') out.staleIfError = seconds(name, value)
   }
   return out
