@@ -28,9 +28,10 @@ import rolloutRoutes from '../routes/rollout/index.ts'
 import prewarmSchedulePlugin, { type PrewarmSchedulePluginOptions } from '../plugins/prewarm-schedule.ts'
 import type { Config } from './config.ts'
 import type { Narrator } from './narrator/narrator.ts'
-import { InvalidUtf8Error, MethodNotAllowedError, NotFoundError, UnsupportedEncodingError } from './errors.ts'
+import { DuplicateJsonKeyError, InvalidUtf8Error, MethodNotAllowedError, NotFoundError, UnsupportedEncodingError } from './errors.ts'
 import { ownError } from './body-errors.ts'
 import { codedBody } from './body-coding.ts'
+import { duplicateKey } from './duplicate-key.ts'
 import { clientErrorHandler } from './client-error.ts'
 import { lenientUserPath } from './admin/user-path.ts'
 import { formatValidationError } from './schemas/validation-message.ts'
@@ -153,7 +154,12 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
     if (!isUtf8(bytes)) return done(new InvalidUtf8Error(), undefined)
     const text = bytes.toString('utf8')
     request.jsonBodyText ??= text
-    parseJson(request, text, done)
+    parseJson(request, text, (err, parsed) => {
+      // A key named twice in one object: refused rather than silently read as its last value.
+      const twice = err === null ? duplicateKey(text) : undefined
+      if (twice !== undefined) done(new DuplicateJsonKeyError(twice.key, twice.path), undefined)
+      else done(err, parsed)
+    })
   })
   // The JSON text of a small body, read whole by the narrative route's
   // preParsing hook before Fastify parses it: the service's memo keys on it.

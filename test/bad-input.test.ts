@@ -27,6 +27,8 @@ const cases: Case[] = [
   { name: '1e400 (Infinity)', raw: '{"profile":{"classification":"unresolved","percentages":{"Vega":1e400}}}', status: 400, message: /body\.profile\.percentages\.Vega must be/ },
   { name: 'NaN literal', raw: '{"profile":{"classification":"unresolved","percentages":{"Vega":NaN}}}', status: 400, message: /JSON/ },
   { name: '__proto__ key', raw: '{"profile":{"classification":"unresolved","percentages":{"Vega":1}},"__proto__":{"polluted":true}}', status: 400, message: /forbidden "__proto__" key/ },
+  { name: 'a key named twice', raw: '{"profile":{"classification":"unresolved","percentages":{"Vega":40,"Vega":10}}}', status: 400, message: /names "Vega" twice in body\.profile\.percentages/ },
+  { name: 'a key named twice, once escaped', raw: '{"locale":"en","profile":{"classification":"unresolved","percentages":{"Vega":40}},"loc\\u0061le":"fr"}', status: 400, message: /names "locale" twice in body:/ },
   { name: 'constructor as a system name', payload: { profile: { classification: 'unresolved', percentages: { constructor: 10 } } }, status: 400, message: /reserved name 'constructor'/ },
   { name: 'constructor.prototype key', raw: '{"profile":{"classification":"unresolved","percentages":{"Vega":1}},"constructor":{"prototype":{"x":1}}}', status: 400, message: /forbidden "constructor\.prototype" key/ },
   { name: 'bad system name', payload: { profile: { classification: 'unresolved', percentages: { '9Lives': 10 } } }, status: 400, message: /invalid name '9Lives'/ },

@@ -13,6 +13,8 @@ import { BuildFailedError, BuildRefusedError, type Resolution } from '../../src/
 import { OpenAIError, sendOpenAIError } from './openai-error.ts'
 import { openAIErrorResponses } from '../../src/schemas/error.ts'
 import { ChatBodyMemo, chatMemoryHitHook, completionJson, scopeOf } from './memory-hit.ts'
+import { ChatBodyError } from '../../src/chat/canonical.ts'
+import { ownError } from '../../src/body-errors.ts'
 
 const ChatBodySchema = Type.Object({
   model: Type.String({ minLength: 1 }),
@@ -89,12 +91,17 @@ function cacheHeaders (reply: FastifyReply, resolution: Resolution<ChatValue> | 
  * here is in OpenAI's shape.
  */
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
-  fastify.setErrorHandler((error: FastifyError, request, reply) => {
+  fastify.setErrorHandler((fastifyError: FastifyError, request, reply) => {
+    // Fastify's body errors said as the app says them (the limit, what is taken, where the JSON is wrong).
+    const error = ownError(fastifyError, request)
     const known = asOpenAIError(error)
     if (known !== undefined) return sendOpenAIError(reply, known)
     if (error instanceof CacheControlError) return sendOpenAIError(reply, new OpenAIError(400, error.message, 'invalid_request_error', 'invalid_cache_control'))
+    if (error instanceof ChatBodyError) return sendOpenAIError(reply, new OpenAIError(400, error.message, 'invalid_request_error', error.code, undefined, error.param))
     if (error.validation !== undefined || (error.statusCode !== undefined && error.statusCode < 500)) {
-      return sendOpenAIError(reply, new OpenAIError(error.statusCode ?? 400, error.message, 'invalid_request_error', error.code ?? 'invalid_request'))
+      // The app's own codes in OpenAI's style: NARR_BODY_TOO_LARGE is body_too_large.
+      const code = error.code?.startsWith('NARR_') === true ? error.code.slice(5).toLowerCase() : error.code ?? 'invalid_request'
+      return sendOpenAIError(reply, new OpenAIError(error.statusCode ?? 400, error.message, 'invalid_request_error', code))
     }
     request.log.error({ err: { message: error.message, stack: error.stack } }, 'chat request failed')
     return sendOpenAIError(reply, new OpenAIError(500, 'internal error; the request id is in the logs', 'server_error', 'internal_error'))

@@ -7,17 +7,20 @@ export class OpenAIError extends Error {
   readonly type: string
   readonly code: string
   readonly retryAfter: string | undefined
+  /** The request field at fault (`messages[0].content`), when one is. */
+  readonly param: string | null
 
-  constructor (statusCode: number, message: string, type: string, code: string, retryAfter?: string) {
+  constructor (statusCode: number, message: string, type: string, code: string, retryAfter?: string, param: string | null = null) {
     super(message)
     this.statusCode = statusCode
     this.type = type
     this.code = code
     this.retryAfter = retryAfter
+    this.param = param
   }
 }
 
 export function sendOpenAIError (reply: FastifyReply, err: OpenAIError): FastifyReply {
   if (err.retryAfter !== undefined) reply.header('Retry-After', err.retryAfter)
-  return reply.code(err.statusCode).send({ error: { message: err.message, type: err.type, code: err.code, param: null } })
+  return reply.code(err.statusCode).send({ error: { message: err.message, type: err.type, code: err.code, param: err.param } })
 }
