@@ -74,7 +74,8 @@ export function canonicalChat (body: Record<string, unknown>): CanonicalChat {
     trail.push(name)
     const canon = sorted(value, trail)
     trail.pop()
-    if (DELIVERY_FIELDS.includes(name) || DEFAULT_JSON.get(name) === JSON.stringify(canon)) {
+    const defaultJson = DEFAULT_JSON.get(name)
+    if (DELIVERY_FIELDS.includes(name) || (defaultJson !== undefined && defaultJson === JSON.stringify(canon))) {
       dropped.push(name)
       continue
     }
