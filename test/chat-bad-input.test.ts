@@ -131,3 +131,17 @@ t.test('canonicalChat: the bound and finite numbers, without recursion past the 
   t.throws(() => canonicalChat({ ...body(1), user: [NaN] }), { code: 'invalid_number', param: 'user[0]' }, 'delivery fields are checked too')
   t.same(canonicalChat({ ...body(1), temperature: 1, max_tokens: null, response_format: { type: 'text' } }).dropped, ['max_tokens', 'response_format', 'temperature'], 'defaults still dropped')
 })
+
+t.test('a body that fails the schema: OpenAI\'s codes, and the parameter named as OpenAI names it', async t => {
+  const { s, send } = await setup(t)
+  for (const url of ROUTES) {
+    const missing = refused(t, await send(url, '{"messages":[{"role":"user","content":"hi"}]}'), 400, 'missing_required_parameter', `${url} without model`)
+    t.equal(missing.param, 'model')
+    const role = refused(t, await send(url, '{"model":"gpt-4o","messages":[{"role":"user","content":"hi"},{"content":"x"}]}'), 400, 'missing_required_parameter', `${url} a message without role`)
+    t.equal(role.param, 'messages[1].role')
+    const wrongType = refused(t, await send(url, '{"model":7,"messages":[{"role":"user","content":"hi"}]}'), 400, 'invalid_value', `${url} a model that is not a string`)
+    t.equal(wrongType.param, 'model')
+    t.match(wrongType.message, /model/)
+  }
+  t.equal(s.openai.calls, 0, 'the upstream was never called')
+})

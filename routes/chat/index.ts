@@ -13,7 +13,8 @@ import { BuildFailedError, BuildRefusedError, type Resolution } from '../../src/
 import { OpenAIError, sendOpenAIError } from './openai-error.ts'
 import { openAIErrorResponses } from '../../src/schemas/error.ts'
 import { ChatBodyMemo, chatMemoryHitHook, completionJson, scopeOf } from './memory-hit.ts'
-import { ChatBodyError } from '../../src/chat/canonical.ts'
+import { ChatBodyError, pathOf } from '../../src/chat/canonical.ts'
+import type { FastifySchemaValidationError } from 'fastify/types/schema.js'
 import { ownError } from '../../src/body-errors.ts'
 
 const ChatBodySchema = Type.Object({
@@ -71,6 +72,17 @@ function asOpenAIError (err: unknown): OpenAIError | undefined {
   return undefined
 }
 
+/** The parameter a schema error is about, in OpenAI's style: its path, and the property required or unknown. */
+function paramOf (error: FastifySchemaValidationError): string {
+  const trail: Array<string | number> = error.instancePath.split('/').filter(Boolean)
+    .map(part => part.replace(/~1/g, '/').replace(/~0/g, '~'))
+    .map(part => /^(0|[1-9][0-9]*)$/.test(part) ? Number(part) : part)
+  const params = error.params as { missingProperty?: unknown, additionalProperty?: unknown }
+  const named = error.keyword === 'required' ? params.missingProperty : error.keyword === 'additionalProperties' ? params.additionalProperty : undefined
+  if (typeof named === 'string') trail.push(named)
+  return pathOf(trail)
+}
+
 function noUpstream (): OpenAIError {
   return new OpenAIError(503, 'no upstream is configured: set OPENAI_BASE_URL (an OpenAI-compatible server) or OPENAI_API_KEY', 'server_error', 'no_upstream')
 }
@@ -98,7 +110,13 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     if (known !== undefined) return sendOpenAIError(reply, known)
     if (error instanceof CacheControlError) return sendOpenAIError(reply, new OpenAIError(400, error.message, 'invalid_request_error', 'invalid_cache_control'))
     if (error instanceof ChatBodyError) return sendOpenAIError(reply, new OpenAIError(400, error.message, 'invalid_request_error', error.code, undefined, error.param))
-    if (error.validation !== undefined || (error.statusCode !== undefined && error.statusCode < 500)) {
+    if (error.validation !== undefined) {
+      // A body that fails the schema: the parameter named as OpenAI names it (messages[0].role).
+      const first = (error.validation as FastifySchemaValidationError[]).find(e => e.keyword !== 'if' && e.keyword !== 'propertyNames')
+      const code = first?.keyword === 'required' ? 'missing_required_parameter' : 'invalid_value'
+      return sendOpenAIError(reply, new OpenAIError(400, error.message, 'invalid_request_error', code, undefined, first === undefined ? undefined : paramOf(first)))
+    }
+    if (error.statusCode !== undefined && error.statusCode < 500) {
       // The app's own codes in OpenAI's style: NARR_BODY_TOO_LARGE is body_too_large.
       const code = error.code?.startsWith('NARR_') === true ? error.code.slice(5).toLowerCase() : error.code ?? 'invalid_request'
       return sendOpenAIError(reply, new OpenAIError(error.statusCode ?? 400, error.message, 'invalid_request_error', code))

@@ -118,7 +118,7 @@ function sorted (value: unknown, trail: Array<string | number>): unknown {
 }
 
 /** `messages[0].content`, `logit_bias["50256"]`: as OpenAI's errors name a parameter. */
-function pathOf (trail: Array<string | number>): string {
+export function pathOf (trail: ReadonlyArray<string | number>): string {
   let path = ''
   for (const part of trail) {
     if (typeof part === 'number') path += `[${part}]`

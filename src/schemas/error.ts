@@ -56,8 +56,8 @@ export const OpenAIErrorSchema = Type.Object({
   error: Type.Object({
     message: Type.String({ description: 'What was wrong, for a person' }),
     type: Type.String({ description: 'invalid_request_error, rate_limit_error, server_error, upstream_error, or the upstream\'s own' }),
-    code: Type.Union([Type.String(), Type.Null()], { description: 'A stable code: missing_api_key, invalid_api_key, not_cached, no_upstream, invalid_cache_control, rate_limit_exceeded, …' }),
-    param: Type.Union([Type.String(), Type.Null()])
+    code: Type.Union([Type.String(), Type.Null()], { description: 'A stable code: missing_api_key, invalid_api_key, missing_required_parameter, invalid_value, nesting_too_deep, invalid_number, invalid_json, duplicate_key, invalid_utf8, body_too_large, not_cached, no_upstream, invalid_cache_control, rate_limit_exceeded, …' }),
+    param: Type.Union([Type.String(), Type.Null()], { description: 'The request parameter the error is about, as OpenAI names it (messages[0].role), when there is one' })
   })
 }, { $id: 'OpenAIError', title: 'OpenAIError', description: 'Errors of the /v1 routes, in OpenAI\'s shape' })
 
