@@ -200,6 +200,9 @@ interface LoadTarget { label: string, url: string, pid: number | undefined, head
  * idle more than one run), and a target's ratio is the median of its runs'
  * ratios. Its CPU per request is set against the floor's the same way.
  */
+/** How long each target is loaded, unrecorded, before its first measured run (compareWithFloor). */
+const WARM_SECONDS = quick ? 1 : 4
+
 async function compareWithFloor (section: string, targets: LoadTarget[], sharedBody: unknown, connections: number, pairs: number, seconds: number): Promise<void> {
   const runs = targets.map(() => [] as LoadResult[])
   // Each target's runs' ratio to the floor around them (none for the floor itself).
@@ -212,7 +215,7 @@ async function compareWithFloor (section: string, targets: LoadTarget[], sharedB
     const { url, headers, pid } = targets[i]
     const body = targets[i].body ?? sharedBody
     const cpuBefore = treeCpuSeconds(pid ?? 0)
-    const run = await runLoad({ url, body, headers, connections, seconds: recorded ? seconds : 1 })
+    const run = await runLoad({ url, body, headers, connections, seconds: recorded ? seconds : WARM_SECONDS })
     const cpu = (treeCpuSeconds(pid ?? 0) - cpuBefore) / Math.max(1, run.requests) * 1e6
     if (recorded) {
       cpuPerRequest[i].push(cpu)
@@ -220,12 +223,14 @@ async function compareWithFloor (section: string, targets: LoadTarget[], sharedB
     }
     return { run, cpu }
   }
-  // A second under load first, unrecorded, for the floor and then for each target as
+  // Seconds under load first, unrecorded, for the floor and then for each target as
   // its turn comes: a process left idle during the others' runs (over V8's 8 s
-  // memory-reducer delay) comes back slower for a second or more, and the more code it
-  // runs per request, the longer (measured: the app's first second after 10 s idle took
-  // 2-3× its CPU per request, the bare floor's much less). The steady state is what is
-  // compared, for every target alike. The floor runs throughout, never idle for long.
+  // memory-reducer delay) comes back slower for seconds, and the more code it runs per
+  // request, the longer (measured: the app's first second after 10 s idle took 2-3× its
+  // CPU per request, and it took 3-4 s to recover; with a 1 s warm-up, the first two
+  // runs of the app's duel came out at 0.40 and 0.52 of the floor, the rest 0.64 to 1.05).
+  // The steady state is what is compared, for every target alike. The floor runs
+  // throughout, never idle for long.
   await load(0, false)
   let floorBefore = await load(0)
   for (let i = 1; i < targets.length; i++) {
