@@ -422,8 +422,9 @@ export interface components {
                 message: string;
                 /** @description invalid_request_error, rate_limit_error, server_error, upstream_error, or the upstream's own */
                 type: string;
-                /** @description A stable code: missing_api_key, invalid_api_key, not_cached, no_upstream, invalid_cache_control, rate_limit_exceeded, … */
+                /** @description A stable code: missing_api_key, invalid_api_key, missing_required_parameter, invalid_value, nesting_too_deep, invalid_number, invalid_json, duplicate_key, invalid_utf8, body_too_large, not_cached, no_upstream, invalid_cache_control, rate_limit_exceeded, … */
                 code: string | null;
+                /** @description The request parameter the error is about, as OpenAI names it (messages[0].role), when there is one */
                 param: string | null;
             };
         };
@@ -1998,6 +1999,7 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": {
+                    /** @description 1 to 100 characters, no control characters (U+0000 to U+001F, U+007F to U+009F) and no lone surrogates (PostgreSQL could not store them as sent) */
                     name: string;
                     tenant?: string;
                     rateLimit?: number;
