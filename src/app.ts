@@ -1,6 +1,6 @@
 import { isUtf8 } from 'node:buffer'
 import { STATUS_CODES, type Server } from 'node:http'
-import { LogController, type FastifyError, type FastifyHttpOptions, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import { LogController, type FastifyError, type FastifyHttpOptions, type FastifyInstance, type FastifyServerOptions, type preValidationHookHandler } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import configPlugin from '../plugins/config.ts'
 import redisPlugin from '../plugins/redis.ts'
@@ -28,7 +28,7 @@ import rolloutRoutes from '../routes/rollout/index.ts'
 import prewarmSchedulePlugin, { type PrewarmSchedulePluginOptions } from '../plugins/prewarm-schedule.ts'
 import type { Config } from './config.ts'
 import type { Narrator } from './narrator/narrator.ts'
-import { DuplicateJsonKeyError, InvalidUtf8Error, MethodNotAllowedError, NotFoundError, UnsupportedEncodingError } from './errors.ts'
+import { DuplicateJsonKeyError, InvalidUtf8Error, MethodNotAllowedError, NotFoundError, UnexpectedBodyError, UnsupportedEncodingError } from './errors.ts'
 import { ownError } from './body-errors.ts'
 import { codedBody } from './body-coding.ts'
 import { duplicateKey } from './duplicate-key.ts'
@@ -167,7 +167,18 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
   // Which methods each route path takes (every route, so before any plugin adds one):
   // another method on a known path is a 405 with Allow.
   const allowed = new AllowedMethods()
-  instance.addHook('onRoute', route => allowed.add(route.url, route.method))
+  instance.addHook('onRoute', route => {
+    allowed.add(route.url, route.method)
+    // A route with no body schema takes no body: one sent (`{"paused": false}` to
+    // .../pause) is refused rather than ignored. GET and HEAD bodies are not read.
+    const methods = [route.method].flat()
+    if (route.schema?.body === undefined && methods.some(m => m !== 'GET' && m !== 'HEAD')) {
+      const refuseBody: preValidationHookHandler = (request, _reply, done) => {
+        done(request.body === undefined || request.body === null ? undefined : new UnexpectedBodyError(request.method, route.url))
+      }
+      route.preValidation = route.preValidation === undefined ? [refuseBody] : [...[route.preValidation].flat(), refuseBody]
+    }
+  })
   await instance.register(configPlugin, { config: opts.config })
   // First of the request hooks: an overloaded process refuses at once, before any work.
   await instance.register(loadSheddingPlugin, opts.loadShedding ?? {})

@@ -21,6 +21,7 @@ export const InvalidJsonError = createError<[string]>('NARR_INVALID_JSON', 'Body
 export const InvalidUtf8Error = createError('NARR_INVALID_UTF8', 'Body is not valid UTF-8: JSON bodies must be UTF-8, and these bytes are not (they would be read as U+FFFD, a silent change)', 400)
 export const UnsupportedEncodingError = createError<[string, string]>('NARR_UNSUPPORTED_ENCODING', '%s %s is not supported; send the body as it is (identity)', 415)
 export const DuplicateJsonKeyError = createError<[string, string]>('NARR_DUPLICATE_KEY', 'Body names "%s" twice in %s: JSON would keep the last one without a word; send it once', 400)
+export const UnexpectedBodyError = createError<[string, string]>('NARR_UNEXPECTED_BODY', '%s %s takes no body; send none (a body here would be ignored)', 400)
 export const ForbiddenJsonKeyError = createError<[string]>('NARR_FORBIDDEN_KEY', 'Body contains a forbidden %s key', 400)
 export const OverloadedError = createError<[number]>('NARR_OVERLOADED', 'The server is overloaded; try again in %s s', 503)
 export const ApiKeyNotFoundError = createError<[string]>('NARR_API_KEY_NOT_FOUND', 'No live API key has the id %s', 404)

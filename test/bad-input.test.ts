@@ -141,6 +141,24 @@ t.test('bytes that are not UTF-8 are refused, never read as U+FFFD; so is a body
   t.equal(s.openai.calls, 1, 'only the identity request reached the model')
 })
 
+t.test('a route that takes no body refuses one instead of ignoring it', async t => {
+  const s = await stack(t)
+  const SECRET = 'bad-input-secret-that-is-long-enough-0123'
+  const app = await build(t, { env: { ...s.env, JWT_SECRET: SECRET } })
+  const admin = { authorization: `Bearer ${mintAdminToken(SECRET, 'alice', 3600)}` }
+  const pause = await app.inject({ method: 'POST', url: '/api/narrative/rollout/pause', headers: { ...admin, 'content-type': 'application/json' }, payload: '{"paused":false}' })
+  t.equal(pause.statusCode, 400)
+  t.equal(pause.json().code, 'NARR_UNEXPECTED_BODY')
+  t.match(pause.json().message, 'POST /api/narrative/rollout/pause takes no body')
+  t.equal((await app.inject({ method: 'GET', url: '/api/narrative/rollout', headers: admin })).json().paused, false, 'and it did not pause')
+  const bare = await app.inject({ method: 'POST', url: '/api/narrative/rollout/pause', headers: admin })
+  t.equal(bare.statusCode, 200, 'without a body, as before')
+  t.equal(bare.json().paused, true)
+  const remove = await app.inject({ method: 'DELETE', url: '/api/keys/key_nope', headers: { ...admin, 'content-type': 'application/json' }, payload: '{"force":true}' })
+  t.equal(remove.statusCode, 400)
+  t.equal(remove.json().code, 'NARR_UNEXPECTED_BODY')
+})
+
 t.test('a request Node refuses before Fastify sees it is answered in the app\'s shape (OpenAI\'s under /v1), saying what was wrong', async t => {
   const s = await stack(t)
   const app = await build(t, { env: s.env, listen: true })
