@@ -6,6 +6,7 @@ import { createMetrics, type Metrics } from '../src/metrics.ts'
 import { AdminIpForbiddenError, MetricsUnavailableError } from '../src/errors.ts'
 import { fleetMetrics, shareMetrics } from '../src/workers.ts'
 import { errorResponses } from '../src/schemas/error.ts'
+import { withHook } from '../src/route-hooks.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -66,7 +67,7 @@ export default fp(async (fastify) => {
       if (request.cacheStatus !== undefined) metrics.latency.labels(url, request.cacheStatus).observe(reply.elapsedTime / 1000)
       done()
     }
-    route.onResponse = route.onResponse === undefined ? [timed] : [...[route.onResponse].flat(), timed]
+    route.onResponse = withHook(route.onResponse, timed)
   })
   // Callback style, and the log line built only when it is written: this runs on every request.
   fastify.addHook('onResponse', function logRequestLine (request, reply, done) {

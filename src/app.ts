@@ -33,6 +33,7 @@ import { ownError } from './body-errors.ts'
 import { codedBody } from './body-coding.ts'
 import { duplicateKey } from './duplicate-key.ts'
 import { clientErrorHandler } from './client-error.ts'
+import { withHook } from './route-hooks.ts'
 import { lenientUserPath } from './admin/user-path.ts'
 import { formatValidationError } from './schemas/validation-message.ts'
 import { requestIdOf } from './request-id.ts'
@@ -176,7 +177,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions): 
       const refuseBody: preValidationHookHandler = (request, _reply, done) => {
         done(request.body === undefined || request.body === null ? undefined : new UnexpectedBodyError(request.method, route.url))
       }
-      route.preValidation = route.preValidation === undefined ? [refuseBody] : [...[route.preValidation].flat(), refuseBody]
+      route.preValidation = withHook(route.preValidation, refuseBody)
     }
   })
   await instance.register(configPlugin, { config: opts.config })

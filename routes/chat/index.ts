@@ -16,6 +16,7 @@ import { ChatBodyMemo, chatMemoryHitHook, completionJson, scopeOf } from './memo
 import { ChatBodyError, pathOf } from '../../src/chat/canonical.ts'
 import type { FastifySchemaValidationError } from 'fastify/types/schema.js'
 import { ownError } from '../../src/body-errors.ts'
+import { instancePathParts } from '../../src/schemas/validation-message.ts'
 
 const ChatBodySchema = Type.Object({
   model: Type.String({ minLength: 1 }),
@@ -74,9 +75,7 @@ function asOpenAIError (err: unknown): OpenAIError | undefined {
 
 /** The parameter a schema error is about, in OpenAI's style: its path, and the property required or unknown. */
 function paramOf (error: FastifySchemaValidationError): string {
-  const trail: Array<string | number> = error.instancePath.split('/').filter(Boolean)
-    .map(part => part.replace(/~1/g, '/').replace(/~0/g, '~'))
-    .map(part => /^(0|[1-9][0-9]*)$/.test(part) ? Number(part) : part)
+  const trail: Array<string | number> = instancePathParts(error.instancePath).map(part => /^(0|[1-9][0-9]*)$/.test(part) ? Number(part) : part)
   const params = error.params as { missingProperty?: unknown, additionalProperty?: unknown }
   const named = error.keyword === 'required' ? params.missingProperty : error.keyword === 'additionalProperties' ? params.additionalProperty : undefined
   if (typeof named === 'string') trail.push(named)
@@ -119,7 +118,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     if (error.statusCode !== undefined && error.statusCode < 500) {
       // The app's own codes in OpenAI's style: NARR_BODY_TOO_LARGE is body_too_large.
       const code = error.code?.startsWith('NARR_') === true ? error.code.slice(5).toLowerCase() : error.code ?? 'invalid_request'
-      return sendOpenAIError(reply, new OpenAIError(error.statusCode ?? 400, error.message, 'invalid_request_error', code))
+      return sendOpenAIError(reply, new OpenAIError(error.statusCode, error.message, 'invalid_request_error', code))
     }
     request.log.error({ err: { message: error.message, stack: error.stack } }, 'chat request failed')
     return sendOpenAIError(reply, new OpenAIError(500, 'internal error; the request id is in the logs', 'server_error', 'internal_error'))

@@ -6,9 +6,13 @@ const PATTERN_PHRASES: Record<string, string> = {
   [USER_ID_PATTERN]: 'must not contain control characters (U+0000 to U+001F, U+007F to U+009F) or lone surrogates'
 }
 
+/** The property names and indexes of an Ajv instancePath (a JSON Pointer: `/messages/0/role`), unescaped. */
+export function instancePathParts (instancePath: string): string[] {
+  return instancePath.split('/').filter(Boolean).map(p => p.replace(/~1/g, '/').replace(/~0/g, '~'))
+}
+
 function pathOf (dataVar: string, instancePath: string): string {
-  const parts = instancePath.split('/').filter(Boolean).map(p => p.replace(/~1/g, '/').replace(/~0/g, '~'))
-  return [dataVar, ...parts].join('.')
+  return [dataVar, ...instancePathParts(instancePath)].join('.')
 }
 
 /** Ajv puts the offending property name on the error itself for propertyNames failures. */
